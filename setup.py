@@ -1,0 +1,34 @@
+"""Packaging for hf-ddpm.
+
+The pipeline lives in the top-level ``pipelines/`` folder of the repository (the project's layout) but is
+installed as the sub-package ``hf_ddpm.pipelines``, so there is one definition of ``DDPMDocPipeline`` and
+``from hf_ddpm import DDPMDocPipeline`` works after a plain ``pip install .``.
+"""
+
+from setuptools import setup
+
+setup(
+    name="hf-ddpm",
+    version="0.1.0",
+    description="Denoising Diffusion Probabilistic Models (Ho et al. 2020) as a Hugging Face diffusers extension",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["hf_ddpm", "hf_ddpm.pipelines"],
+    package_dir={"hf_ddpm.pipelines": "pipelines"},
+    install_requires=[
+        "torch>=2.1",
+        "diffusers>=0.30",
+        "accelerate>=1.0",
+        "datasets>=2.18",
+        "huggingface_hub>=0.24",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "pillow>=9.0",
+        "tqdm>=4.60",
+        "scikit-learn>=1.2",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["hf-ddpm=hf_ddpm.cli:main"]},
+)
