@@ -1,0 +1,147 @@
+"""Training objectives (Ho et al. 2020, Sec. 3.4; Nichol & Dhariwal 2021) and timestep samplers.
+
+* ``"simple"``: L_simple = ‖target − prediction‖² (Eq. 14; the target is ε, x_0 or v by prediction type), t uniform.
+* ``"vlb"``: T · L_t, the bound's term at t in bits/dim (Eqs. 5, 12, 13), whose mean over uniform t is the bound
+  minus the constant L_T: the true weighting λ_t of Eq. 12, plus the decoder L_0 at t = 0.
+* ``"hybrid"``: L_simple + λ · T · L_t with the mean stopped (only the variance learns from the bound),
+  λ = 0.001 (improved DDPM's L_hybrid); for learned variances.
+
+A timestep sampler draws t with probabilities p_t and returns the weights 1 / (T p_t) that keep the loss an
+unbiased estimate of its uniform-t expectation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .likelihood import bound_term, mean_over_dims
+from .scheduler import LEARNED_VARIANCE_TYPES, DDPMDocScheduler
+
+LOSS_TYPES = ("simple", "vlb", "hybrid")
+TIMESTEP_SAMPLERS = ("uniform", "importance")
+HYBRID_VLB_WEIGHT = 0.001  # λ of L_hybrid on the full bound (improved DDPM, Sec. 3.1)
+
+
+def check_objective(scheduler: DDPMDocScheduler, loss_type: str) -> None:
+    """Reject objectives that cannot train the configured model: an unknown ``loss_type``, ``"simple"`` with a
+    learned variance (its variance channels would get no gradient), ``"hybrid"`` with a fixed one (it is then
+    exactly ``"simple"``)."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    learned = scheduler.config.variance_type in LEARNED_VARIANCE_TYPES
+    if loss_type == "simple" and learned:
+        raise ValueError(
+            f"loss_type='simple' does not train the variance of variance_type={scheduler.config.variance_type!r}; "
+            "use loss_type='hybrid' or 'vlb'"
+        )
+    if loss_type == "hybrid" and not learned:
+        raise ValueError(
+            f"loss_type='hybrid' trains a learned variance, but variance_type={scheduler.config.variance_type!r} "
+            "is fixed; use 'learned' or 'learned_range', or loss_type='simple'"
+        )
+
+
+def prediction_target(scheduler: DDPMDocScheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
+    """What the network is trained to output: ε, x_0 or v = √ᾱ_t ε − √(1−ᾱ_t) x_0."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return x0
+    return scheduler.get_velocity(x0, noise, timesteps)
+
+
+def training_loss(
+    scheduler: DDPMDocScheduler,
+    model_output: torch.Tensor,
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    loss_type: str = "simple",
+) -> torch.Tensor:
+    """The per-example loss [B] of ``loss_type`` for x_t = add_noise(x0, noise, timesteps) (Algorithm 1)."""
+    check_objective(scheduler, loss_type)
+    T = scheduler.config.num_train_timesteps
+    if loss_type == "vlb":
+        return T * bound_term(scheduler, model_output, x0, x_t, timesteps)
+    prediction, variance_output = scheduler.split_model_output(model_output, x_t)
+    target = prediction_target(scheduler, x0, noise, timesteps)
+    simple = mean_over_dims((target.float() - prediction.float()) ** 2)
+    if loss_type == "simple":
+        return simple
+    mean_stopped = torch.cat([prediction.detach(), variance_output], dim=1)
+    return simple + HYBRID_VLB_WEIGHT * T * bound_term(scheduler, mean_stopped, x0, x_t, timesteps)
+
+
+class UniformSampler:
+    """t ~ U{0, …, T−1}, weights 1."""
+
+    def __init__(self, num_timesteps: int):
+        self.num_timesteps = num_timesteps
+
+    def probabilities(self) -> np.ndarray:
+        return np.full(self.num_timesteps, 1.0 / self.num_timesteps)
+
+    def sample(self, batch_size: int, device=None, generator: torch.Generator | None = None):
+        """(timesteps [B] int64, weights [B] float32 = 1 / (T p_t)), drawn on the CPU then moved to ``device``."""
+        p = torch.from_numpy(self.probabilities())
+        t = torch.multinomial(p, batch_size, replacement=True, generator=generator)
+        weights = 1.0 / (self.num_timesteps * p[t])
+        return t.to(device), weights.float().to(device)
+
+    def update(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
+        """Uniform sampling learns nothing from the losses."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class ImportanceSampler(UniformSampler):
+    """p_t ∝ √E[L_t²] over the last ``history`` losses seen at each t, mixed with ``uniform_mix`` of the
+    uniform distribution (improved DDPM, Sec. 3.3). Uniform until every t has a full history."""
+
+    def __init__(self, num_timesteps: int, history: int = 10, uniform_mix: float = 0.001):
+        super().__init__(num_timesteps)
+        self.uniform_mix = uniform_mix
+        self._losses = np.zeros((num_timesteps, history))
+        self._counts = np.zeros(num_timesteps, dtype=np.int64)
+
+    def probabilities(self) -> np.ndarray:
+        history = self._losses.shape[1]
+        if (self._counts < history).any():
+            return super().probabilities()
+        p = np.sqrt((self._losses**2).mean(axis=1))
+        p /= p.sum()
+        return (1.0 - self.uniform_mix) * p + self.uniform_mix / self.num_timesteps
+
+    def update(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
+        """Record per-example losses (detached; all processes' in a distributed run) at their timesteps."""
+        history = self._losses.shape[1]
+        for t, loss in zip(timesteps.tolist(), losses.detach().double().cpu().tolist()):
+            if self._counts[t] == history:
+                self._losses[t, :-1] = self._losses[t, 1:]
+                self._losses[t, -1] = loss
+            else:
+                self._losses[t, self._counts[t]] = loss
+                self._counts[t] += 1
+
+    def state_dict(self) -> dict:
+        return {"losses": self._losses.copy(), "counts": self._counts.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._losses = np.array(state["losses"], dtype=np.float64)
+        self._counts = np.array(state["counts"], dtype=np.int64)
+
+
+def make_timestep_sampler(name: str, num_timesteps: int) -> UniformSampler:
+    """The sampler called ``name`` (one of ``TIMESTEP_SAMPLERS``)."""
+    if name == "uniform":
+        return UniformSampler(num_timesteps)
+    if name == "importance":
+        return ImportanceSampler(num_timesteps)
+    raise ValueError(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got {name!r}")

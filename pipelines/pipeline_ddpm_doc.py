@@ -1,0 +1,169 @@
+"""``DDPMDocPipeline``: ancestral sampling (Algorithm 2) and the variational bound of real images."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..likelihood import VariationalBound, bits_per_dim
+from ..scheduler import DDPMDocScheduler
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+class DDPMDocPipeline(DiffusionPipeline):
+    """Unconditional image generation with a ``UNet2DModel`` and the ``DDPMDocScheduler``.
+
+    Loads folders saved by this project or by diffusers' ``DDPMPipeline`` (a ``DDPMScheduler`` there is replaced by
+    the ``DDPMDocScheduler`` of the same configuration). With the same UNet, seed and configuration its images equal
+    ``DDPMPipeline``'s.
+
+    Example:
+        >>> import torch
+        >>> from hf_ddpm import DDPMDocPipeline
+        >>> pipe = DDPMDocPipeline.from_pretrained("ddpm-digits")
+        >>> images = pipe(batch_size=16, generator=torch.Generator().manual_seed(0)).images
+        >>> bound = pipe.log_likelihood(images)  # bits/dim of each image
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["image", "pred_original_sample"]
+
+    def __init__(self, unet: UNet2DModel, scheduler: DDPMDocScheduler):
+        super().__init__()
+        if isinstance(scheduler, DDPMScheduler):
+            scheduler = DDPMDocScheduler.from_config(scheduler.config)
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    def _image_shape(self, batch_size: int) -> tuple[int, ...]:
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return (batch_size, self.unet.config.in_channels, *size)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int = 1000,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[["DDPMDocPipeline", int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("image",),
+    ) -> ImagePipelineOutput | tuple:
+        """Draw ``batch_size`` images by ancestral sampling over ``num_inference_steps`` steps.
+
+        Args:
+            batch_size: number of images.
+            generator: a ``torch.Generator`` (or one per image) for reproducible images.
+            num_inference_steps: steps of the (respaced) chain; 1000 is the paper's full chain.
+            output_type: ``"pil"``, ``"np"`` (float array in [0, 1], NHWC) or ``"pt"`` (tensor in [0, 1], NCHW).
+            return_dict: return an ``ImagePipelineOutput`` rather than a tuple.
+            callback_on_step_end: called after every step as ``callback(pipe, step_index, timestep, kwargs)`` with
+                ``kwargs`` holding the tensors named in ``callback_on_step_end_tensor_inputs`` ("image": x_{t−1},
+                "pred_original_sample": x̂_0); a returned ``"image"`` replaces x_{t−1} (progressive generation).
+
+        Raises:
+            FloatingPointError: the UNet produced NaN or inf; the message names the first step where it did.
+        """
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for batch_size={batch_size}; pass one per image")
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(unknown)} not in {self._callback_tensor_inputs}")
+
+        device = self._execution_device
+        image = randn_tensor(self._image_shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
+        self.scheduler.set_timesteps(num_inference_steps)
+        timesteps = self.scheduler.timesteps
+        # One flag per step, written on the device: no synchronisation until the loop is over.
+        nonfinite = torch.zeros(len(timesteps), dtype=torch.bool, device=device)
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_output = self.unet(image, t).sample
+            nonfinite[i] = ~torch.isfinite(model_output).all()
+            step = self.scheduler.step(model_output, t, image, generator=generator)
+            image = step.prev_sample
+            if callback_on_step_end is not None:
+                tensors = {"image": image, "pred_original_sample": step.pred_original_sample}
+                kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
+                image = (callback_on_step_end(self, i, t, kwargs) or {}).get("image", image)
+        if nonfinite.any():
+            first = int(nonfinite.nonzero()[0])
+            raise FloatingPointError(
+                f"the UNet returned NaN or inf at sampling step {first} (timestep {int(timesteps[first])}) of "
+                f"{len(timesteps)}; check the weights (e.g. a diverged or half-precision-overflowing model)"
+            )
+
+        image = (image / 2 + 0.5).clamp(0, 1)
+        if output_type != "pt":
+            image = image.cpu().permute(0, 2, 3, 1).float().numpy()
+            if output_type == "pil":
+                image = self.numpy_to_pil(image)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (image,)
+        return ImagePipelineOutput(images=image)
+
+    def _images_to_model_range(self, images) -> torch.Tensor:
+        """PIL images, arrays (N, H, W[, C]) or tensors (N, C, H, W) in [0, 1] → x_0 on the 8-bit grid of [−1, 1]."""
+        if isinstance(images, PIL.Image.Image):
+            images = [images]
+        if isinstance(images, (list, tuple)) and images and isinstance(images[0], PIL.Image.Image):
+            mode = "L" if self.unet.config.in_channels == 1 else "RGB"
+            images = np.stack([np.asarray(im.convert(mode), dtype=np.float32) / 255.0 for im in images])
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(images.astype(np.float32))
+            images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
+        if not torch.is_tensor(images) or images.ndim != 4:
+            raise ValueError(
+                "images must be PIL images, an array (N, H, W) / (N, H, W, C) or a tensor (N, C, H, W) in [0, 1]"
+            )
+        expected = self._image_shape(images.shape[0])
+        if tuple(images.shape) != expected:
+            raise ValueError(f"images have shape {tuple(images.shape)} (NCHW), the UNet expects {expected}")
+        if images.min() < 0 or images.max() > 1:
+            raise ValueError(f"images must lie in [0, 1], got values from {float(images.min())} to {float(images.max())}")
+        return torch.round(images.float() * 255.0) / 127.5 - 1.0
+
+    @torch.no_grad()
+    def log_likelihood(
+        self,
+        images,
+        *,
+        timesteps: list[int] | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 256,
+    ) -> VariationalBound:
+        """The variational bound (Eq. 5) of real images in bits/dim (quantised to 8 bits first).
+
+        ``timesteps``: evaluate a subset of timesteps for an unbiased estimate (see ``VariationalBound``);
+        ``generator``: seeds the ε drawn at every timestep; ``batch_size``: images per UNet call.
+        """
+        if not isinstance(self.scheduler, DDPMDocScheduler):
+            raise TypeError(f"log_likelihood needs a DDPMDocScheduler, the pipeline has {type(self.scheduler).__name__}")
+        x0 = self._images_to_model_range(images)
+        parts = [
+            bits_per_dim(
+                lambda x, t: self.unet(x, t).sample,
+                self.scheduler,
+                chunk.to(device=self._execution_device, dtype=self.unet.dtype),
+                generator=generator,
+                timesteps=timesteps,
+            )
+            for chunk in x0.split(batch_size)
+        ]
+        return VariationalBound(
+            total=torch.cat([p.total for p in parts]).cpu(),
+            prior=torch.cat([p.prior for p in parts]).cpu(),
+            terms=torch.cat([p.terms for p in parts]).cpu(),
+            timesteps=parts[0].timesteps,
+        )
