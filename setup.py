@@ -28,6 +28,7 @@ setup(
         "pillow>=9.0",
         "tqdm>=4.60",
         "scikit-learn>=1.2",
+        "matplotlib>=3.5",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["hf-ddpm=hf_ddpm.cli:main"]},

@@ -1,0 +1,189 @@
+"""``hf-ddpm``: sample from and evaluate a trained pipeline without writing Python.
+
+    hf-ddpm sample   --model DIR --num-images 64 --steps 1000 --seed 0 --out grid.png
+    hf-ddpm evaluate --model DIR [--dataset digits|<hub id> | --train-data-dir DIR] [--split test]
+                     [--num-images N] [--timesteps all|K] [--json out.json] [--plot lt.png]
+
+Each subcommand is an ``add_<name>_parser(subparsers)`` that registers its options and sets ``func``; the
+work is done by library functions. A new subcommand is one more entry in ``SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+
+def _device(name: str | None) -> str:
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_pipeline(model: str, device: str | None = None):
+    """``DDPMDocPipeline.from_pretrained(model)`` on ``device``; a ValueError naming ``--model`` if it fails."""
+    from .pipelines import DDPMDocPipeline
+
+    try:
+        pipeline = DDPMDocPipeline.from_pretrained(model)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--model {model!r} could not be loaded as a DDPMDocPipeline: {error}") from error
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(_device(device))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# hf-ddpm sample
+
+
+def add_sample_parser(subparsers) -> None:
+    parser = subparsers.add_parser("sample", help="draw images by ancestral sampling and save them as one grid PNG")
+    parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline (folder or Hub id)")
+    parser.add_argument("--num-images", type=_positive_int, default=64)
+    parser.add_argument("--steps", type=_positive_int, default=1000, help="sampling steps (1000: the full chain)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="grid.png", help="the grid PNG to write")
+    parser.add_argument("--nrow", type=_positive_int, default=None, help="images per row (default: ⌈√N⌉)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=run_sample)
+
+
+def run_sample(args) -> None:
+    from .images import make_grid
+
+    pipeline = load_pipeline(args.model, args.device)
+    generator = torch.Generator(device="cpu").manual_seed(args.seed)
+    images = pipeline(
+        batch_size=args.num_images, generator=generator, num_inference_steps=args.steps, output_type="np"
+    ).images
+    make_grid(images, nrow=args.nrow).save(args.out)
+    print(f"wrote {args.num_images} samples ({args.steps} steps, seed {args.seed}) to {args.out}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# hf-ddpm evaluate
+
+
+def add_evaluate_parser(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="the held-out variational bound in bits/dim, with its terms")
+    parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline (folder or Hub id)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dataset", default="digits", help="'digits' (default) or a datasets Hub id / folder")
+    source.add_argument("--train-data-dir", default=None, help="an image folder (datasets' imagefolder)")
+    parser.add_argument("--dataset-config", default=None, help="the dataset's configuration name")
+    parser.add_argument("--image-column", default=None, help="default: the dataset's single Image column")
+    parser.add_argument(
+        "--split", default=None, help="default: the held-out split training used (test/validation, else a fraction)"
+    )
+    parser.add_argument("--validation-fraction", type=float, default=0.1, help="as in training, if no held-out split")
+    parser.add_argument("--num-images", type=_positive_int, default=None, help="default: the whole split")
+    parser.add_argument(
+        "--timesteps", default="all", help="'all' (the exact bound) or K: K random timesteps, an unbiased estimate"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the timestep subset")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per UNet call")
+    parser.add_argument("--json", default=None, help="write the numbers and settings to this JSON file")
+    parser.add_argument("--plot", default=None, help="save a plot of L_t against t to this PNG")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=run_evaluate)
+
+
+def evaluation_timesteps(spec: str, num_train_timesteps: int, seed: int) -> torch.Tensor | None:
+    """``"all"`` → None (every timestep); ``"K"`` → K distinct timesteps drawn uniformly with ``seed``."""
+    if spec == "all":
+        return None
+    try:
+        count = int(spec)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= num_train_timesteps:
+        raise ValueError(f"--timesteps must be 'all' or an integer in [1, {num_train_timesteps}], got {spec!r}")
+    if count == num_train_timesteps:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_train_timesteps, generator=generator)[:count].sort().values
+
+
+def run_evaluate(args) -> None:
+    from .data import load_eval_images
+    from .evaluation import plot_terms, summarize_bound
+
+    pipeline = load_pipeline(args.model, args.device)
+    unet = pipeline.unet.config
+    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
+    timesteps = evaluation_timesteps(args.timesteps, num_train_timesteps, args.seed)
+    dataset_name = None if args.train_data_dir is not None else args.dataset
+    held_out = load_eval_images(
+        dataset_name,
+        dataset_config_name=args.dataset_config,
+        train_data_dir=args.train_data_dir,
+        split=args.split,
+        image_column=args.image_column,
+        resolution=unet.sample_size if isinstance(unet.sample_size, int) else None,
+        num_images=args.num_images,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+    )
+    if held_out.channels != unet.in_channels:
+        raise ValueError(
+            f"the data ({held_out.name}, split {held_out.split!r}) has {held_out.channels} channel(s) but --model "
+            f"{args.model!r} expects {unet.in_channels}"
+        )
+    images = (held_out.tensor() + 1.0) / 2.0  # [0, 1], exactly the 8-bit values / 255
+    bound = pipeline.log_likelihood(
+        images, timesteps=timesteps, generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size
+    )
+    summary = summarize_bound(bound, num_train_timesteps)
+    print(f"{held_out.name}, split {held_out.split!r}")
+    print(summary.describe())
+    if args.json:
+        record = {
+            "model": args.model,
+            "dataset": held_out.name,
+            "split": held_out.split,
+            "seed": args.seed,
+            "timesteps": args.timesteps,
+            "bound": summary.to_dict(),
+        }
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_terms(summary, args.plot)
+        print(f"wrote {args.plot}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+SUBCOMMANDS = (add_sample_parser, add_evaluate_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-ddpm", description="Sample from and evaluate DDPM pipelines.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``hf-ddpm``; a ValueError (bad input) is reported as a one-line error with exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as error:
+        parser.exit(2, f"hf-ddpm {args.command}: error: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
