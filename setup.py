@@ -17,6 +17,7 @@ setup(
     python_requires=">=3.10",
     packages=["hf_ddpm", "hf_ddpm.pipelines"],
     package_dir={"hf_ddpm.pipelines": "pipelines"},
+    package_data={"hf_ddpm": ["model_card.md"]},  # hf_ddpm/model_card.md links to the root template (hub helper)
     install_requires=[
         "torch>=2.1",
         "diffusers>=0.30",
@@ -29,6 +30,8 @@ setup(
         "tqdm>=4.60",
         "scikit-learn>=1.2",
         "matplotlib>=3.5",
+        "Jinja2>=3.0",  # model card rendering (hf_ddpm.hub)
+        "PyYAML>=5.1",  # model card metadata check (hf_ddpm.hub)
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["hf-ddpm=hf_ddpm.cli:main"]},
