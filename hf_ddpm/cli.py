@@ -163,7 +163,9 @@ def run_evaluate(args) -> None:
 
 # --------------------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS = (add_sample_parser, add_evaluate_parser)
+from .hub import add_push_parser  # noqa: E402 - `hf-ddpm push` lives with the rest of the Hub code
+
+SUBCOMMANDS = (add_sample_parser, add_evaluate_parser, add_push_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -618,17 +618,11 @@ def add_push_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def run_push(args: argparse.Namespace) -> int:
-    """Handler of ``hf-ddpm push``: 0 on success, 1 when the push failed, 2 for a bad folder or repo id."""
-    import sys
-
+def run_push(args: argparse.Namespace) -> None:
+    """Handler of ``hf-ddpm push``. A bad folder or repo id raises ``ValueError`` (the CLI's exit status 2); a failed
+    push exits with status 1 and the reason on stderr."""
     try:
         url = push_output_folder(args.folder, args.repo_id, token=args.token, private=args.private)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except HubPushError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        raise SystemExit(f"hf-ddpm push: error: {err}") from None
     print(f"Pushed {args.folder} to {url}")
-    return 0
