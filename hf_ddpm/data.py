@@ -247,7 +247,8 @@ def _load_dataset_dict(dataset_name, dataset_config_name, train_data_dir, cache_
     source = train_data_dir if train_data_dir is not None else dataset_name
     try:
         loaded = datasets.load_dataset(*args, cache_dir=cache_dir, **kwargs)
-    except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetsError) as error:
+    except (FileNotFoundError, ConnectionError, ValueError, datasets.exceptions.DatasetsError) as error:
+        # ValueError: e.g. 'Instruction "test" corresponds to no data!' for a split without rows
         offline = " (HF_HUB_OFFLINE is set: only datasets already in the local cache can be loaded)"
         hint = offline if datasets.config.HF_HUB_OFFLINE else ""
         raise ValueError(f"{flag} {source!r} could not be loaded{hint}: {error}") from error
