@@ -1,0 +1,96 @@
+"""Training objectives and timestep samplers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hf_ddpm import DDPMDocScheduler, ImportanceSampler, UniformSampler, bits_per_dim, training_loss
+from hf_ddpm.losses import check_objective, make_timestep_sampler
+from helpers import tiny_unet
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_simple_loss_is_the_mse_to_the_prediction_target(prediction_type):
+    s = DDPMDocScheduler(prediction_type=prediction_type)
+    x0, noise = torch.rand(4, 1, 8, 8) * 2 - 1, torch.randn(4, 1, 8, 8)
+    t = torch.tensor([0, 10, 500, 999])
+    out = torch.randn(4, 1, 8, 8)
+    ab = s.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+    target = {"epsilon": noise, "sample": x0, "v_prediction": ab.sqrt() * noise - (1 - ab).sqrt() * x0}[prediction_type]
+    loss = training_loss(s, out, x0, s.add_noise(x0, noise, t), noise, t, "simple")
+    torch.testing.assert_close(loss, ((out - target) ** 2).mean(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_large", "learned_range"])
+def test_vlb_loss_averages_to_the_bound(variance_type):
+    """E_t[T · L_t] over uniform t (with the same ε) is the bound minus L_T: the loss is the bound's estimator."""
+    T = 20
+    s = DDPMDocScheduler(num_train_timesteps=T, beta_end=0.3, variance_type=variance_type)
+    unet = tiny_unet(out_channels=2 if variance_type == "learned_range" else 1)
+    x0 = (torch.randint(0, 256, (1, 1, 8, 8)).float() / 127.5 - 1).repeat(T, 1, 1, 1)
+    noise = torch.randn(1, 1, 8, 8).repeat(T, 1, 1, 1)
+    t = torch.arange(T)
+    x_t = s.add_noise(x0, noise, t)
+    with torch.no_grad():
+        loss = training_loss(s, unet(x_t, t).sample, x0, x_t, noise, t, "vlb")
+        bound = bits_per_dim(lambda x, tt: unet(x.float(), tt).sample, s, x0[:1], noise=noise[:1])
+    assert float(loss.mean()) == pytest.approx(float(bound.total - bound.prior), rel=1e-4)
+
+
+def test_hybrid_loss_stops_the_mean_gradient_of_the_bound():
+    s = DDPMDocScheduler(variance_type="learned_range")
+    x0, noise = torch.rand(2, 1, 4, 4) * 2 - 1, torch.randn(2, 1, 4, 4)
+    t = torch.tensor([3, 700])
+    x_t = s.add_noise(x0, noise, t)
+    out = torch.randn(2, 2, 4, 4, requires_grad=True)
+    hybrid = training_loss(s, out, x0, x_t, noise, t, "hybrid").sum()
+    (grad_hybrid,) = torch.autograd.grad(hybrid, out)
+    mse = ((out[:, :1] - noise) ** 2).mean(dim=(1, 2, 3)).sum()
+    (grad_mse,) = torch.autograd.grad(mse, out)
+    torch.testing.assert_close(grad_hybrid[:, :1], grad_mse[:, :1])  # the mean learns from L_simple only
+    assert grad_hybrid[:, 1:].abs().sum() > 0  # the variance learns from λ·L_vlb
+
+
+@pytest.mark.parametrize(
+    "variance_type, loss_type, match",
+    [("learned", "simple", "does not train the variance"), ("fixed_small", "hybrid", "is fixed"), ("fixed_small", "l2", "loss_type must be one of")],
+)
+def test_contradictory_objectives_are_rejected(variance_type, loss_type, match):
+    with pytest.raises(ValueError, match=match):
+        check_objective(DDPMDocScheduler(variance_type=variance_type), loss_type)
+
+
+def test_uniform_sampler_weights_are_one():
+    t, w = UniformSampler(100).sample(1000, generator=torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() < 100 and torch.equal(w, torch.ones(1000))
+
+
+def test_importance_sampler_is_uniform_until_warm_then_unbiased():
+    T = 5
+    sampler = ImportanceSampler(T, history=3, uniform_mix=0.01)
+    np.testing.assert_allclose(sampler.probabilities(), 1 / T)
+    per_t_loss = np.array([10.0, 1.0, 1.0, 0.1, 0.1])
+    for _ in range(3):
+        sampler.update(torch.arange(T), torch.tensor(per_t_loss))
+    p = sampler.probabilities()
+    expected = 0.99 * per_t_loss / per_t_loss.sum() + 0.01 / T
+    np.testing.assert_allclose(p, expected)
+    # the weighted estimate of Σ_t L_t / T is unbiased: E_p[w_t L_t] = mean_t L_t
+    t, w = sampler.sample(200_000, generator=torch.Generator().manual_seed(0))
+    estimate = float((w.double() * torch.tensor(per_t_loss)[t]).mean())
+    assert estimate == pytest.approx(per_t_loss.mean(), rel=0.02)
+    torch.testing.assert_close(w, (1 / (T * torch.tensor(p)[t])).float())
+
+
+def test_importance_sampler_state_round_trips():
+    a = ImportanceSampler(4, history=2)
+    for _ in range(3):
+        a.update(torch.tensor([0, 1, 2, 3]), torch.rand(4))
+    b = make_timestep_sampler("importance", 4)
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(a.probabilities(), b.probabilities())
+    assert math.isclose(b.probabilities().sum(), 1.0)
+    with pytest.raises(ValueError, match="timestep_sampler must be one of"):
+        make_timestep_sampler("stratified", 4)
