@@ -1,0 +1,159 @@
+"""The reusable parts of ``training/train.py``: data order, run records, and evaluation during training.
+
+* :class:`EpochShuffleSampler` — the order of an epoch is a pure function of (seed, epoch), so a resumed run (with
+  Accelerate's ``skip_first_batches``) sees exactly the batches an uninterrupted run would.
+* :class:`LossHistory` — the per-step training loss, saved in checkpoints, plotted by :func:`save_loss_plot`.
+* :func:`held_out_bound` — the bound on held-out images in bits/dim, over all T timesteps or an unbiased estimate
+  from K of them, with its standard error (:func:`hf_ddpm.evaluation.summarize_bound`).
+* :func:`sample_grid` — draw images with the pipeline and lay them out as one PNG-ready grid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from .evaluation import BoundSummary, summarize_bound
+from .images import make_grid
+from .likelihood import VariationalBound, bits_per_dim
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A random permutation of ``range(num_items)`` per epoch, drawn from ``(seed, epoch)`` alone.
+
+    Call :meth:`set_epoch` before each epoch (Accelerate's prepared DataLoader forwards its ``set_epoch`` here)."""
+
+    def __init__(self, num_items: int, seed: int):
+        self.num_items = num_items
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+
+
+class LossHistory:
+    """The mean training loss of every optimizer step (over all processes), checkpointed with the run."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+
+    def append(self, step: int, loss: float) -> None:
+        self.steps.append(int(step))
+        self.losses.append(float(loss))
+
+    def recent_mean(self, count: int = 100) -> float:
+        """Mean of the last ``count`` losses (nan before the first)."""
+        return float(np.mean(self.losses[-count:])) if self.losses else float("nan")
+
+    def state_dict(self) -> dict:
+        return {"steps": list(self.steps), "losses": list(self.losses)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = [int(s) for s in state["steps"]]
+        self.losses = [float(v) for v in state["losses"]]
+
+
+def save_loss_plot(history: LossHistory, path: str, title: str = "training loss") -> None:
+    """Plot the per-step loss (light) and its running mean over ~2 % of the run (dark), log scale, to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = np.asarray(history.steps), np.asarray(history.losses)
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    if len(losses):
+        window = max(1, len(losses) // 50)
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        axes.plot(steps, losses, color="C0", alpha=0.3, lw=0.5, label="per step")
+        axes.plot(steps[window - 1 :], smooth, color="C0", lw=1.5, label=f"mean of {window} steps")
+        if (losses > 0).all():
+            axes.set_yscale("log")
+        axes.legend()
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically (a temporary file renamed over ``path``)."""
+    staging = path + ".tmp"
+    with open(staging, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(staging, path)
+
+
+def subset_timesteps(num_train_timesteps: int, count: int, seed: int) -> torch.Tensor | None:
+    """``count`` timesteps drawn uniformly without replacement from the T (None when ``count`` ≥ T: all of them)."""
+    if count >= num_train_timesteps:
+        return None
+    if count < 2:
+        raise ValueError(f"a bound estimate needs at least 2 timesteps (for its standard error), got {count}")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_train_timesteps, generator=generator)[:count].sort().values
+
+
+@torch.no_grad()
+def held_out_bound(
+    model,
+    scheduler,
+    images: torch.Tensor,
+    *,
+    num_timesteps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> BoundSummary:
+    """The bound (Eq. 5) of ``images`` (in [−1, 1], 8-bit grid) in bits/dim, averaged over the images.
+
+    ``num_timesteps`` None or ≥ T: every timestep (the full bound). Fewer: the unbiased estimate
+    L_T + T/K Σ_{t∈S} L_t over K timesteps S drawn uniformly without replacement with ``seed`` (the same S for
+    every image), whose ``standard_error`` combines the spread over images with the error of choosing S.
+    Images go through the model in chunks of ``batch_size``; the noise is drawn from ``seed``."""
+    T = scheduler.config.num_train_timesteps
+    timesteps = subset_timesteps(T, num_timesteps, seed) if num_timesteps is not None else None
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    parts = [
+        bits_per_dim(model, scheduler, chunk, generator=generator, timesteps=timesteps)
+        for chunk in images.split(batch_size)
+    ]
+    bound = VariationalBound(
+        total=torch.cat([p.total for p in parts]),
+        prior=torch.cat([p.prior for p in parts]),
+        terms=torch.cat([p.terms for p in parts]),
+        timesteps=parts[0].timesteps,
+    )
+    return summarize_bound(bound, num_train_timesteps=T)
+
+
+def sample_grid(pipeline, num_images: int, num_inference_steps: int, seed: int, min_size: int = 32):
+    """Draw ``num_images`` with ``pipeline`` from ``seed``; return (uint8 images ``[N, C, H, W]``, PIL grid).
+
+    Images smaller than ``min_size`` pixels are enlarged in the grid (nearest neighbour) so they can be seen."""
+    from PIL import Image
+
+    generator = torch.Generator(device=pipeline.device).manual_seed(seed)
+    images = pipeline(
+        batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps, output_type="pt"
+    ).images
+    uint8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    grid = make_grid(images.cpu())
+    scale = max(1, -(-min_size // images.shape[-1]))
+    if scale > 1:
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    return uint8, grid
