@@ -1,0 +1,142 @@
+"""`hf-ddpm sample` / `hf-ddpm evaluate` against a tiny pipeline saved by the test."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_unet
+from PIL import Image
+
+from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
+from hf_ddpm.cli import main
+from hf_ddpm.images import make_grid
+from hf_ddpm.likelihood import bits_per_dim
+
+T = 20
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-pipeline")
+    DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(num_train_timesteps=T)).save_pretrained(folder)
+    return str(folder)
+
+
+def _sample(model_dir, out, *extra):
+    main(["sample", "--model", model_dir, "--num-images", "10", "--steps", "5", "--out", str(out), *extra])
+    return np.asarray(Image.open(out))
+
+
+def test_sample_grid_holds_the_pipelines_images(model_dir, tmp_path):
+    grid = _sample(model_dir, tmp_path / "a.png", "--seed", "3")
+    assert grid.shape == (3 * 8, 4 * 8)  # 10 images, ⌈√10⌉ = 4 per row → 3 rows of 8×8 grey tiles
+    pipe = DDPMDocPipeline.from_pretrained(model_dir)
+    direct = pipe(batch_size=10, generator=torch.Generator().manual_seed(3), num_inference_steps=5, output_type="np")
+    expected = np.rint(direct.images[..., 0] * 255).astype(np.uint8)
+    for index in range(10):
+        row, column = divmod(index, 4)
+        np.testing.assert_array_equal(grid[row * 8 : row * 8 + 8, column * 8 : column * 8 + 8], expected[index])
+    assert not grid[16:, 16:].any()  # the two empty cells of the last row
+
+
+def test_sample_is_reproducible_by_seed_and_nrow_sets_the_layout(model_dir, tmp_path):
+    first = _sample(model_dir, tmp_path / "a.png", "--seed", "5")
+    again = _sample(model_dir, tmp_path / "b.png", "--seed", "5")
+    other = _sample(model_dir, tmp_path / "c.png", "--seed", "6")
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    wide = _sample(model_dir, tmp_path / "d.png", "--seed", "5", "--nrow", "5")
+    assert wide.shape == (2 * 8, 5 * 8)
+    np.testing.assert_array_equal(wide[:8, :32], first[:8, :32])  # same images, other layout
+
+
+def _digits_test_x0() -> torch.Tensor:
+    """The 359 held-out digits in [−1, 1], computed from scikit-learn's raw data."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().images[4::5]
+    return torch.from_numpy(np.round(raw * 255.0 / 16.0) / 127.5 - 1.0).float()[:, None]
+
+
+def _evaluate(model_dir, tmp_path, *extra):
+    out = tmp_path / "bound.json"
+    main(["evaluate", "--model", model_dir, "--batch-size", "512", "--json", str(out), *extra])
+    return json.loads(out.read_text())
+
+
+def test_evaluate_equals_bits_per_dim_computed_directly(model_dir, tmp_path, capsys):
+    plot = tmp_path / "lt.png"
+    record = _evaluate(model_dir, tmp_path, "--seed", "1", "--plot", str(plot))
+    pipe = DDPMDocPipeline.from_pretrained(model_dir)
+    bound = bits_per_dim(pipe.unet, pipe.scheduler, _digits_test_x0(), generator=torch.Generator().manual_seed(1))
+    summary = record["bound"]
+    assert (record["split"], summary["num_images"], summary["num_timesteps"]) == ("test", 359, T)
+    assert summary["bits_per_dim"] == pytest.approx(bound.mean(), rel=1e-6)
+    np.testing.assert_allclose(summary["terms"], bound.terms.mean(0).numpy(), rtol=1e-6)
+    assert summary["prior"] == pytest.approx(float(bound.prior.mean()), rel=1e-6)
+    assert summary["decoder"] == pytest.approx(float(bound.terms[:, 0].mean()), rel=1e-6)
+    assert summary["rate"] == pytest.approx(float(bound.terms[:, 1:].sum(1).mean()), rel=1e-6)
+    assert summary["standard_error"] == pytest.approx(float(bound.total.std() / np.sqrt(359)), rel=1e-5)
+    printed = capsys.readouterr().out
+    assert f"bound: {bound.mean():.4f}" in printed and "L_0 (decoder)" in printed
+    plotted = np.asarray(Image.open(plot).convert("L"))
+    assert plotted.shape[0] > 100 and plotted.std() > 0  # a drawn figure, not a blank canvas
+
+
+def test_evaluate_on_a_timestep_subset_is_the_unbiased_estimate(model_dir, tmp_path):
+    record = _evaluate(model_dir, tmp_path, "--timesteps", "5", "--num-images", "359", "--seed", "2")
+    subset = torch.randperm(T, generator=torch.Generator().manual_seed(2))[:5].sort().values
+    assert record["bound"]["timesteps"] == subset.tolist()
+    pipe = DDPMDocPipeline.from_pretrained(model_dir)
+    bound = bits_per_dim(
+        pipe.unet, pipe.scheduler, _digits_test_x0(), generator=torch.Generator().manual_seed(2), timesteps=subset
+    )
+    assert record["bound"]["bits_per_dim"] == pytest.approx(bound.mean(), rel=1e-6)
+    parts = record["bound"]
+    decoder_share = (parts["decoder"] or 0.0) * T / 5
+    assert parts["prior"] + decoder_share + parts["rate"] == pytest.approx(parts["bits_per_dim"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--timesteps", "0"], "--timesteps must be 'all' or an integer in \\[1, 20\\]"),
+        (["--split", "validation"], "split must be 'train' or 'test'"),
+    ],
+)
+def test_evaluate_bad_input_exits_with_a_named_error(model_dir, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--model", model_dir, *argv])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_evaluate_refuses_data_with_other_channels_and_a_missing_model(model_dir, tmp_path, capsys):
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(rgb / f"{i}.png")
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--model", model_dir, "--train-data-dir", str(rgb), "--split", "train"])
+    assert "has 3 channel(s) but --model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sample", "--model", str(tmp_path / "nothing-here"), "--num-images", "1"])
+    assert "--model" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_same_command(model_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "m.png"
+    subprocess.run(
+        [sys.executable, "-m", "hf_ddpm", "sample", "--model", model_dir, "--num-images", "4", "--steps", "3",
+         "--seed", "9", "--out", str(out)],
+        check=True, env=env, capture_output=True,
+    )
+    pipe = DDPMDocPipeline.from_pretrained(model_dir)
+    images = pipe(batch_size=4, generator=torch.Generator().manual_seed(9), num_inference_steps=3, output_type="np").images
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(make_grid(images)))
