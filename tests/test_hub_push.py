@@ -1,0 +1,349 @@
+"""Pushing to the Hub through huggingface_hub's real client, down to HTTP, against a Hub stand-in on 127.0.0.1.
+
+The stand-in implements the endpoints ``HfApi.create_repo`` and ``HfApi.create_commit`` call (repo creation,
+README metadata validation, preupload — answered "regular" so contents travel inline in the commit — and the
+NDJSON commit), records every upload, and can be told to fail. Nothing of hf_ddpm is mocked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DModel
+from huggingface_hub import ModelCard
+from PIL import Image
+
+from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
+
+TOKEN = "hf_fake_write_token"
+USER = "tester"  # the namespace the stand-in gives repo ids without one
+
+
+class FakeHub(ThreadingHTTPServer):
+    """The Hub endpoints of a push, on 127.0.0.1; ``commits`` records what each commit uploaded."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _HubHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.repos: dict[str, dict] = {}  # repo id -> {"private": bool, "files": {path: bytes}}
+        self.commits: list[dict] = []  # {"repo_id", "summary", "files": {path: bytes}}
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization header)
+        self.fail: dict[str, int] = {}  # endpoint ("create", "info", "preupload", "commit") -> HTTP status to answer
+        self.release_commits = threading.Event()
+        self.release_commits.set()  # clear() to hold commits until set() again
+        self.commit_arrived = threading.Event()
+
+    def __enter__(self):
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release_commits.set()
+        self.shutdown()
+        self.server_close()
+
+
+class _HubHandler(BaseHTTPRequestHandler):
+    server: FakeHub
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def _answer(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if status >= 400:
+            self.send_header("X-Error-Message", payload.get("error", ""))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _failing(self, endpoint: str) -> bool:
+        status = self.server.fail.get(endpoint)
+        if status is not None:
+            self._answer(status, {"error": f"stand-in Hub told to answer {status} on {endpoint}"})
+        return status is not None
+
+    def do_GET(self):
+        self.server.requests.append(("GET", self.path, self.headers.get("Authorization")))
+        match = re.fullmatch(r"/api/models/([^/]+/[^/?]+)(?:/revision/[^?]*)?(?:\?.*)?", self.path)
+        if match and not self._failing("info"):
+            repo_id = match.group(1)
+            if repo_id in self.server.repos:
+                self._answer(200, {"id": repo_id, "sha": "0" * 40, "private": self.server.repos[repo_id]["private"]})
+            else:
+                self._answer(404, {"error": "Repository not found"})
+        elif not match:
+            self._answer(404, {"error": f"no such endpoint {self.path}"})
+
+    def do_POST(self):
+        self.server.requests.append(("POST", self.path, self.headers.get("Authorization")))
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/api/repos/create":
+            self._create(json.loads(body))
+        elif self.path == "/api/validate-yaml":
+            self._answer(200, {"errors": [], "warnings": []})
+        elif match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/[^/?]+(\?.*)?", self.path):
+            if not self._failing("preupload"):
+                files = json.loads(body)["files"]
+                self._answer(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                             for f in files]})
+        elif match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/[^/?]+(\?.*)?", self.path):
+            self._commit(match.group(1), body)
+        else:
+            self._answer(404, {"error": f"no such endpoint {self.path}"})
+
+    def _create(self, payload: dict) -> None:
+        if self._failing("create"):
+            return
+        repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
+        if repo_id in self.server.repos:
+            self._answer(409, {"error": "You already created this model repo", "url": f"{self.server.url}/{repo_id}"})
+            return
+        self.server.repos[repo_id] = {"private": payload.get("visibility") == "private", "files": {}}
+        self._answer(200, {"url": f"{self.server.url}/{repo_id}", "name": repo_id})
+
+    def _commit(self, repo_id: str, body: bytes) -> None:
+        self.server.commit_arrived.set()
+        self.server.release_commits.wait(timeout=60)
+        if self._failing("commit"):
+            return
+        if repo_id not in self.server.repos:
+            self._answer(404, {"error": "Repository not found"})
+            return
+        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+        header, operations = lines[0], lines[1:]
+        files = {}
+        for op in operations:
+            if op["key"] != "file" or op["value"].get("encoding") != "base64":
+                self._answer(400, {"error": f"stand-in Hub only takes inline base64 files, got {op['key']}"})
+                return
+            files[op["value"]["path"]] = base64.b64decode(op["value"]["content"])
+        self.server.repos[repo_id]["files"].update(files)
+        oid = hashlib.sha1(body).hexdigest()
+        self.server.commits.append({"repo_id": repo_id, "summary": header["value"]["summary"], "files": files})
+        self._answer(200, {"commitUrl": f"{self.server.url}/{repo_id}/commit/{oid}", "commitOid": oid, "success": True})
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """The stand-in Hub, with huggingface_hub in this process pointed at it (HF_ENDPOINT is read at import)."""
+    with FakeHub() as server:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+def tiny_pipeline(seed: int = 0, num_train_timesteps: int = 50) -> DDPMDocPipeline:
+    """A DDPMDocPipeline with a seeded UNet of a few thousand parameters (attention at 4×4) for 8×8 grey images."""
+    torch.manual_seed(seed)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4, attention_head_dim=8)
+    return DDPMDocPipeline(unet=unet.eval(), scheduler=DDPMDocScheduler(num_train_timesteps=num_train_timesteps))
+
+
+TRAINING_ARGS = dict(dataset_name=None, resolution=8, train_batch_size=32, gradient_accumulation_steps=1,
+                     learning_rate=1e-3, lr_scheduler="constant", use_ema=True, ema_max_decay=0.999,
+                     mixed_precision="no", loss_type="simple", seed=0, hub_model_id="alice/ddpm-digits")
+
+
+@pytest.fixture
+def output_dir(tmp_path) -> Path:
+    """A training output folder: pipeline, card, metrics, images — and what must never be pushed."""
+    out = tmp_path / "ddpm-digits"
+    tiny_pipeline().save_pretrained(out)
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(out / "samples.png")
+    (out / "samples").mkdir()
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(out / "samples" / "step_000100.png")
+    Image.fromarray(np.full((8, 8), 9, np.uint8)).save(out / "loss.png")
+    (out / "metrics.json").write_text(json.dumps({"test_bits_per_dim": 2.5, "num_test_images": 359}))
+    hub.write_model_card(out, args=TRAINING_ARGS, metrics={"test_bits_per_dim": 2.5, "num_test_images": 359},
+                         global_step=100, wall_time_s=12.0, sample_grid="samples.png", loss_plot="loss.png")
+    # training state and logs: never pushed
+    (out / "checkpoint-100").mkdir()
+    torch.save({"exp_avg": torch.ones(3)}, out / "checkpoint-100" / "optimizer.bin")
+    (out / "checkpoint-100" / "model.safetensors").write_bytes(b"weights of a checkpoint")
+    (out / "checkpoint-100" / "progress.png").write_bytes(b"an image inside a checkpoint")
+    (out / "logs" / "train").mkdir(parents=True)
+    (out / "logs" / "train" / "events.out.tfevents.1").write_bytes(b"tensorboard")
+    (out / "random_states_0.pkl").write_bytes(b"rng")
+    (out / "optimizer.bin").write_bytes(b"stray optimizer state")
+    (out / ".DS_Store").write_bytes(b"junk")
+    return out
+
+
+PUSHED = {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+          "scheduler/scheduler_config.json", "README.md", "training_run.json", "metrics.json", "samples.png",
+          "samples/step_000100.png", "loss.png"}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file's bytes and modification time, to show a push left the folder as it was."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_push_uploads_pipeline_card_and_images_in_one_commit(fake_hub, output_dir):
+    before = snapshot(output_dir)
+    url = hub.push_output_folder(output_dir, "bob/digits-model", token=TOKEN, private=True)
+
+    assert fake_hub.repos["bob/digits-model"]["private"] is True
+    assert len(fake_hub.commits) == 1 and url.startswith(f"{fake_hub.url}/bob/digits-model/commit/")
+    files = fake_hub.commits[0]["files"]
+    assert set(files) == PUSHED
+    for path in PUSHED - {"README.md"}:
+        assert files[path] == (output_dir / path).read_bytes(), path
+    # the card is rendered for the repo it went to, from the run stored in training_run.json
+    card = ModelCard(files["README.md"].decode())
+    assert 'DDPMDocPipeline.from_pretrained("bob/digits-model")' in card.text
+    assert card.data.model_name == "bob/digits-model"
+    assert [r.metric_value for r in card.data.eval_results] == [2.5]
+    hub.check_card_metadata(card)
+    # every request carried the token; the folder is exactly as before
+    push_requests = [(m, p, auth) for m, p, auth in fake_hub.requests if not p.startswith("/api/agent-harnesses")]
+    assert [m for m, _, _ in push_requests] == ["POST"] * 4  # create, validate-yaml, preupload, commit
+    assert {auth for _, _, auth in push_requests} == {f"Bearer {TOKEN}"}
+    assert snapshot(output_dir) == before
+
+
+def test_push_is_idempotent_and_resolves_a_bare_name(fake_hub, output_dir):
+    first = hub.push_output_folder(output_dir, "digits-model", token=TOKEN)
+    (output_dir / "metrics.json").write_text(json.dumps({"test_bits_per_dim": 2.4}))
+    second = hub.push_output_folder(output_dir, "digits-model", token=TOKEN)  # repo exists: 409 is fine
+
+    assert list(fake_hub.repos) == [f"{USER}/digits-model"]
+    assert [c["repo_id"] for c in fake_hub.commits] == [f"{USER}/digits-model"] * 2 and first != second
+    assert fake_hub.commits[1]["files"]["metrics.json"] == b'{"test_bits_per_dim": 2.4}'
+    # the card names the full id the Hub gave the bare name, so its snippet loads the right repo
+    assert f'from_pretrained("{USER}/digits-model")' in fake_hub.commits[0]["files"]["README.md"].decode()
+
+
+@pytest.mark.parametrize(
+    "endpoint, status, reason",
+    [("create", 401, "rejected the token"), ("commit", 500, "HTTP 500"), ("commit", 409, "conflict"),
+     ("commit", 403, "may not write to bob")],
+)
+def test_failed_push_is_a_clear_error_and_leaves_the_folder_alone(fake_hub, output_dir, endpoint, status, reason):
+    fake_hub.fail[endpoint] = status
+    if endpoint == "create":
+        fake_hub.fail["info"] = status  # create_repo(exist_ok=True) asks for the repo after a 401
+    before = snapshot(output_dir)
+    with pytest.raises(hub.HubPushError) as info:
+        hub.push_output_folder(output_dir, "bob/digits-model", token=TOKEN)
+    message = str(info.value)
+    assert reason in message and "unchanged" in message
+    assert f"hf-ddpm push --folder {output_dir} --repo-id bob/digits-model" in message
+    assert fake_hub.commits == []
+    assert snapshot(output_dir) == before
+
+
+def test_unreachable_hub_is_a_clear_error(monkeypatch, output_dir):
+    with FakeHub() as server:  # take a free port, then close it: nothing listens there
+        url = server.url
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    before = snapshot(output_dir)
+    with pytest.raises(hub.HubPushError, match=f"cannot reach the Hub at {re.escape(url)}"):
+        hub.push_output_folder(output_dir, "bob/digits-model", token=TOKEN)
+    assert snapshot(output_dir) == before
+
+
+def test_push_before_any_network_call_rejects_bad_input(fake_hub, tmp_path, output_dir):
+    with pytest.raises(ValueError, match="repo_id='a/b/c'"):
+        hub.push_output_folder(output_dir, "a/b/c")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="does not hold a saved pipeline"):
+        hub.push_output_folder(tmp_path / "empty", "bob/x")
+    assert [p for _, p, _ in fake_hub.requests if p.startswith(("/api/repos", "/api/models"))] == []
+
+
+def test_push_command_in_a_fresh_process_reads_HF_ENDPOINT(fake_hub, output_dir):
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "hf_ddpm", "push", "--folder", str(output_dir), "--repo-id", "carol/ddpm",
+               "--token", TOKEN]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{fake_hub.url}/carol/ddpm/commit/" in done.stdout
+    assert set(fake_hub.commits[0]["files"]) == PUSHED
+
+    fake_hub.fail["commit"] = 401
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "hf-ddpm push: error:" in done.stderr and "rejected the token" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_checkpoint_pusher_never_blocks_and_pushes_the_weights_of_its_step(fake_hub, tmp_path):
+    pipe = tiny_pipeline()
+    pusher = hub.CheckpointPusher("bob/run", token=TOKEN)
+    fake_hub.release_commits.clear()  # the Hub takes as long as we like to accept the commit
+
+    future = pusher.push_pipeline(pipe, step=10)
+    pipe.save_pretrained(tmp_path / "step10")  # what the push must carry
+    assert fake_hub.commit_arrived.wait(timeout=60)
+    assert not future.done()  # push_pipeline returned while the upload is still in flight
+    with torch.no_grad():  # training goes on and changes the weights
+        for p in pipe.unet.parameters():
+            p.add_(1.0)
+    assert pusher.push_pipeline(pipe, step=20) is None and pusher.skipped_steps == [20]
+
+    fake_hub.release_commits.set()
+    assert future.result(timeout=60) is not None
+    assert pusher.close() == []
+    (commit,) = fake_hub.commits
+    assert commit["summary"] == "Training in progress: step 10"
+    expected = hub.pipeline_files(tmp_path / "step10")
+    assert sorted(commit["files"]) == sorted(expected)
+    for path in expected:
+        assert commit["files"][path] == (tmp_path / "step10" / path).read_bytes(), path
+
+
+def test_checkpoint_pusher_failure_is_logged_not_raised(fake_hub):
+    fake_hub.fail["commit"] = 500
+    pusher = hub.CheckpointPusher("bob/run", token=TOKEN)
+    future = pusher.push_pipeline(tiny_pipeline(), step=5)
+    assert future.result(timeout=60) is None
+    errors = pusher.close()
+    assert len(errors) == 1 and "step 5" in errors[0] and "HTTP 500" in errors[0]
+    # the next checkpoint is tried again
+    fake_hub.fail.clear()
+    assert pusher.push_pipeline(tiny_pipeline(), step=6).result(timeout=60) is not None
+    assert [c["summary"] for c in fake_hub.commits] == ["Training in progress: step 6"]
+
+
+def parse_hub_flags(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    hub.add_hub_arguments(parser)
+    args = parser.parse_args(argv)
+    hub.check_hub_arguments(args)
+    return args
+
+
+def test_hub_flags():
+    args = parse_hub_flags(["--push_to_hub", "--hub_model_id", "bob/run", "--push_every_checkpoint"])
+    assert isinstance(hub.CheckpointPusher.from_args(args), hub.CheckpointPusher)
+    assert hub.CheckpointPusher.from_args(parse_hub_flags(["--push_to_hub", "--hub_model_id", "bob/run"])) is None
+    for argv, flag in [(["--push_every_checkpoint"], "--push_every_checkpoint"),
+                       (["--push_to_hub"], "--hub_model_id"),
+                       (["--hub_private_repo"], "--hub_private_repo"),
+                       (["--push_to_hub", "--hub_model_id", "bad name!"], "--hub_model_id='bad name!'")]:
+        with pytest.raises(ValueError, match=re.escape(flag)):
+            parse_hub_flags(argv)
