@@ -86,7 +86,7 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--validation-fraction", type=float, default=0.1, help="as in training, if no held-out split")
     parser.add_argument("--num-images", type=_positive_int, default=None, help="default: the whole split")
     parser.add_argument(
-        "--timesteps", default="all", help="'all' (the exact bound) or K: K random timesteps, an unbiased estimate"
+        "--timesteps", default="all", help="'all' (the exact bound) or K ≥ 2: K random timesteps, an unbiased estimate"
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the timestep subset")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per UNet call")
@@ -96,30 +96,27 @@ def add_evaluate_parser(subparsers) -> None:
     parser.set_defaults(func=run_evaluate)
 
 
-def evaluation_timesteps(spec: str, num_train_timesteps: int, seed: int) -> torch.Tensor | None:
-    """``"all"`` → None (every timestep); ``"K"`` → K distinct timesteps drawn uniformly with ``seed``."""
+def timestep_count(spec: str, num_train_timesteps: int) -> int | None:
+    """``--timesteps``: ``"all"`` → None (every timestep, the exact bound); ``"K"`` → K (2 ≤ K ≤ T)."""
     if spec == "all":
         return None
     try:
         count = int(spec)
     except ValueError:
         count = 0
-    if not 1 <= count <= num_train_timesteps:
-        raise ValueError(f"--timesteps must be 'all' or an integer in [1, {num_train_timesteps}], got {spec!r}")
-    if count == num_train_timesteps:
-        return None
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(num_train_timesteps, generator=generator)[:count].sort().values
+    if not 2 <= count <= num_train_timesteps:
+        raise ValueError(f"--timesteps must be 'all' or an integer in [2, {num_train_timesteps}], got {spec!r}")
+    return count
 
 
 def run_evaluate(args) -> None:
     from .data import load_eval_images
-    from .evaluation import plot_terms, summarize_bound
+    from .evaluation import plot_terms
+    from .training import held_out_bound
 
     pipeline = load_pipeline(args.model, args.device)
     unet = pipeline.unet.config
-    num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
-    timesteps = evaluation_timesteps(args.timesteps, num_train_timesteps, args.seed)
+    num_timesteps = timestep_count(args.timesteps, pipeline.scheduler.config.num_train_timesteps)
     dataset_name = None if args.train_data_dir is not None else args.dataset
     held_out = load_eval_images(
         dataset_name,
@@ -137,11 +134,14 @@ def run_evaluate(args) -> None:
             f"the data ({held_out.name}, split {held_out.split!r}) has {held_out.channels} channel(s) but --model "
             f"{args.model!r} expects {unet.in_channels}"
         )
-    images = (held_out.tensor() + 1.0) / 2.0  # [0, 1], exactly the 8-bit values / 255
-    bound = pipeline.log_likelihood(
-        images, timesteps=timesteps, generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size
+    summary = held_out_bound(
+        pipeline.unet,
+        pipeline.scheduler,
+        held_out.tensor().to(pipeline.device, pipeline.unet.dtype),
+        num_timesteps=num_timesteps,
+        seed=args.seed,
+        batch_size=args.batch_size,
     )
-    summary = summarize_bound(bound, num_train_timesteps)
     print(f"{held_out.name}, split {held_out.split!r}")
     print(summary.describe())
     if args.json:

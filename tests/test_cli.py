@@ -105,7 +105,7 @@ def test_evaluate_on_a_timestep_subset_is_the_unbiased_estimate(model_dir, tmp_p
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--timesteps", "0"], "--timesteps must be 'all' or an integer in \\[1, 20\\]"),
+        (["--timesteps", "1"], "--timesteps must be 'all' or an integer in \\[2, 20\\]"),
         (["--split", "validation"], "split must be 'train' or 'test'"),
     ],
 )
