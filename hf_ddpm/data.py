@@ -344,6 +344,10 @@ def _check_resolution(resolution: int | None, sizes: set[tuple[int, int]], where
     raise ValueError(f"{where} holds images of sizes {shown}{' …' if len(sizes) > 5 else ''}; set --resolution")
 
 
+def _is_digits(dataset_name: str | None, train_data_dir: str | None) -> bool:
+    return train_data_dir is None and (dataset_name is None or dataset_name in DIGITS_NAMES)
+
+
 def digits_dataset(
     split: str,
     *,
@@ -402,7 +406,7 @@ def load_image_data(
     images are not all square of one size. Channels: 1 if every image is grey, else 3 (grey images are then
     repeated to RGB).
     """
-    if train_data_dir is None and (dataset_name is None or dataset_name in DIGITS_NAMES):
+    if _is_digits(dataset_name, train_data_dir):
         if eval_split not in (None, "test"):
             raise ValueError(f"the digits hold out the split 'test' only, got eval_split={eval_split!r}")
         train = digits_dataset(
@@ -443,7 +447,7 @@ def load_eval_images(
     ``split=None`` picks the same held-out split training used (with the same ``validation_fraction`` and
     ``seed`` when the dataset has none); ``split="train"`` etc. names one. Only the chosen split is decoded.
     """
-    if train_data_dir is None and (dataset_name is None or dataset_name in DIGITS_NAMES):
+    if _is_digits(dataset_name, train_data_dir):
         return digits_dataset("test" if split is None else split, resolution=resolution, num_images=num_images)
     where, column, _, held_out, held_out_name = _hub_splits(
         dataset_name, dataset_config_name, train_data_dir, image_column, cache_dir, split,
