@@ -245,3 +245,19 @@ def test_image_dataset_from_uint8_array_resizes_digits():
     assert image.shape == (1, 16, 16)
     # bilinear upsampling by 2 keeps values within the original range
     assert image.min() >= train[0].min() and image.max() <= train[0].max()
+
+
+def test_augmentation_does_not_depend_on_dataloader_workers(tmp_path, grey_arrays):
+    _write_folder(tmp_path / "train", grey_arrays[:12])
+    data = load_image_data(
+        train_data_dir=str(tmp_path), resolution=8, random_flip=True, validation_fraction=0.25,
+        cache_dir=str(tmp_path / "c"),
+    )
+    data.train.set_epoch(3)
+    batches = {}
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(data.train, batch_size=4, num_workers=workers, collate_fn=collate_images)
+        batches[workers] = torch.cat(list(loader))
+    torch.testing.assert_close(batches[0], batches[2], rtol=0, atol=0)
+    data.train.set_epoch(4)
+    assert not torch.equal(torch.stack([data.train[i] for i in range(len(data.train))]), batches[0])
