@@ -86,7 +86,9 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--validation-fraction", type=float, default=0.1, help="as in training, if no held-out split")
     parser.add_argument("--num-images", type=_positive_int, default=None, help="default: the whole split")
     parser.add_argument(
-        "--timesteps", default="all", help="'all' (the exact bound) or K ≥ 2: K random timesteps, an unbiased estimate"
+        "--timesteps",
+        default="all",
+        help="'all' (the exact bound) or K ≥ 2: K random timesteps, an unbiased estimate",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the timestep subset")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per UNet call")

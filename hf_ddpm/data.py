@@ -47,7 +47,8 @@ def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
 
 
 def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed split of the digits: ``"test"`` holds the images with index i % 5 == 4 (359), ``"train"`` the rest (1,438)."""
+    """The fixed split of the digits: ``"test"`` holds the images with index i % 5 == 4 (359), ``"train"`` the rest
+    (1,438)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     images, labels = digits_uint8()

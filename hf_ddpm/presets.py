@@ -2,18 +2,18 @@
 
 | resolution | channels per level           | res blocks | attention at | dropout | parameters (3 channels) |
 |-----------:|------------------------------|-----------:|--------------|--------:|------------------------:|
-| 8          | 32, 48                       | 1          | 4×4          | 0.0     | 0.46M (1 channel: the digits on a CPU) |
+| 8          | 32, 48                       | 1          | 4×4          | 0.0     | 0.46M (digits on a CPU) |
 | 16         | 64, 128, 128                 | 2          | 8×8          | 0.1     | 6.5M                    |
-| 32         | 128, 256, 256, 256           | 2          | 16×16        | 0.1     | 35.7M (Ho et al.'s CIFAR-10 U-Net) |
+| 32         | 128, 256, 256, 256           | 2          | 16×16        | 0.1     | 35.7M (paper, CIFAR-10) |
 | 64         | 128, 256, 384, 512           | 2          | 16×16, 8×8   | 0.1     | 88.2M                   |
 | 128        | 128, 128, 256, 384, 512      | 2          | 16×16        | 0.0     | 85.6M                   |
-| 256        | 128, 128, 256, 256, 512, 512 | 2          | 16×16        | 0.0     | 113.7M (Ho et al.'s LSUN / CelebA-HQ, 114M) |
+| 256        | 128, 128, 256, 256, 512, 512 | 2          | 16×16        | 0.0     | 113.7M (paper: 114M)    |
 
 All presets use the layout of the paper's network as diffusers' ``UNet2DModel`` expresses it (the one
-``google/ddpm-cifar10-32`` uses): sinusoidal time embedding ``[sin, cos]`` with frequency shift 1, single-head
-self-attention (``attention_head_dim=None``), attention in the middle block, convolutional down-sampling.
-A model that learns its variances outputs a log-variance interpolation per channel as well, so its
-``out_channels`` is twice the image's channels.
+``google/ddpm-cifar10-32`` uses; 32 is Ho et al.'s CIFAR-10 U-Net, 256 their LSUN / CelebA-HQ one): sinusoidal
+time embedding ``[sin, cos]`` with frequency shift 1, single-head self-attention (``attention_head_dim=None``),
+attention in the middle block, convolutional down-sampling. A model that learns its variances also outputs a
+log-variance interpolation per channel, so its ``out_channels`` is twice the image's channels.
 """
 
 from __future__ import annotations

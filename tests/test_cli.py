@@ -138,5 +138,6 @@ def test_python_dash_m_runs_the_same_command(model_dir, tmp_path):
         check=True, env=env, capture_output=True,
     )
     pipe = DDPMDocPipeline.from_pretrained(model_dir)
-    images = pipe(batch_size=4, generator=torch.Generator().manual_seed(9), num_inference_steps=3, output_type="np").images
+    generator = torch.Generator().manual_seed(9)
+    images = pipe(batch_size=4, generator=generator, num_inference_steps=3, output_type="np").images
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(make_grid(images)))

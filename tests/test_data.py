@@ -84,8 +84,8 @@ def test_grey_imagefolder_channels_range_and_center_crop(tmp_path, grey_arrays):
     assert held_out.shape == (5, 1, 8, 8)
     # the shorter side is already 8: no resize, the centre crop keeps columns 1..8 of the 10
     expected = np.stack([_model_range(a[:, 1:9]) for a in grey_arrays[15:]])[:, None]
-    found = sorted(held_out.numpy(), key=lambda x: x.tobytes())
-    np.testing.assert_allclose(np.stack(found), np.stack(sorted(expected, key=lambda x: x.astype(np.float32).tobytes())), atol=1e-6)
+    order = lambda images: sorted(images, key=lambda x: x.astype(np.float32).tobytes())  # noqa: E731
+    np.testing.assert_allclose(np.stack(order(held_out.numpy())), np.stack(order(expected)), atol=1e-6)
     assert held_out.min() >= -1 and held_out.max() <= 1
 
 
@@ -208,7 +208,8 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path, offline):
     rng = np.random.default_rng(3)
     arrays = [rng.integers(0, 256, (6, 6, 3), dtype=np.uint8) for _ in range(12)]
     cache = tmp_path / "cache"
-    _populate_hub_cache(cache, "tiny-org/tiny-images", {"train": _image_table(arrays[:9]), "test": _image_table(arrays[9:])})
+    splits = {"train": _image_table(arrays[:9]), "test": _image_table(arrays[9:])}
+    _populate_hub_cache(cache, "tiny-org/tiny-images", splits)
     data = load_image_data(dataset_name="tiny-org/tiny-images", cache_dir=str(cache))
     assert (data.channels, data.resolution, data.eval_split, len(data.train), len(data.eval)) == (3, 6, "test", 9, 3)
     np.testing.assert_allclose(data.eval[2].numpy(), _model_range(arrays[11].transpose(2, 0, 1)), atol=1e-6)
