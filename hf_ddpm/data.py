@@ -172,7 +172,8 @@ class ImageDataset(torch.utils.data.Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation draw of ``epoch``; call before creating the epoch's DataLoader iterator."""
+        """Select the augmentation draw of ``epoch``; call before creating the epoch's DataLoader iterator
+        (workers copy the dataset when the iterator starts, so do not use ``persistent_workers=True``)."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
