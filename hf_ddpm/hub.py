@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -127,7 +128,10 @@ def check_card_metadata(card: ModelCard | str) -> None:
     metadata = yaml.safe_load(block)
     if not isinstance(metadata, dict):
         raise ValueError(f"model card metadata must be a YAML mapping, got {type(metadata).__name__}")
-    data = ModelCardData(**metadata, ignore_metadata_errors=False)
+    try:
+        data = ModelCardData(**metadata, ignore_metadata_errors=False)
+    except (KeyError, TypeError, AttributeError) as err:  # huggingface_hub's model-index parser on a malformed entry
+        raise ValueError(f"model card metadata is malformed (model-index): missing or bad {err}") from err
     if data.library_name != "diffusers":
         raise ValueError(f"library_name must be 'diffusers', got {data.library_name!r}")
     if data.pipeline_tag != PIPELINE_TAG:
@@ -208,23 +212,35 @@ def _dataset_info(settings: Mapping[str, Any], metrics: Mapping[str, Any]) -> di
             "index_type": "sklearn-digits", "index_name": "scikit-learn digits"}
 
 
-def _sample_metric(entry: Mapping[str, Any]) -> dict:
-    """A sample-quality number for the card, named after its features: "FID" only for Inception-v3 features."""
-    try:
-        value, features = float(entry["value"]), str(entry["features"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"sample metric {dict(entry)!r} needs a numeric 'value' and a 'features' name") from err
-    inception = features.lower() in ("inception", "inception-v3", "inception_v3", "inceptionv3")
-    n = entry.get("num_samples")
-    data = f"{n} samples against " if n else "samples against "
-    data += str(entry.get("reference", "the held-out images"))
-    return {
-        "name": "FID" if inception else f"Fréchet distance, {features} features",
-        "type": "fid" if inception else f"fd_{features.lower().replace(' ', '_').replace('-', '_')}",
-        "value": value,
-        "data": data,
-        "inception": inception,
-    }
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
+
+
+def _sample_metrics(metrics: Mapping[str, Any]) -> list[dict]:
+    """Sample-quality numbers from the metrics helper's keys (``hf_ddpm.metrics.sample_quality``), named after the
+    network whose features they use: "FID" and "Inception Score" only for Inception-v3, else e.g. "FD (digits
+    classifier)"; a name that claims FID for other features is a ``ValueError``."""
+    features = str(metrics.get("feature_model") or "unknown features")
+    classifier = str(metrics.get("classifier") or features)
+    is_inception = lambda net: _slug(net).startswith("inception")  # noqa: E731
+    n, ref = metrics.get("num_samples"), metrics.get("num_reference")
+    data = (f"{n} samples against {ref} held-out images" if n and ref else "samples against held-out images")
+    found = []
+    if metrics.get("fd") is not None:
+        name = "FID" if is_inception(features) else str(metrics.get("fd_name") or f"FD ({features})")
+        if re.search(r"\bFID\b", name, flags=re.IGNORECASE) and not is_inception(features):
+            raise ValueError(f"sample metric named {name!r}, but its features come from {features!r}, not Inception-v3")
+        found.append({"name": name, "type": "fid" if is_inception(features) else f"fd_{_slug(features)}",
+                      "value": float(metrics["fd"]), "data": data, "inception": is_inception(features)})
+    if metrics.get("inception_score") is not None:
+        name = "Inception Score" if is_inception(classifier) else str(metrics.get("score_name") or f"classifier score ({classifier})")
+        found.append({"name": name, "type": "inception_score" if is_inception(classifier) else f"classifier_score_{_slug(classifier)}",
+                      "value": float(metrics["inception_score"]), "data": data, "inception": is_inception(classifier)})
+    for key in ("precision", "recall"):
+        if metrics.get(key) is not None:
+            found.append({"name": f"{key.capitalize()} ({features})", "type": f"{key}_{_slug(features)}",
+                          "value": float(metrics[key]), "data": data, "inception": is_inception(features)})
+    return found
 
 
 def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> dict:
@@ -276,7 +292,7 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
                              else f"{sampler} (importance sampling of t by the bound's terms)")
 
     bpd = metrics.get("test_bits_per_dim")
-    sample_metrics = [_sample_metric(m) for m in metrics.get("sample_metrics", [])]
+    sample_metrics = _sample_metrics(metrics)
     num_test = metrics.get("num_test_images")
     eval_description = str(metrics.get("test_split") or (
         "the digits' test split (index i % 5 == 4)" if dataset["index_type"] == "sklearn-digits" else "held-out images"))
@@ -330,6 +346,7 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
         "augmentation": augmentation,
         "unet": unet_info,
         "num_train_timesteps": T,
+        "fewer_steps": max(1, T // 10),
         "beta_text": beta_text,
         "variance_type": variance_type,
         "variance_text": variance_text,
@@ -346,7 +363,7 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
         "bits_per_dim_timesteps": metrics.get("test_bits_per_dim_timesteps"),
         "eval_description": eval_description,
         "sample_metrics": sample_metrics,
-        "fid_reported": any(m["inception"] for m in sample_metrics),
+        "fid_reported": any(m["type"] == "fid" for m in sample_metrics),
         "sample_grid": run.get("sample_grid"),
         "sample_grid_caption": f"Samples from the final EMA model, {T} ancestral steps.",
         "loss_plot": run.get("loss_plot"),

@@ -8,138 +8,22 @@ NDJSON commit), records every upload, and can be told to fail. Nothing of hf_ddp
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DModel
 from huggingface_hub import ModelCard
 from PIL import Image
 
-from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
-
-TOKEN = "hf_fake_write_token"
-USER = "tester"  # the namespace the stand-in gives repo ids without one
-
-
-class FakeHub(ThreadingHTTPServer):
-    """The Hub endpoints of a push, on 127.0.0.1; ``commits`` records what each commit uploaded."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _HubHandler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self.repos: dict[str, dict] = {}  # repo id -> {"private": bool, "files": {path: bytes}}
-        self.commits: list[dict] = []  # {"repo_id", "summary", "files": {path: bytes}}
-        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization header)
-        self.fail: dict[str, int] = {}  # endpoint ("create", "info", "preupload", "commit") -> HTTP status to answer
-        self.release_commits = threading.Event()
-        self.release_commits.set()  # clear() to hold commits until set() again
-        self.commit_arrived = threading.Event()
-
-    def __enter__(self):
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.release_commits.set()
-        self.shutdown()
-        self.server_close()
-
-
-class _HubHandler(BaseHTTPRequestHandler):
-    server: FakeHub
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def _answer(self, status: int, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        if status >= 400:
-            self.send_header("X-Error-Message", payload.get("error", ""))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _failing(self, endpoint: str) -> bool:
-        status = self.server.fail.get(endpoint)
-        if status is not None:
-            self._answer(status, {"error": f"stand-in Hub told to answer {status} on {endpoint}"})
-        return status is not None
-
-    def do_GET(self):
-        self.server.requests.append(("GET", self.path, self.headers.get("Authorization")))
-        match = re.fullmatch(r"/api/models/([^/]+/[^/?]+)(?:/revision/[^?]*)?(?:\?.*)?", self.path)
-        if match and not self._failing("info"):
-            repo_id = match.group(1)
-            if repo_id in self.server.repos:
-                self._answer(200, {"id": repo_id, "sha": "0" * 40, "private": self.server.repos[repo_id]["private"]})
-            else:
-                self._answer(404, {"error": "Repository not found"})
-        elif not match:
-            self._answer(404, {"error": f"no such endpoint {self.path}"})
-
-    def do_POST(self):
-        self.server.requests.append(("POST", self.path, self.headers.get("Authorization")))
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path == "/api/repos/create":
-            self._create(json.loads(body))
-        elif self.path == "/api/validate-yaml":
-            self._answer(200, {"errors": [], "warnings": []})
-        elif match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/[^/?]+(\?.*)?", self.path):
-            if not self._failing("preupload"):
-                files = json.loads(body)["files"]
-                self._answer(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                             for f in files]})
-        elif match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/[^/?]+(\?.*)?", self.path):
-            self._commit(match.group(1), body)
-        else:
-            self._answer(404, {"error": f"no such endpoint {self.path}"})
-
-    def _create(self, payload: dict) -> None:
-        if self._failing("create"):
-            return
-        repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
-        if repo_id in self.server.repos:
-            self._answer(409, {"error": "You already created this model repo", "url": f"{self.server.url}/{repo_id}"})
-            return
-        self.server.repos[repo_id] = {"private": payload.get("visibility") == "private", "files": {}}
-        self._answer(200, {"url": f"{self.server.url}/{repo_id}", "name": repo_id})
-
-    def _commit(self, repo_id: str, body: bytes) -> None:
-        self.server.commit_arrived.set()
-        self.server.release_commits.wait(timeout=60)
-        if self._failing("commit"):
-            return
-        if repo_id not in self.server.repos:
-            self._answer(404, {"error": "Repository not found"})
-            return
-        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
-        header, operations = lines[0], lines[1:]
-        files = {}
-        for op in operations:
-            if op["key"] != "file" or op["value"].get("encoding") != "base64":
-                self._answer(400, {"error": f"stand-in Hub only takes inline base64 files, got {op['key']}"})
-                return
-            files[op["value"]["path"]] = base64.b64decode(op["value"]["content"])
-        self.server.repos[repo_id]["files"].update(files)
-        oid = hashlib.sha1(body).hexdigest()
-        self.server.commits.append({"repo_id": repo_id, "summary": header["value"]["summary"], "files": files})
-        self._answer(200, {"commitUrl": f"{self.server.url}/{repo_id}/commit/{oid}", "commitOid": oid, "success": True})
+from hf_ddpm import hub
+from hub_support import TOKEN, USER, FakeHub, tiny_pipeline
 
 
 @pytest.fixture
@@ -149,15 +33,6 @@ def fake_hub(monkeypatch):
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
         yield server
-
-
-def tiny_pipeline(seed: int = 0, num_train_timesteps: int = 50) -> DDPMDocPipeline:
-    """A DDPMDocPipeline with a seeded UNet of a few thousand parameters (attention at 4×4) for 8×8 grey images."""
-    torch.manual_seed(seed)
-    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                       norm_num_groups=4, attention_head_dim=8)
-    return DDPMDocPipeline(unet=unet.eval(), scheduler=DDPMDocScheduler(num_train_timesteps=num_train_timesteps))
 
 
 TRAINING_ARGS = dict(dataset_name=None, resolution=8, train_batch_size=32, gradient_accumulation_steps=1,
