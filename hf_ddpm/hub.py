@@ -292,12 +292,13 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
                              else f"{sampler} (importance sampling of t by the bound's terms)")
 
     bpd = metrics.get("test_bits_per_dim")
-    sample_metrics = _sample_metrics(metrics)
-    num_test = metrics.get("num_test_images")
-    eval_description = str(metrics.get("test_split") or (
-        "the digits' test split (index i % 5 == 4)" if dataset["index_type"] == "sklearn-digits" else "held-out images"))
-    if num_test:
-        eval_description += f", {num_test} images"
+    sample_metrics = _sample_metrics(metrics.get("sample_quality") or metrics)  # nested (trainer) or merged
+    eval_description = metrics.get("test_split")
+    if not eval_description:
+        eval_description = ("the digits' test split (index i % 5 == 4)" if dataset["index_type"] == "sklearn-digits"
+                            else "held-out images")
+        if metrics.get("num_test_images"):
+            eval_description += f", {metrics['num_test_images']} images"
 
     batch = settings.get("train_batch_size")
     accumulation = settings.get("gradient_accumulation_steps", 1) or 1

@@ -1,7 +1,7 @@
 """Loading a pushed pipeline back: from a local folder, and offline (HF_HUB_OFFLINE=1) from a Hub cache laid out as
 huggingface_hub lays it out — with hf-ddpm, and in a process where hf_ddpm cannot be imported (diffusers only).
 
-The cache is filled with exactly the files a push uploads. Loading by repo id happens in fresh processes because
+The cache is filled with exactly the files the stand-in Hub received from a push. Loading by repo id happens in fresh processes because
 huggingface_hub and diffusers read HF_HUB_OFFLINE and HF_HUB_CACHE when they are imported.
 """
 
@@ -15,12 +15,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
-from hub_support import populate_hub_cache, tiny_pipeline
+from hub_support import TOKEN, FakeHub, populate_hub_cache, tiny_pipeline
 
 REPO_ID = "alice/ddpm-digits"
 SEED, STEPS, BATCH = 3, 10, 4
@@ -44,7 +45,7 @@ def run_python(code: str, cache: Path, out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory):
-    """A trained-looking output folder and a Hub cache holding what a push of it uploads."""
+    """A trained-looking output folder, pushed to the stand-in Hub, and a Hub cache holding what the Hub received."""
     root = tmp_path_factory.mktemp("hub")
     pipe = tiny_pipeline(num_train_timesteps=50)
     folder = root / "ddpm-digits"
@@ -53,8 +54,11 @@ def pushed(tmp_path_factory):
     pipe(batch_size=4, num_inference_steps=2).images[0].save(folder / "samples.png")
     hub.write_model_card(folder, args={"hub_model_id": REPO_ID, "loss_type": "simple"},
                          metrics={"test_bits_per_dim": 3.0}, sample_grid="samples.png")
-    files = {f: (folder / f).read_bytes() for f in hub.files_to_push(folder)}
-    snapshot = populate_hub_cache(root / "cache", REPO_ID, files)
+    with FakeHub() as server, pytest.MonkeyPatch.context() as patch:  # push it, through the real client
+        patch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        hub.push_output_folder(folder, REPO_ID, token=TOKEN)
+    snapshot = populate_hub_cache(root / "cache", REPO_ID, server.repos[REPO_ID]["files"])
     return pipe, folder, root / "cache", snapshot
 
 
