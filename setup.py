@@ -29,6 +29,7 @@ setup(
         "pillow>=9.0",
         "tqdm>=4.60",
         "scikit-learn>=1.2",
+        "transformers>=4.40",
         "matplotlib>=3.5",
         "Jinja2>=3.0",  # model card rendering (hf_ddpm.hub)
         "PyYAML>=5.1",  # model card metadata check (hf_ddpm.hub)

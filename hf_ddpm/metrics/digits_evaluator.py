@@ -1,0 +1,132 @@
+"""The built-in digits evaluator: a ~69k-parameter transformers ViT classifier for the 8 × 8 digits.
+
+Trained deterministically (seed, one CPU thread, fixed schedule) on the digits' train split only — never on test
+or generated images — the first time it is needed, then saved with ``save_pretrained`` next to its image
+processor in the cache directory and reused. Its version, seed and test-split accuracy are stored in its config
+(``config.hf_ddpm_evaluator``) and reported with every number it produces. Its penultimate features (the CLS
+token after the final layer norm, 64 numbers) give "FD (digits classifier)"; its probabilities the score.
+
+Cache directory: ``$HF_DDPM_CACHE`` if set, else ``$HF_HOME/hf_ddpm`` if HF_HOME is set, else ``~/.cache/hf_ddpm``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..data import digits_split
+from .features import ImageModel, load_image_model
+
+EVALUATOR_VERSION = 1  # bump when the architecture, data or recipe below changes
+EVALUATOR_SEED = 0
+EVALUATOR_NAME = f"hf-ddpm digits evaluator v{EVALUATOR_VERSION}"
+
+_ARCHITECTURE = dict(image_size=8, patch_size=2, num_channels=1, hidden_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=128, num_labels=10,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+_EPOCHS, _BATCH_SIZE, _LEARNING_RATE, _WEIGHT_DECAY = 40, 64, 3e-3, 0.05
+_SHIFT_PROBABILITY = 0.3  # augmentation: a random shift by up to one pixel for this fraction of each batch
+
+
+def cache_dir() -> Path:
+    """Where hf-ddpm keeps the models it builds for the user (see the module docstring)."""
+    if os.environ.get("HF_DDPM_CACHE"):
+        return Path(os.environ["HF_DDPM_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hf_ddpm"
+    return Path("~/.cache/hf_ddpm").expanduser()
+
+
+def evaluator_dir() -> Path:
+    return cache_dir() / f"digits-evaluator-v{EVALUATOR_VERSION}"
+
+
+def _processor():
+    """Identity-size ViT processing: [0, 1] grey images → (x − 0.5) / 0.5 at 8 × 8 (resizes other sizes)."""
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5])
+
+
+def _pixels(processor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = digits_split(split)
+    batch = torch.from_numpy(images).float() / 255.0
+    return processor(images=batch, return_tensors="pt", do_rescale=False)["pixel_values"], torch.from_numpy(labels)
+
+
+def _shift(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shift a random ``_SHIFT_PROBABILITY`` of the images by up to one pixel each way (background fill)."""
+    n = len(pixels)
+    crops = torch.nn.functional.pad(pixels, (1, 1, 1, 1), value=float(pixels.min())).unfold(2, 8, 1).unfold(3, 8, 1)
+    offset = torch.randint(0, 9, (n,), generator=generator)
+    offset = torch.where(torch.rand(n, generator=generator) < _SHIFT_PROBABILITY, offset, torch.full_like(offset, 4))
+    return crops[torch.arange(n), :, offset // 3, offset % 3]
+
+
+def train_digits_evaluator(out_dir: str | os.PathLike) -> float:
+    """Train the evaluator on the train split (deterministic), save it to ``out_dir``; return its test accuracy."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    processor = _processor()
+    train_x, train_y = _pixels(processor, "train")
+    test_x, test_y = _pixels(processor, "test")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same reduction order, hence the same weights, on every machine
+    try:
+        torch.manual_seed(EVALUATOR_SEED)
+        model = ViTForImageClassification(ViTConfig(**_ARCHITECTURE))
+        generator = torch.Generator().manual_seed(EVALUATOR_SEED)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=_LEARNING_RATE, weight_decay=_WEIGHT_DECAY)
+        steps_per_epoch = -(-len(train_x) // _BATCH_SIZE)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=_LEARNING_RATE, total_steps=_EPOCHS * steps_per_epoch, pct_start=0.15
+        )
+        model.train()
+        for _ in range(_EPOCHS):
+            for index in torch.randperm(len(train_x), generator=generator).split(_BATCH_SIZE):
+                logits = model(pixel_values=_shift(train_x[index], generator)).logits
+                loss = torch.nn.functional.cross_entropy(logits, train_y[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+        model.eval()
+        with torch.no_grad():
+            accuracy = (model(pixel_values=test_x).logits.argmax(dim=-1) == test_y).double().mean().item()
+    finally:
+        torch.set_num_threads(threads)
+    model.config.hf_ddpm_evaluator = {
+        "version": EVALUATOR_VERSION, "seed": EVALUATOR_SEED, "test_accuracy": accuracy,
+        "trained_on": "hf_ddpm.data.digits_split('train') (image index i % 5 != 4)",
+    }
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return accuracy
+
+
+def load_digits_evaluator(device=None) -> tuple[ImageModel, dict]:
+    """The evaluator (training and caching it on first use) and its record: version, seed, test accuracy."""
+    path = evaluator_dir()
+    if not (path / "config.json").is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=".digits-evaluator-", dir=path.parent)
+        train_digits_evaluator(scratch)
+        try:
+            os.replace(scratch, path)  # atomic: a concurrent process either wins or finds the finished folder
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)
+    net = load_image_model(str(path), task="classification", role="digits evaluator", device=device)
+    record = getattr(net.model.config, "hf_ddpm_evaluator", None)
+    if not record or record.get("version") != EVALUATOR_VERSION:
+        raise ValueError(f"{path} does not hold a version-{EVALUATOR_VERSION} digits evaluator; delete the folder")
+    net.name = EVALUATOR_NAME
+    return net, {
+        "evaluator_version": record["version"],
+        "evaluator_seed": record["seed"],
+        "evaluator_test_accuracy": record["test_accuracy"],
+    }
+
