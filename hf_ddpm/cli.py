@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -76,14 +77,27 @@ def add_evaluate_parser(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="the held-out variational bound in bits/dim, with its terms")
     parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline (folder or Hub id)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--dataset", default="digits", help="'digits' (default) or a datasets Hub id / folder")
+    source.add_argument(
+        "--dataset",
+        default=None,
+        help="'digits' or a datasets Hub id / folder (default: the model's training data, from its "
+        "training_run.json, else the digits)",
+    )
     source.add_argument("--train-data-dir", default=None, help="an image folder (datasets' imagefolder)")
     parser.add_argument("--dataset-config", default=None, help="the dataset's configuration name")
     parser.add_argument("--image-column", default=None, help="default: the dataset's single Image column")
     parser.add_argument(
         "--split", default=None, help="default: the held-out split training used (test/validation, else a fraction)"
     )
-    parser.add_argument("--validation-fraction", type=float, default=0.1, help="as in training, if no held-out split")
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        help="held out when the data has no test/validation split (default: as in training, else 0.1)",
+    )
+    parser.add_argument(
+        "--split-seed", type=int, default=None, help="seed of that hold-out (default: the training seed, else 0)"
+    )
     parser.add_argument("--num-images", type=_positive_int, default=None, help="default: the whole split")
     parser.add_argument(
         "--timesteps",
@@ -111,6 +125,44 @@ def timestep_count(spec: str, num_train_timesteps: int) -> int | None:
     return count
 
 
+def training_data_settings(model: str) -> dict:
+    """The data flags of the run that trained ``model`` (a local folder holding the trainer's training_run.json):
+    dataset_name / dataset_config_name / train_data_dir / validation_fraction / seed; {} when not recorded."""
+    from .hub import RUN_FILE
+
+    path = os.path.join(model, RUN_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        settings = json.load(handle).get("settings", {})
+    keys = ("dataset_name", "dataset_config_name", "train_data_dir", "validation_fraction", "seed")
+    return {key: settings[key] for key in keys if settings.get(key) is not None}
+
+
+def held_out_source(args) -> tuple[dict, str]:
+    """``load_eval_images`` keyword arguments for ``hf-ddpm evaluate``, and where they came from.
+
+    Explicit flags win; without ``--dataset``/``--train-data-dir`` the model's training data is used (so the
+    held-out split is the one training held out, with its fraction and seed), else the digits."""
+    trained = training_data_settings(args.model) if args.dataset is None and args.train_data_dir is None else {}
+    if "train_data_dir" in trained:
+        source = {"dataset_name": None, "train_data_dir": trained["train_data_dir"]}
+    elif trained:
+        source = {"dataset_name": trained.get("dataset_name"), "train_data_dir": None}
+    else:
+        source = {"dataset_name": args.dataset if args.train_data_dir is None else None}
+        source["train_data_dir"] = args.train_data_dir
+    fraction = args.validation_fraction if args.validation_fraction is not None else trained.get("validation_fraction")
+    seed = args.split_seed if args.split_seed is not None else trained.get("seed", 0)
+    source.update(
+        dataset_config_name=args.dataset_config or trained.get("dataset_config_name"),
+        validation_fraction=0.1 if fraction is None else fraction,
+        seed=seed,
+    )
+    origin = f"the training run ({os.path.join(args.model, 'training_run.json')})" if trained else "the flags"
+    return source, origin
+
+
 def run_evaluate(args) -> None:
     from .data import load_eval_images
     from .evaluation import plot_terms
@@ -119,18 +171,18 @@ def run_evaluate(args) -> None:
     pipeline = load_pipeline(args.model, args.device)
     unet = pipeline.unet.config
     num_timesteps = timestep_count(args.timesteps, pipeline.scheduler.config.num_train_timesteps)
-    dataset_name = None if args.train_data_dir is not None else args.dataset
-    held_out = load_eval_images(
-        dataset_name,
-        dataset_config_name=args.dataset_config,
-        train_data_dir=args.train_data_dir,
-        split=args.split,
-        image_column=args.image_column,
-        resolution=unet.sample_size if isinstance(unet.sample_size, int) else None,
-        num_images=args.num_images,
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-    )
+    source, origin = held_out_source(args)
+    try:
+        held_out = load_eval_images(
+            **source,
+            split=args.split,
+            image_column=args.image_column,
+            resolution=unet.sample_size if isinstance(unet.sample_size, int) else None,
+            num_images=args.num_images,
+        )
+    except ValueError as error:
+        hint = f"data chosen by {origin}; --dataset / --train-data-dir choose other data"
+        raise ValueError(f"{error} ({hint})") from error
     if held_out.channels != unet.in_channels:
         raise ValueError(
             f"the data ({held_out.name}, split {held_out.split!r}) has {held_out.channels} channel(s) but --model "
@@ -144,13 +196,14 @@ def run_evaluate(args) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
     )
-    print(f"{held_out.name}, split {held_out.split!r}")
+    print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin})")
     print(summary.describe())
     if args.json:
         record = {
             "model": args.model,
             "dataset": held_out.name,
             "split": held_out.split,
+            "data_chosen_by": origin,
             "seed": args.seed,
             "timesteps": args.timesteps,
             "bound": summary.to_dict(),

@@ -141,3 +141,26 @@ def test_python_dash_m_runs_the_same_command(model_dir, tmp_path):
     generator = torch.Generator().manual_seed(9)
     images = pipe(batch_size=4, generator=generator, num_inference_steps=3, output_type="np").images
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(make_grid(images)))
+
+
+def test_evaluate_defaults_to_the_held_out_images_of_the_training_run(tmp_path):
+    """Without data flags, `evaluate` reads the model's training_run.json and evaluates the very images training
+    held out (same folder, fraction and seed) — never images the model was trained on."""
+    from hf_ddpm.data import load_image_data
+
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "images" / "train"
+    folder.mkdir(parents=True)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    model = tmp_path / "model"
+    pipe = DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(num_train_timesteps=T))
+    pipe.save_pretrained(model)
+    settings = {"train_data_dir": str(tmp_path / "images"), "validation_fraction": 0.25, "seed": 3}
+    (model / "training_run.json").write_text(json.dumps({"settings": settings}))
+    record = _evaluate(str(model), tmp_path, "--seed", "4")
+    assert record["split"] == "train[validation_fraction=0.25, seed=3]"
+    trained = load_image_data(train_data_dir=str(tmp_path / "images"), validation_fraction=0.25, seed=3)
+    bound = bits_per_dim(pipe.unet, pipe.scheduler, trained.eval.tensor(), generator=torch.Generator().manual_seed(4))
+    assert record["bound"]["num_images"] == 4
+    assert record["bound"]["bits_per_dim"] == pytest.approx(bound.mean(), rel=1e-6)
