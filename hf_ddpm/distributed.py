@@ -1,11 +1,8 @@
-"""Multi-process launch checks and small helpers for a training loop run under Accelerate."""
+"""The multi-process launch check of a training run under Accelerate."""
 
 from __future__ import annotations
 
 import os
-
-import numpy as np
-import torch
 
 
 def launched_world_size() -> int:
@@ -32,14 +29,3 @@ def check_process_group(accelerator) -> None:
             "other's output. On a CPU-only machine run `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
             "--num_processes N ...` (or use training/configs/cpu_2_processes.yaml); otherwise drop --multi_gpu."
         )
-
-
-def step_generator(seed: int, step: int, process_index: int, device="cpu") -> torch.Generator:
-    """A generator for the noise and timesteps of one micro-batch, seeded from (seed, step, process).
-
-    Seeding per micro-batch makes the draws a pure function of where the run is, so a resumed run draws exactly
-    what an uninterrupted one would, without saving generator states."""
-    (state,) = np.random.SeedSequence([seed, step, process_index]).generate_state(1, dtype=np.uint64)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(state))
-    return generator

@@ -1,5 +1,6 @@
 """The reusable parts of ``training/train.py``: data order, run records, and evaluation during training.
 
+* :func:`step_generator` — the timesteps and noise of a micro-batch are a pure function of (seed, micro-step).
 * :class:`EpochShuffleSampler` — the order of an epoch is a pure function of (seed, epoch), so a resumed run (with
   Accelerate's ``skip_first_batches``) sees exactly the batches an uninterrupted run would.
 * :class:`LossHistory` — the per-step training loss, saved in checkpoints, plotted by :func:`save_loss_plot`.
@@ -21,6 +22,19 @@ from .images import make_grid
 from .likelihood import VariationalBound, bits_per_dim
 
 
+def seeded_generator(*keys: int, device="cpu") -> torch.Generator:
+    """A torch generator seeded from the integers ``keys`` (through numpy's SeedSequence, so nearby keys give
+    unrelated streams)."""
+    (state,) = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)
+    return torch.Generator(device=device).manual_seed(int(state))
+
+
+def step_generator(seed: int, micro_step: int, device="cpu") -> torch.Generator:
+    """The generator of one global micro-batch's timesteps and noise: a pure function of (seed, micro_step), so a
+    resumed run draws exactly what an uninterrupted one would, without saving generator states."""
+    return seeded_generator(seed, micro_step, device=device)
+
+
 class EpochShuffleSampler(torch.utils.data.Sampler):
     """A random permutation of ``range(num_items)`` per epoch, drawn from ``(seed, epoch)`` alone.
 
@@ -38,8 +52,7 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return self.num_items
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
-        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+        return iter(torch.randperm(self.num_items, generator=seeded_generator(self.seed, self.epoch)).tolist())
 
 
 class LossHistory:

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
 from hf_ddpm.checkpointing import StopRequest, check_resumable, resolve_resume, save_checkpoint
 from hf_ddpm.data import collate_images, load_image_data
-from hf_ddpm.distributed import check_process_group, step_generator
+from hf_ddpm.distributed import check_process_group
 from hf_ddpm.likelihood import bound_term
 from hf_ddpm.losses import LOSS_TYPES, TIMESTEP_SAMPLERS, check_objective, make_timestep_sampler, training_loss
 from hf_ddpm.presets import build_unet
@@ -46,6 +46,7 @@ from hf_ddpm.training import (
     held_out_bound,
     sample_grid,
     save_loss_plot,
+    step_generator,
     write_json,
 )
 
@@ -134,10 +135,16 @@ RESUME_MUST_MATCH = (
 
 def training_step(args, accelerator, unet, scheduler, timestep_sampler, clean, micro_step):
     """Algorithm 1 on one micro-batch: draw t and ε, noise the images (Eq. 4), predict, return the weighted loss
-    and, for the importance sampler, every process's timesteps and bound terms L_t."""
-    generator = step_generator(args.seed, micro_step, accelerator.process_index)
-    timesteps, weights = timestep_sampler.sample(clean.shape[0], clean.device, generator=generator)
-    noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+    and, for the importance sampler, every process's timesteps and bound terms L_t.
+
+    t and ε are drawn for the whole global micro-batch from (seed, micro_step) and each process takes its slice, so
+    a run's draws do not depend on how its global batch is split over processes."""
+    generator = step_generator(args.seed, micro_step)
+    size, rank, processes = clean.shape[0], accelerator.process_index, accelerator.num_processes
+    timesteps, weights = timestep_sampler.sample(size * processes, clean.device, generator=generator)
+    noise = randn_tensor((size * processes, *clean.shape[1:]), generator=generator, device=clean.device, dtype=clean.dtype)
+    mine = slice(rank * size, (rank + 1) * size)
+    timesteps, weights, noise = timesteps[mine], weights[mine], noise[mine]
     noisy = scheduler.add_noise(clean, noise, timesteps)
     model_output = unet(noisy, timesteps).sample
     per_example = training_loss(scheduler, model_output, clean, noisy, noise, timesteps, args.loss_type)
