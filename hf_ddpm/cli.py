@@ -159,7 +159,10 @@ def held_out_source(args) -> tuple[dict, str]:
         validation_fraction=0.1 if fraction is None else fraction,
         seed=seed,
     )
-    origin = f"the training run ({os.path.join(args.model, 'training_run.json')})" if trained else "the flags"
+    if trained:
+        origin = f"the training run ({os.path.join(args.model, 'training_run.json')})"
+    else:
+        origin = "the flags" if args.dataset or args.train_data_dir else "default (no training_run.json)"
     return source, origin
 
 
