@@ -1,0 +1,156 @@
+"""hf_ddpm.metrics with real transformers models: the built-in digits evaluator and a tiny DINOv2 from the Hub cache."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from hf_ddpm.data import digits_split
+from hf_ddpm.metrics import frechet_distance, load_digits_evaluator, sample_quality
+from hf_ddpm.metrics.digits_evaluator import evaluator_dir
+
+
+@pytest.fixture(scope="module")
+def evaluator(tmp_path_factory):
+    """The digits evaluator, trained once into a fresh cache directory (HF_DDPM_CACHE)."""
+    previous = os.environ.get("HF_DDPM_CACHE")
+    os.environ["HF_DDPM_CACHE"] = str(tmp_path_factory.mktemp("hf_ddpm_cache"))
+    try:
+        yield load_digits_evaluator()
+    finally:
+        if previous is None:
+            del os.environ["HF_DDPM_CACHE"]
+        else:
+            os.environ["HF_DDPM_CACHE"] = previous
+
+
+def box_blur(images_uint8):
+    x = torch.from_numpy(images_uint8).float() / 255.0
+    return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
+def test_digits_evaluator_accuracy_from_saved_weights(evaluator):
+    net, record = evaluator
+    assert evaluator_dir().is_dir() and str(evaluator_dir()).startswith(os.environ["HF_DDPM_CACHE"])
+    test_images, test_labels = digits_split("test")
+    pixels = (torch.from_numpy(test_images).float() / 255.0 - 0.5) / 0.5  # its processor: mean 0.5, std 0.5
+    with torch.no_grad():
+        accuracy = (net.model(pixel_values=pixels).logits.argmax(-1).numpy() == test_labels).mean()
+    assert accuracy >= 0.97
+    assert record["evaluator_test_accuracy"] == pytest.approx(accuracy)
+    assert record["evaluator_seed"] == 0 and record["evaluator_version"] == 1
+
+
+def test_digits_fd_orders_real_blurred_noise(evaluator):
+    train, _ = digits_split("train")
+    test, _ = digits_split("test")
+    n = len(test)
+    noise = np.random.default_rng(0).uniform(size=(n, 8, 8)).astype(np.float32)
+    real = sample_quality(train[:n], test, progress=False)
+    blurred = sample_quality(box_blur(train[:n]), test, progress=False)
+    uniform = sample_quality(noise, test, progress=False)
+    assert real["fd"] < blurred["fd"] < uniform["fd"]
+    assert real["precision"] > uniform["precision"] and real["recall"] > uniform["recall"]
+    assert real["inception_score"] > 8.0 > uniform["inception_score"]  # ten well-separated, evenly used classes
+    assert sum(real["class_histogram"]) == n and min(real["class_histogram"]) > 0.05 * n
+    assert real["fd_name"] == "FD (digits classifier)" and real["evaluator_test_accuracy"] >= 0.97
+    assert json.loads(json.dumps(real)) == real
+
+
+def test_digits_fd_uses_penultimate_features(evaluator):
+    # independent route to the features: the ViT backbone's CLS token (the classifier head's input)
+    net, _ = evaluator
+    train, _ = digits_split("train")
+    test, _ = digits_split("test")
+
+    def cls_features(images_uint8):
+        pixels = (torch.from_numpy(images_uint8).float() / 255.0 - 0.5) / 0.5
+        with torch.no_grad():
+            return net.model.vit(pixel_values=pixels).last_hidden_state[:, 0].double().numpy()
+
+    expected = frechet_distance(cls_features(train[:200]), cls_features(test))
+    assert sample_quality(train[:200], test, progress=False)["fd"] == pytest.approx(expected, rel=1e-5)
+
+
+def _tiny_dinov2(folder):
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                          image_size=28, patch_size=14)
+    model = Dinov2Model(config).eval()
+    processor = BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 28, "width": 28},
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model, processor
+
+
+def _populate_hub_cache(cache, repo_id, folder):
+    """huggingface_hub's cache layout: models--org--name/{snapshots/<commit>/…, refs/main}."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+OFFLINE_SCRIPT = textwrap.dedent("""
+    import json, sys, numpy as np, torch
+    from hf_ddpm.metrics import image_features, load_image_model, sample_quality
+    from hf_ddpm.metrics.images import as_image_batch
+    folder, repo_id, grey = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
+    out = {}
+    for key, name in (("by_path", folder), ("by_id", repo_id)):
+        net = load_image_model(name, task="features", role="feature_model")
+        out[key] = image_features(as_image_batch(grey, "x"), net, progress=False).tolist()
+    q = sample_quality(grey, grey[::-1].copy(), feature_model=repo_id, progress=False)
+    out["fd_name"], out["fd"], out["feature_model"] = q["fd_name"], q["fd"], q["feature_model"]
+    try:
+        load_image_model("org/not-in-cache", task="features", role="feature_model")
+    except OSError as err:
+        out["missing"] = str(err)
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_tiny_dinov2_offline_by_path_and_by_hub_id_with_grey_input(tmp_path):
+    folder = tmp_path / "tiny-dinov2"
+    model, processor = _tiny_dinov2(folder)
+    _populate_hub_cache(tmp_path / "hub", "org/tiny-dinov2", folder)
+    grey = np.random.default_rng(0).uniform(size=(6, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "grey.npy", grey)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"), HF_HOME=str(tmp_path / "home"),
+               OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, str(folder), "org/tiny-dinov2",
+                           str(tmp_path / "grey.npy")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.split("RESULT", 1)[1])
+
+    # independent route: the grey images repeated to RGB by hand, the processor and the model called directly
+    rgb = torch.from_numpy(grey)[:, None].repeat(1, 3, 1, 1)
+    with torch.no_grad():
+        pixels = processor(images=rgb, return_tensors="pt", do_rescale=False)["pixel_values"]
+        expected = model(pixel_values=pixels).pooler_output.double().numpy()
+    np.testing.assert_allclose(out["by_path"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["by_id"], expected, rtol=1e-5, atol=1e-6)
+    assert out["fd_name"] == "FD_DINOv2" and out["feature_model"] == "org/tiny-dinov2"
+    assert out["fd"] < 1e-9  # the same images in another order: the same Gaussian
+    assert "org/not-in-cache" in out["missing"] and "HF_HUB_OFFLINE=1" in out["missing"]
+    assert "hf download org/not-in-cache" in out["missing"]
+
+
+def test_bad_feature_model_path_is_a_clear_error(tmp_path):
+    images = np.zeros((4, 8, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="feature_model.*neither an existing folder"):
+        sample_quality(images, images, feature_model=str(tmp_path / "missing"), progress=False)
+    with pytest.raises(ValueError, match="generated: float images must lie in"):
+        sample_quality(images - 1, images, feature_model=str(tmp_path / "missing"), progress=False)
