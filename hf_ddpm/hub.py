@@ -245,8 +245,6 @@ def _sample_metrics(metrics: Mapping[str, Any]) -> list[dict]:
 
 def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> dict:
     """Every template variable of model_card.md, from the saved configs and the run description."""
-    from . import __version__
-
     _, unet, sched = _read_pipeline_configs(folder)
     settings = run.get("settings") or {}
     metrics = run.get("metrics") or {}
@@ -337,7 +335,7 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
     from .losses import HYBRID_VLB_WEIGHT
 
     return {
-        "hf_ddpm_version": __version__,
+        "hf_ddpm_version": _version(),
         "repo_id": repo_id,
         "title": repo_id.split("/")[-1],
         "dataset": dataset,
@@ -438,6 +436,56 @@ def files_to_push(folder: str | os.PathLike) -> list[str]:
     return files
 
 
+# hf-ddpm's modules that a pipeline needs, as flat sibling files for diffusers' remote-code loader, with the names
+# the entry file imports from each.
+REMOTE_CODE_DIR = "remote_code"
+REMOTE_CODE_ENTRY = "hf_ddpm_remote.py"
+_REMOTE_MODULES = {
+    "schedules": ("hf_ddpm_schedules", "make_betas"),
+    "scheduler": ("hf_ddpm_scheduler", "DDPMDocScheduler"),
+    "likelihood": ("hf_ddpm_likelihood", "VariationalBound, bits_per_dim"),
+    "pipelines.pipeline_ddpm_doc": ("hf_ddpm_pipeline", "DDPMDocPipeline"),
+}
+_RELATIVE_IMPORT = re.compile(r"^(\s*)from \.+([\w.]*) import", flags=re.MULTILINE)
+
+
+def remote_code_files() -> dict[str, bytes]:
+    """This installation's scheduler, bound and pipeline modules for diffusers' remote-code loader.
+
+    Pushed under ``remote_code/`` so that someone with only diffusers can build a ``DDPMDocPipeline`` (with
+    ``log_likelihood``) from ``get_class_from_dynamic_module(folder, "hf_ddpm_remote.py", subfolder="remote_code",
+    class_name="DDPMDocPipeline", trust_remote_code=True)``. The modules import each other as flat siblings; the
+    entry file imports every one of them directly because diffusers copies only the entry file's own relative
+    imports from a local folder. Nothing in ``model_index.json`` points here, so hf-ddpm users never run these files.
+    """
+    import importlib
+
+    flat_names = {module.split(".")[-1]: flat for module, (flat, _) in _REMOTE_MODULES.items()}
+
+    def rewrite(match: re.Match) -> str:
+        target = match.group(2)
+        if target not in flat_names:
+            raise RuntimeError(f"remote code bundle: relative import of {target!r} is not in {sorted(flat_names)}")
+        return f"{match.group(1)}from .{flat_names[target]} import"
+
+    stamp = f"hf-ddpm {_version()}, bundled for diffusers' remote-code loader"
+    files = {}
+    entry = [f'"""DDPMDocPipeline and DDPMDocScheduler of {stamp}."""', ""]
+    for module, (flat, names) in _REMOTE_MODULES.items():
+        source = Path(importlib.import_module(f"hf_ddpm.{module}").__file__).read_text(encoding="utf-8")
+        header = f"# hf_ddpm.{module} from {stamp} (imports rewritten to sibling files).\n"
+        files[f"{REMOTE_CODE_DIR}/{flat}.py"] = (header + _RELATIVE_IMPORT.sub(rewrite, source)).encode("utf-8")
+        entry.append(f"from .{flat} import {names}  # noqa: F401")
+    files[f"{REMOTE_CODE_DIR}/{REMOTE_CODE_ENTRY}"] = ("\n".join(entry) + "\n").encode("utf-8")
+    return files
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _is_excluded(rel: Path) -> bool:
     return any(fnmatch.fnmatch(part, pattern) for part in rel.parts[:-1] for pattern in EXCLUDED_DIRS) or \
         rel.name.startswith(".")
@@ -498,7 +546,8 @@ def push_output_folder(
 ) -> str:
     """Create ``repo_id`` if needed and upload the output ``folder`` in ONE commit; returns the commit URL.
 
-    Uploads :func:`files_to_push`, with ``README.md`` rendered for ``repo_id``. The folder is only read. Any
+    Uploads :func:`files_to_push`, with ``README.md`` rendered for ``repo_id``, and :func:`remote_code_files`.
+    The folder is only read. Any
     failure (no network, bad token, name taken, server error) raises :class:`HubPushError` with the reason; a bad
     ``folder`` or ``repo_id`` raises ``ValueError`` before any network call.
     """
@@ -508,6 +557,7 @@ def push_output_folder(
         raise ValueError(f"folder={str(folder)!r} is not a directory")
     files = files_to_push(folder)  # ValueError when no pipeline is saved there
     card = _card_bytes(folder, repo_id)  # rendering errors surface here, before any network call
+    code_files = remote_code_files()
     api = HfApi(token=token)
     try:
         created_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
@@ -516,6 +566,7 @@ def push_output_folder(
         operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files if f != CARD_FILE]
         if card is not None:
             operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card))
+        operations += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=code) for path, code in code_files.items()]
         return api.create_commit(repo_id, operations, commit_message=commit_message).commit_url
     except Exception as err:  # noqa: BLE001 - every failure of the remote side becomes one clear error
         raise HubPushError(_explain_push_failure(err, folder, repo_id, api.endpoint)) from err

@@ -91,7 +91,8 @@ def test_hub_dataset_is_listed_and_objective_follows_the_loss(tmp_path, offline)
     assert card.data.eval_results[0].dataset_config == "small"
     assert "L_simple + λ · L_vlb with λ = 0.001" in card.text
     # diffusers' DDPMScheduler reads a learned variance differently: no diffusers-only recipe then
-    assert "DDPMScheduler.from_pretrained" not in card.text and "Install hf-ddpm" in card.text
+    assert "DDPMPipeline(unet=" not in card.text and "`DDPMPipeline` is no substitute here" in card.text
+    assert 'get_class_from_dynamic_module(folder, "hf_ddpm_remote.py"' in card.text  # the bundled code still works
 
 
 def test_inception_features_are_called_fid(tmp_path, offline):

@@ -107,21 +107,41 @@ DIFFUSERS_ONLY = textwrap.dedent(
     import sys
     sys.modules["hf_ddpm"] = None  # this interpreter cannot import hf_ddpm, as if it were not installed
     import json, numpy as np, torch
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
+    from diffusers.utils import get_class_from_dynamic_module
+    from huggingface_hub import snapshot_download
     try:
         import hf_ddpm.scheduler
         raise SystemExit("hf_ddpm is importable")
     except ImportError:
         pass
-    # the card's recipe for users without hf-ddpm
+    generator = lambda: torch.Generator().manual_seed({SEED})
+    # the card's recipes for users without hf-ddpm: 1. the bundled code through diffusers' remote-code loader
+    folder = snapshot_download({REPO_ID!r})
+    DDPMDocPipeline = get_class_from_dynamic_module(folder, "hf_ddpm_remote.py", subfolder="remote_code",
+                                                    class_name="DDPMDocPipeline", trust_remote_code=True)
+    pipe = DDPMDocPipeline(unet=UNet2DModel.from_pretrained(folder, subfolder="unet"),
+                           scheduler=DDPMScheduler.from_pretrained(folder, subfolder="scheduler"))
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size={BATCH}, num_inference_steps={STEPS}, generator=generator(), output_type="np").images
+    np.save("remote_code.npy", images)
+    bound = pipe.log_likelihood(images, generator=generator()).total.tolist()
+    # 2. diffusers' own DDPMPipeline, no remote code
     unet = UNet2DModel.from_pretrained({REPO_ID!r}, subfolder="unet")
     scheduler = DDPMScheduler.from_pretrained({REPO_ID!r}, subfolder="scheduler")
     pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
-    images = pipe(batch_size={BATCH}, num_inference_steps={STEPS}, generator=torch.Generator().manual_seed({SEED}),
-                  output_type="np").images
+    images = pipe(batch_size={BATCH}, num_inference_steps={STEPS}, generator=generator(), output_type="np").images
     np.save("diffusers_only.npy", images)
-    json.dump({{"modules": sorted(m for m in sys.modules if m.startswith("hf_ddpm") and sys.modules[m] is not None)}},
+    # what the card says diffusers cannot do: custom_pipeline + trust_remote_code stops at the scheduler's library
+    try:
+        DiffusionPipeline.from_pretrained({REPO_ID!r}, custom_pipeline=folder + "/remote_code/hf_ddpm_remote.py",
+                                          trust_remote_code=True)
+        custom_pipeline = "loaded"
+    except ValueError as error:
+        custom_pipeline = str(error)
+    json.dump({{"modules": sorted(m for m in sys.modules if m.startswith("hf_ddpm") and sys.modules[m] is not None),
+               "bound": bound, "remote_class": DDPMDocPipeline.__module__, "custom_pipeline": custom_pipeline}},
               open("out.json", "w"))
     """
 )
@@ -141,17 +161,22 @@ def test_offline_from_the_hub_cache_with_hf_ddpm(pushed, tmp_path):
 def test_offline_from_the_hub_cache_with_diffusers_only(pushed, tmp_path):
     pipe, _, cache, _ = pushed
     found = run_python(DIFFUSERS_ONLY, cache, tmp_path / "out.json")
-    assert found["modules"] == []
+    assert found["modules"] == [] and found["remote_class"].startswith("diffusers_modules.")
+    # the bundled code through diffusers' remote-code loader: the very same images and bound
+    np.testing.assert_array_equal(np.load(tmp_path / "remote_code.npy"), samples(pipe))
+    expected = pipe.log_likelihood(samples(pipe), generator=torch.Generator().manual_seed(SEED)).total
+    np.testing.assert_allclose(found["bound"], expected.numpy(), rtol=1e-6)
     # diffusers' own DDPMPipeline samples the same model: same images up to float32 rounding of its schedule
     np.testing.assert_allclose(np.load(tmp_path / "diffusers_only.npy"), samples(pipe), atol=1e-4)
+    assert "hf_ddpm.scheduler is not one of the libraries" in found["custom_pipeline"]
 
 
 def test_pushed_files_are_what_loading_reads(pushed):
-    """The cache holds the pushed files only; loading needs nothing else (no checkpoints, no remote code)."""
+    """The cache holds the pushed files only; model_index.json names hf-ddpm's classes, no file of remote_code/."""
     _, folder, _, snapshot = pushed
     cached = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-    assert cached == sorted(hub.files_to_push(folder))
-    assert not [f for f in cached if f.endswith(".py")]
+    assert cached == sorted(hub.files_to_push(folder) + list(hub.remote_code_files()))
+    assert {f.split("/")[0] for f in cached if f.endswith(".py")} == {"remote_code"}
     model_index = json.loads((snapshot / "model_index.json").read_text())
     assert model_index["_class_name"] == "DDPMDocPipeline"
     assert model_index["scheduler"] == ["hf_ddpm.scheduler", "DDPMDocScheduler"]

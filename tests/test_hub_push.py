@@ -83,9 +83,12 @@ def test_push_uploads_pipeline_card_and_images_in_one_commit(fake_hub, output_di
     assert fake_hub.repos["bob/digits-model"]["private"] is True
     assert len(fake_hub.commits) == 1 and url.startswith(f"{fake_hub.url}/bob/digits-model/commit/")
     files = fake_hub.commits[0]["files"]
-    assert set(files) == PUSHED
+    code = hub.remote_code_files()
+    assert set(files) == PUSHED | set(code)
     for path in PUSHED - {"README.md"}:
         assert files[path] == (output_dir / path).read_bytes(), path
+    for path, source in code.items():
+        assert files[path] == source, path
     # the card is rendered for the repo it went to, from the run stored in training_run.json
     card = ModelCard(files["README.md"].decode())
     assert 'DDPMDocPipeline.from_pretrained("bob/digits-model")' in card.text
@@ -157,7 +160,7 @@ def test_push_command_in_a_fresh_process_reads_HF_ENDPOINT(fake_hub, output_dir)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"{fake_hub.url}/carol/ddpm/commit/" in done.stdout
-    assert set(fake_hub.commits[0]["files"]) == PUSHED
+    assert set(fake_hub.commits[0]["files"]) == PUSHED | set(hub.remote_code_files())
 
     fake_hub.fail["commit"] = 401
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
