@@ -13,6 +13,7 @@ import torch
 from hf_ddpm.data import digits_split
 from hf_ddpm.metrics import frechet_distance, load_digits_evaluator, sample_quality
 from hf_ddpm.metrics.digits_evaluator import evaluator_dir
+from hf_ddpm.metrics.reference import reference_points
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +30,6 @@ def evaluator(tmp_path_factory):
             os.environ["HF_DDPM_CACHE"] = previous
 
 
-def box_blur(images_uint8):
-    x = torch.from_numpy(images_uint8).float() / 255.0
-    return torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-
-
 def test_digits_evaluator_accuracy_from_saved_weights(evaluator):
     net, record = evaluator
     assert evaluator_dir().is_dir() and str(evaluator_dir()).startswith(os.environ["HF_DDPM_CACHE"])
@@ -46,20 +42,22 @@ def test_digits_evaluator_accuracy_from_saved_weights(evaluator):
     assert record["evaluator_seed"] == 0 and record["evaluator_version"] == 1
 
 
-def test_digits_fd_orders_real_blurred_noise(evaluator):
+def test_digits_reference_points_order_real_blurred_noise(evaluator):
+    real, blurred, noise = reference_points(359, repeats=1)
+    assert real["fd_mean"] < blurred["fd_mean"] < noise["fd_mean"]
+    assert real["precision_mean"] > blurred["precision_mean"] > noise["precision_mean"]
+    assert real["inception_score_mean"] > 8.0 > blurred["inception_score_mean"] > noise["inception_score_mean"]
+    assert real["fd_name"] == "FD (digits classifier)"
+
+
+def test_digits_sample_quality_record(evaluator):
     train, _ = digits_split("train")
     test, _ = digits_split("test")
-    n = len(test)
-    noise = np.random.default_rng(0).uniform(size=(n, 8, 8)).astype(np.float32)
-    real = sample_quality(train[:n], test, progress=False)
-    blurred = sample_quality(box_blur(train[:n]), test, progress=False)
-    uniform = sample_quality(noise, test, progress=False)
-    assert real["fd"] < blurred["fd"] < uniform["fd"]
-    assert real["precision"] > uniform["precision"] and real["recall"] > uniform["recall"]
-    assert real["inception_score"] > 8.0 > uniform["inception_score"]  # ten well-separated, evenly used classes
-    assert sum(real["class_histogram"]) == n and min(real["class_histogram"]) > 0.05 * n
-    assert real["fd_name"] == "FD (digits classifier)" and real["evaluator_test_accuracy"] >= 0.97
-    assert json.loads(json.dumps(real)) == real
+    q = sample_quality(train[:359], test, progress=False)
+    assert sum(q["class_histogram"]) == 359 and min(q["class_histogram"]) > 0.05 * 359  # all ten classes used
+    assert q["evaluator_test_accuracy"] >= 0.97 and q["evaluator_seed"] == 0 and q["evaluator_version"] == 1
+    assert q["num_samples"] == q["num_reference"] == 359
+    assert json.loads(json.dumps(q)) == q  # JSON-safe as it is
 
 
 def test_digits_fd_uses_penultimate_features(evaluator):
