@@ -364,10 +364,17 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
         "sample_metrics": sample_metrics,
         "fid_reported": any(m["type"] == "fid" for m in sample_metrics),
         "sample_grid": run.get("sample_grid"),
-        "sample_grid_caption": f"Samples from the final EMA model, {T} ancestral steps.",
+        "sample_grid_caption": _grid_caption(metrics, T),
         "loss_plot": run.get("loss_plot"),
         "diffusers_fallback": variance_type in ("fixed_small", "fixed_large") and sched.get("trained_betas") is None,
     }
+
+
+def _grid_caption(metrics: Mapping[str, Any], T: int) -> str:
+    steps = metrics.get("num_inference_steps") or T
+    count = f"{metrics['num_samples']} samples" if metrics.get("num_samples") else "Samples"
+    chain = f"all {T} ancestral steps" if steps == T else f"{steps} of the {T} steps (respaced chain)"
+    return f"{count} from the final EMA model, {chain}."
 
 
 def _duration_text(seconds: float) -> str:
