@@ -73,7 +73,9 @@ def write_model_card(
     Model and scheduler settings are read from the saved pipeline (``unet/config.json``,
     ``scheduler/scheduler_config.json``, the parameter count from the weights), so call this after
     ``pipeline.save_pretrained(output_dir)``. ``args`` is the trainer's namespace (flag names as in
-    ``training/train.py``); ``metrics`` holds ``test_bits_per_dim`` and friends (see ``docs``/the API note).
+    ``training/train.py``; missing ones are left out of the card). ``metrics`` is the trainer's ``metrics.json``
+    content: ``test_bits_per_dim`` (+ ``_stderr``, ``_timesteps``), ``test_split``, ``num_test_images``,
+    ``num_samples``, ``num_inference_steps`` and ``sample_quality`` (``hf_ddpm.metrics.sample_quality``'s dict).
     ``sample_grid``/``loss_plot`` are paths relative to ``output_dir``. Also writes ``training_run.json``.
     """
     output_dir = Path(output_dir)
@@ -116,10 +118,10 @@ def check_card_metadata(card: ModelCard | str) -> None:
     """Offline check of a card's YAML metadata; raises ``ValueError`` naming the problem.
 
     ``ModelCard.validate`` (huggingface_hub 2.4) sends the card to the Hub's ``/api/validate-yaml`` endpoint, so it
-    cannot run offline. This checks what that endpoint checks for our cards, locally: the YAML block parses to a
-    mapping, huggingface_hub's own ``ModelCardData`` accepts it with errors enabled (``model-index`` converted to
-    ``EvalResult``s and back), the fields the Hub reads have the right types, and the pipeline tag and library are
-    the ones diffusers models use.
+    cannot run offline. This is the local stand-in: the YAML block parses to a mapping, huggingface_hub's own
+    ``ModelCardData`` accepts it with metadata errors raised (``model-index`` parsed into ``EvalResult``s and written
+    back), the fields the Hub reads have the right types and finite values, and the library, pipeline tag and tags
+    are the ones a diffusers DDPM page needs.
     """
     text = str(card)
     if not text.startswith("---\n"):
