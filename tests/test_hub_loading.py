@@ -19,8 +19,10 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
+from hf_ddpm.images import make_grid
 from hub_support import TOKEN, FakeHub, populate_hub_cache, tiny_pipeline
 
 REPO_ID = "alice/ddpm-digits"
@@ -85,6 +87,9 @@ WITH_HF_DDPM = textwrap.dedent(
                   output_type="np").images
     np.save("with_hf_ddpm.npy", images)
     bound = pipe.log_likelihood(images, generator=torch.Generator().manual_seed({SEED}))
+    from hf_ddpm.cli import main  # the card's command line: hf-ddpm sample --model <repo id>
+    main(["sample", "--model", {REPO_ID!r}, "--num-images", "{BATCH}", "--steps", "{STEPS}", "--seed", "{SEED}",
+          "--out", "cli_grid.png"])
     try:
         generic = DiffusionPipeline.from_pretrained({REPO_ID!r})
         generic = [type(generic).__name__, type(generic.scheduler).__name__]
@@ -153,6 +158,8 @@ def test_offline_from_the_hub_cache_with_hf_ddpm(pushed, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "with_hf_ddpm.npy"), samples(pipe))
     expected = pipe.log_likelihood(samples(pipe), generator=torch.Generator().manual_seed(SEED)).total
     np.testing.assert_allclose(found["bound"], expected.numpy(), rtol=1e-6)
+    expected_grid = np.asarray(make_grid(samples(pipe)))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cli_grid.png")), expected_grid)
     # the card's snippet ran against the cached repo: 16 images, 16 in fewer steps, a finite bound for 4 of them
     assert (found["snippet_images"], found["snippet_fast"]) == (16, 16)
     assert len(found["snippet_bound"]) == 4 and all(np.isfinite(found["snippet_bound"]))
