@@ -106,6 +106,14 @@ def add_evaluate_parser(subparsers) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the timestep subset")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per UNet call")
+    quality = parser.add_argument_group("sample quality (hf_ddpm.metrics), against the held-out images")
+    quality.add_argument("--num-samples", type=int, default=0, help="draw N samples (seeded by --seed) and report "
+                         "FD, score, class histogram, precision/recall (default 0: skip)")
+    quality.add_argument("--num-inference-steps", type=_positive_int, default=1000, help="ancestral steps per sample")
+    quality.add_argument("--feature-model", default=None, help="transformers image model (Hub id or folder) for FD "
+                         "and precision/recall, e.g. facebook/dinov2-small (default: the built-in digits evaluator)")
+    quality.add_argument("--classifier", default=None, help="image classifier (Hub id, folder or 'digits') for the "
+                         "score (default: the digits evaluator when --feature-model is not given, else none)")
     parser.add_argument("--json", default=None, help="write the numbers and settings to this JSON file")
     parser.add_argument("--plot", default=None, help="save a plot of L_t against t to this PNG")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -166,6 +174,24 @@ def held_out_source(args) -> tuple[dict, str]:
     return source, origin
 
 
+def sample_quality_of(pipeline, held_out, args) -> dict:
+    """``--num-samples``: draw the samples and judge them against the held-out images (``hf_ddpm.metrics``)."""
+    from .metrics import sample_quality
+    from .training import sample_grid
+
+    samples, _ = sample_grid(pipeline, args.num_samples, args.num_inference_steps, args.seed)
+    try:
+        quality = sample_quality(samples, (held_out.tensor() + 1) / 2, feature_model=args.feature_model,
+                                 classifier=args.classifier, device=pipeline.device)
+    except OSError as error:  # a feature model or classifier that cannot be loaded
+        raise ValueError(str(error)) from error
+    score = "" if quality["inception_score"] is None else \
+        f", {quality['score_name']} {quality['inception_score']:.3f}, classes {quality['class_histogram']}"
+    print(f"{args.num_samples} samples ({args.num_inference_steps} steps, seed {args.seed}): {quality['fd_name']} "
+          f"{quality['fd']:.4f}, precision {quality['precision']:.3f}, recall {quality['recall']:.3f}{score}")
+    return dict(quality, num_inference_steps=args.num_inference_steps, seed=args.seed)
+
+
 def run_evaluate(args) -> None:
     from .data import load_eval_images
     from .evaluation import plot_terms
@@ -174,6 +200,8 @@ def run_evaluate(args) -> None:
     pipeline = load_pipeline(args.model, args.device)
     unet = pipeline.unet.config
     num_timesteps = timestep_count(args.timesteps, pipeline.scheduler.config.num_train_timesteps)
+    if args.num_samples < 0:
+        raise ValueError(f"--num-samples must be ≥ 0 (0 skips sample quality), got {args.num_samples}")
     source, origin = held_out_source(args)
     try:
         held_out = load_eval_images(
@@ -191,6 +219,7 @@ def run_evaluate(args) -> None:
             f"the data ({held_out.name}, split {held_out.split!r}) has {held_out.channels} channel(s) but --model "
             f"{args.model!r} expects {unet.in_channels}"
         )
+    quality = sample_quality_of(pipeline, held_out, args) if args.num_samples else None
     summary = held_out_bound(
         pipeline.unet,
         pipeline.scheduler,
@@ -211,6 +240,8 @@ def run_evaluate(args) -> None:
             "timesteps": args.timesteps,
             "bound": summary.to_dict(),
         }
+        if quality is not None:
+            record["sample_quality"] = quality
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2)
         print(f"wrote {args.json}")

@@ -12,7 +12,7 @@ import torch
 
 from hf_ddpm.data import digits_split
 from hf_ddpm.metrics import frechet_distance, load_digits_evaluator, sample_quality
-from hf_ddpm.metrics.digits_evaluator import evaluator_dir
+from hf_ddpm.metrics.digits_evaluator import EVALUATOR_VERSION, evaluator_dir
 from hf_ddpm.metrics.reference import reference_points
 
 
@@ -39,7 +39,7 @@ def test_digits_evaluator_accuracy_from_saved_weights(evaluator):
         accuracy = (net.model(pixel_values=pixels).logits.argmax(-1).numpy() == test_labels).mean()
     assert accuracy >= 0.97
     assert record["evaluator_test_accuracy"] == pytest.approx(accuracy)
-    assert record["evaluator_seed"] == 0 and record["evaluator_version"] == 1
+    assert record["evaluator_seed"] == 0 and record["evaluator_version"] == EVALUATOR_VERSION
 
 
 def test_digits_reference_points_order_real_blurred_noise(evaluator):
@@ -55,7 +55,7 @@ def test_digits_sample_quality_record(evaluator):
     test, _ = digits_split("test")
     q = sample_quality(train[:359], test, progress=False)
     assert sum(q["class_histogram"]) == 359 and min(q["class_histogram"]) > 0.05 * 359  # all ten classes used
-    assert q["evaluator_test_accuracy"] >= 0.97 and q["evaluator_seed"] == 0 and q["evaluator_version"] == 1
+    assert q["evaluator_test_accuracy"] >= 0.97 and q["evaluator_seed"] == 0 and q["evaluator_version"] == EVALUATOR_VERSION
     assert q["num_samples"] == q["num_reference"] == 359
     assert json.loads(json.dumps(q)) == q  # JSON-safe as it is
 
@@ -133,10 +133,10 @@ def test_tiny_dinov2_offline_by_path_and_by_hub_id_with_grey_input(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.split("RESULT", 1)[1])
 
-    # independent route: the grey images repeated to RGB by hand, the processor and the model called directly
-    rgb = torch.from_numpy(grey)[:, None].repeat(1, 3, 1, 1)
+    # independent route: the grey images as 8-bit RGB by hand, the processor and the model called directly
+    rgb = torch.from_numpy(np.rint(grey * 255).astype(np.uint8))[:, None].repeat(1, 3, 1, 1)
     with torch.no_grad():
-        pixels = processor(images=rgb, return_tensors="pt", do_rescale=False)["pixel_values"]
+        pixels = processor(images=rgb, return_tensors="pt")["pixel_values"]
         expected = model(pixel_values=pixels).pooler_output.double().numpy()
     np.testing.assert_allclose(out["by_path"], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["by_id"], expected, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ import torch
 from ..data import digits_split
 from .features import ImageModel, load_image_model
 
-EVALUATOR_VERSION = 1  # bump when the architecture, data or recipe below changes
+EVALUATOR_VERSION = 2  # bump when the architecture, data or recipe below changes
 EVALUATOR_SEED = 0
 EVALUATOR_NAME = f"hf-ddpm digits evaluator v{EVALUATOR_VERSION}"
 
@@ -46,7 +46,7 @@ def evaluator_dir() -> Path:
 
 
 def _processor():
-    """Identity-size ViT processing: [0, 1] grey images → (x − 0.5) / 0.5 at 8 × 8 (resizes other sizes)."""
+    """Identity-size ViT processing: 8-bit grey images → (x/255 − 0.5) / 0.5 at 8 × 8 (resizes other sizes)."""
     from transformers import ViTImageProcessor
 
     return ViTImageProcessor(size={"height": 8, "width": 8}, image_mean=[0.5], image_std=[0.5])
@@ -54,8 +54,7 @@ def _processor():
 
 def _pixels(processor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = digits_split(split)
-    batch = torch.from_numpy(images).float() / 255.0
-    return processor(images=batch, return_tensors="pt", do_rescale=False)["pixel_values"], torch.from_numpy(labels)
+    return processor(images=torch.from_numpy(images), return_tensors="pt")["pixel_values"], torch.from_numpy(labels)
 
 
 def _shift(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -66,13 +66,18 @@ def load_image_model(name_or_path: str, *, task: str, role: str, device=None) ->
 
 
 def _batches(images: torch.Tensor, net: ImageModel, *, batch_size: int, desc: str, progress: bool):
-    """Processed pixel batches of ``images`` (N, C, H, W) in [0, 1], on the model's device and dtype."""
+    """Processed pixel batches of ``images`` (N, C, H, W) in [0, 1], on the model's device and dtype.
+
+    The images reach the processor as uint8 (rounded), as PIL images would: transformers' PIL backend (used when
+    torchvision is absent) quantises float input by truncation, which would move k/255 to (k − 1)/255.
+    """
     parameter = next(net.model.parameters())
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     for batch in tqdm(images.split(batch_size), desc=desc, disable=not progress, unit="batch"):
-        batch = match_channels(batch, net.num_channels)
-        pixels = net.processor(images=batch, return_tensors="pt", do_rescale=False)["pixel_values"]
+        # 8-bit first, rounded: what image processors expect (their PIL backend would truncate floats to 8 bits)
+        batch = (match_channels(batch, net.num_channels) * 255.0).round().to(torch.uint8)
+        pixels = net.processor(images=batch, return_tensors="pt")["pixel_values"]
         yield pixels.to(device=parameter.device, dtype=parameter.dtype)
 
 
