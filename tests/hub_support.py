@@ -142,14 +142,18 @@ def tiny_pipeline(seed: int = 0, num_train_timesteps: int = 50) -> DDPMDocPipeli
 def populate_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: str = "c0ffee" * 6 + "beef") -> Path:
     """Lay ``files`` out as huggingface_hub's cache holds a downloaded model repo; returns the snapshot folder.
 
-    ``models--{user}--{name}/blobs/<hash>`` holds the contents, ``snapshots/<commit>/<path>`` are relative links to
+    ``models--{user}--{name}/blobs/<etag>`` holds the contents (sha256 for LFS files, the git blob id otherwise), ``snapshots/<commit>/<path>`` are relative links to
     the blobs, and ``refs/main`` names the commit (what offline loading resolves ``main`` with).
     """
     repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
     (repo_dir / "refs").mkdir(parents=True)
     (repo_dir / "refs" / "main").write_text(commit)
     for path, data in files.items():
-        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+        if path.endswith((".safetensors", ".bin")):  # LFS files: the blob is named by the content's sha256
+            etag = hashlib.sha256(data).hexdigest()
+        else:  # regular git files: by their git blob id
+            etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        blob = repo_dir / "blobs" / etag
         blob.parent.mkdir(parents=True, exist_ok=True)
         blob.write_bytes(data)
         link = repo_dir / "snapshots" / commit / path
