@@ -198,9 +198,9 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
 
     def _validate_timesteps(self, t: np.ndarray | int, what: str) -> None:
         T = self.config.num_train_timesteps
-        t = np.asarray(t)
-        if t.size and (t.min() < 0 or t.max() >= T):
-            raise ValueError(f"{what} must lie in [0, {T}) (num_train_timesteps), got values from {t.min()} to {t.max()}")
+        low, high = (t, t) if isinstance(t, int) else (t.min(), t.max())
+        if low < 0 or high >= T:
+            raise ValueError(f"{what} must lie in [0, {T}) (num_train_timesteps), got values from {low} to {high}")
 
     # ------------------------------------------------------------------ tables
 
