@@ -16,7 +16,6 @@ data order, evaluation and the model card live in ``hf_ddpm`` where the tests re
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import sys
@@ -37,7 +36,7 @@ from hf_ddpm.data import collate_images, load_image_data
 from hf_ddpm.distributed import check_process_group
 from hf_ddpm.likelihood import bound_term
 from hf_ddpm.losses import LOSS_TYPES, TIMESTEP_SAMPLERS, check_objective, make_timestep_sampler, training_loss
-from hf_ddpm.presets import build_unet
+from hf_ddpm.presets import build_unet, preset_unet_config
 from hf_ddpm.scheduler import LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, VARIANCE_TYPES
 from hf_ddpm.schedules import BETA_SCHEDULES
 from hf_ddpm.training import (
@@ -49,8 +48,6 @@ from hf_ddpm.training import (
     step_generator,
     write_json,
 )
-
-logger = logging.getLogger("hf_ddpm.train")
 
 # The tuned default for the built-in digits (see the README's training results): the flags' defaults.
 DIGITS_DEFAULTS = dict(
@@ -346,6 +343,8 @@ def prepare_run(args, accelerator) -> Run:
     run = Run()
     run.scheduler = build_scheduler(args)  # ValueError naming a bad schedule / variance / prediction type
     check_objective(run.scheduler, args.loss_type)
+    if args.resolution is not None and args.model_config_name_or_path is None:
+        preset_unet_config(args.resolution)  # a resolution without a preset fails before the data is read
     run.data = load_image_data(
         dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir, image_column=args.image_column, resolution=args.resolution,
@@ -417,7 +416,6 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     args = parse_args(argv)
     accelerator = build_accelerator(args)
-    logging.basicConfig(level=logging.WARNING)
     set_seed(args.seed)  # the UNet's initial weights
     run = prepare_run(args, accelerator)
     run.start_step = resume(args, accelerator, run)
