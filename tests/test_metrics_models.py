@@ -146,6 +146,30 @@ def test_tiny_dinov2_offline_by_path_and_by_hub_id_with_grey_input(tmp_path):
     assert "hf download org/not-in-cache" in out["missing"]
 
 
+def test_score_from_any_image_classifier_folder(tmp_path):
+    # a tiny RGB ViT classifier saved to a folder; grey digits in; the score from its own logits by hand
+    from scipy.special import rel_entr, softmax
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    classifier = ViTForImageClassification(ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32, num_labels=5)).eval()
+    processor = ViTImageProcessor(size={"height": 16, "width": 16})
+    classifier.save_pretrained(tmp_path / "classifier")
+    processor.save_pretrained(tmp_path / "classifier")
+    _tiny_dinov2(tmp_path / "features")
+    train, _ = digits_split("train")
+    q = sample_quality(train[:40], train[40:80], feature_model=str(tmp_path / "features"),
+                       classifier=str(tmp_path / "classifier"), progress=False)
+    with torch.no_grad():
+        rgb = torch.from_numpy(train[:40]).repeat(1, 3, 1, 1)
+        logits = classifier(pixel_values=processor(images=rgb, return_tensors="pt")["pixel_values"]).logits
+    probs = softmax(logits.double().numpy(), axis=1)
+    assert q["inception_score"] == pytest.approx(np.exp(rel_entr(probs, probs.mean(0)).sum(1).mean()), rel=1e-5)
+    assert q["class_histogram"] == np.bincount(probs.argmax(1), minlength=5).tolist()
+    assert q["score_name"] == f"IS ({tmp_path / 'classifier'})" and "evaluator_version" not in q
+
+
 def test_bad_feature_model_path_is_a_clear_error(tmp_path):
     images = np.zeros((4, 8, 8), dtype=np.float32)
     with pytest.raises(ValueError, match="feature_model.*neither an existing folder"):

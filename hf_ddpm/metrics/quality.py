@@ -33,7 +33,8 @@ def sample_quality(
     """Sample-quality numbers of ``generated`` images against ``reference`` images, as a JSON-safe dict.
 
     Images: float arrays/tensors in [0, 1] or uint8 in [0, 255], shaped (N, C, H, W) or (N, H, W), or lists of
-    PIL images; grey and RGB are converted to what each network takes.
+    PIL images; grey and RGB are converted to what each network takes, and every image reaches the networks'
+    processors as 8-bit (rounded), as a PIL image would.
 
     - ``feature_model``: None → the built-in digits evaluator's penultimate features ("FD (digits classifier)");
       else a Hub id or folder of any transformers image model loaded with ``AutoModel``
