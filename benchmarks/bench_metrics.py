@@ -4,8 +4,8 @@
     python benchmarks/bench_metrics.py --fd-n 10000 --fd-d 768 --dino-images 64
 
 1. Feature extraction throughput (images/s, preprocessing included) on 8 × 8 grey digits for the built-in digits
-   evaluator and for a DINOv2-small-sized model (384 wide, 12 layers, 6 heads, patch 14: 22M parameters, 224 × 224 input after
-   BitImageProcessor's resize/crop; random weights cost the same as the real ones), median of ``--rounds``.
+   evaluator and for a DINOv2-small-sized model (384 wide, 12 layers, 6 heads, patch 14: 22M parameters, 224 × 224
+   input after BitImageProcessor's resize/crop; random weights cost the same as real ones), median of ``--rounds``.
 2. FD on N × D features: wall time of ``hf_ddpm.metrics.frechet_distance`` against torchmetrics'
    ``FrechetInceptionDistance`` fed the same features (an identity feature network; skipped if torchmetrics is
    not installed) and the scipy ``sqrtm(Σ₁Σ₂)`` textbook route; then their error where the answer is known in

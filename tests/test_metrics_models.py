@@ -55,7 +55,8 @@ def test_digits_sample_quality_record(evaluator):
     test, _ = digits_split("test")
     q = sample_quality(train[:359], test, progress=False)
     assert sum(q["class_histogram"]) == 359 and min(q["class_histogram"]) > 0.05 * 359  # all ten classes used
-    assert q["evaluator_test_accuracy"] >= 0.97 and q["evaluator_seed"] == 0 and q["evaluator_version"] == EVALUATOR_VERSION
+    assert q["evaluator_test_accuracy"] >= 0.97 and q["evaluator_seed"] == 0
+    assert q["evaluator_version"] == EVALUATOR_VERSION
     assert q["num_samples"] == q["num_reference"] == 359
     assert json.loads(json.dumps(q)) == q  # JSON-safe as it is
 

@@ -75,7 +75,6 @@ def _batches(images: torch.Tensor, net: ImageModel, *, batch_size: int, desc: st
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     for batch in tqdm(images.split(batch_size), desc=desc, disable=not progress, unit="batch"):
-        # 8-bit first, rounded: what image processors expect (their PIL backend would truncate floats to 8 bits)
         batch = (match_channels(batch, net.num_channels) * 255.0).round().to(torch.uint8)
         pixels = net.processor(images=batch, return_tensors="pt")["pixel_values"]
         yield pixels.to(device=parameter.device, dtype=parameter.dtype)
@@ -92,26 +91,27 @@ def image_features(images: torch.Tensor, net: ImageModel, *, batch_size=64, prog
     return torch.cat(chunks).numpy()
 
 
-def _classification_head(model: torch.nn.Module) -> torch.nn.Module:
-    head = getattr(model, "classifier", None)
-    if not isinstance(head, torch.nn.Module):
-        raise ValueError(f"{type(model).__name__} has no `classifier` head to take penultimate features from")
-    return head
-
-
 @torch.no_grad()
 def classifier_outputs(
     images: torch.Tensor, net: ImageModel, *, batch_size=64, progress=True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate features (the classification head's input, (N, D)) and class probabilities (N, K), float64."""
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Penultimate features (N, D) and class probabilities (N, K) of a classifier, float64.
+
+    The features are the input of the model's ``classifier`` head (the usual name in transformers' image
+    classifiers), captured by a forward pre-hook; None for a model without such a head.
+    """
+    head = getattr(net.model, "classifier", None)
     captured = []
-    hook = _classification_head(net.model).register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+    hook = head.register_forward_pre_hook(lambda _, args: captured.append(args[0])) \
+        if isinstance(head, torch.nn.Module) else None
     features, probs = [], []
     try:
         for pixels in _batches(images, net, batch_size=batch_size, desc=f"classifier ({net.name})", progress=progress):
             logits = net.model(pixel_values=pixels).logits
-            features.append(captured.pop().flatten(1).double().cpu())
+            if hook is not None:
+                features.append(captured.pop().flatten(1).double().cpu())
             probs.append(logits.double().softmax(dim=-1).cpu())
     finally:
-        hook.remove()
-    return torch.cat(features).numpy(), torch.cat(probs).numpy()
+        if hook is not None:
+            hook.remove()
+    return (torch.cat(features).numpy() if features else None), torch.cat(probs).numpy()

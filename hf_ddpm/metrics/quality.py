@@ -57,7 +57,8 @@ def sample_quality(
     if feature_model is None or feature_model == DIGITS:
         feature_model = DIGITS
         classifier = DIGITS if classifier is None else classifier
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     run = dict(batch_size=batch_size, progress=progress)
 
     result: dict = {"num_samples": len(generated), "num_reference": len(reference), "k": k}
