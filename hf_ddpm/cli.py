@@ -3,6 +3,7 @@
     hf-ddpm sample   --model DIR --num-images 64 --steps 1000 --seed 0 --out grid.png
     hf-ddpm evaluate --model DIR [--dataset digits|<hub id> | --train-data-dir DIR] [--split test]
                      [--num-images N] [--timesteps all|K] [--json out.json] [--plot lt.png]
+                     [--num-samples N [--num-inference-steps S] [--feature-model ID] [--classifier ID]]
 
 Each subcommand is an ``add_<name>_parser(subparsers)`` that registers its options and sets ``func``; the
 work is done by library functions. A new subcommand is one more entry in ``SUBCOMMANDS``.
