@@ -27,5 +27,6 @@ def check_process_group(accelerator) -> None:
             f"{os.environ.get('LOCAL_RANK', '?')}) but this one sees {accelerator.num_processes} process(es) with "
             f"distributed type {accelerator.distributed_type}: they would train independently and overwrite each "
             "other's output. On a CPU-only machine run `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
-            "--num_processes N ...` (or use training/configs/cpu_2_processes.yaml); otherwise drop --multi_gpu."
+            "--num_processes N ...` (the variable is needed with training/configs/cpu_2_processes.yaml too); "
+            "otherwise drop --multi_gpu."
         )

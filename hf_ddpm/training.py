@@ -3,7 +3,8 @@
 * :func:`step_generator` — the timesteps and noise of a micro-batch are a pure function of (seed, micro-step).
 * :class:`EpochShuffleSampler` — the order of an epoch is a pure function of (seed, epoch), so a resumed run (with
   Accelerate's ``skip_first_batches``) sees exactly the batches an uninterrupted run would.
-* :class:`LossHistory` — the per-step training loss, saved in checkpoints, plotted by :func:`save_loss_plot`.
+* :class:`TrainingHistory` — the per-step training loss and the evaluations, saved in checkpoints; the loss is
+  plotted by :func:`save_loss_plot`.
 * :func:`held_out_bound` — the bound on held-out images in bits/dim, over all T timesteps or an unbiased estimate
   from K of them, with its standard error (:func:`hf_ddpm.evaluation.summarize_bound`).
 * :func:`sample_grid` — draw images with the pipeline and lay them out as one PNG-ready grid.
@@ -55,12 +56,14 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(self.num_items, generator=seeded_generator(self.seed, self.epoch)).tolist())
 
 
-class LossHistory:
-    """The mean training loss of every optimizer step (over all processes), checkpointed with the run."""
+class TrainingHistory:
+    """The mean training loss of every optimizer step (over all processes) and the held-out evaluations made during
+    training, checkpointed with the run so that a resumed run's records are complete."""
 
     def __init__(self):
         self.steps: list[int] = []
         self.losses: list[float] = []
+        self.evaluations: list[dict] = []
 
     def append(self, step: int, loss: float) -> None:
         self.steps.append(int(step))
@@ -71,14 +74,15 @@ class LossHistory:
         return float(np.mean(self.losses[-count:])) if self.losses else float("nan")
 
     def state_dict(self) -> dict:
-        return {"steps": list(self.steps), "losses": list(self.losses)}
+        return {"steps": list(self.steps), "losses": list(self.losses), "evaluations": list(self.evaluations)}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = [int(s) for s in state["steps"]]
         self.losses = [float(v) for v in state["losses"]]
+        self.evaluations = [dict(e) for e in state["evaluations"]]
 
 
-def save_loss_plot(history: LossHistory, path: str, title: str = "training loss") -> None:
+def save_loss_plot(history: TrainingHistory, path: str, title: str = "training loss") -> None:
     """Plot the per-step loss (light) and its running mean over ~2 % of the run (dark), log scale, to ``path``."""
     import matplotlib
 

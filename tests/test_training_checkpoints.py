@@ -20,7 +20,7 @@ from hf_ddpm.checkpointing import (
     resolve_resume,
     save_checkpoint,
 )
-from hf_ddpm.training import EpochShuffleSampler, LossHistory
+from hf_ddpm.training import EpochShuffleSampler, TrainingHistory
 
 SETTINGS = {"beta_schedule": "linear", "loss_type": "hybrid"}
 
@@ -142,10 +142,10 @@ def test_skipping_batches_of_a_shuffled_epoch_continues_the_same_order():
 
 
 def test_loss_history_round_trip():
-    history = LossHistory()
+    history = TrainingHistory()
     for step, loss in enumerate([3.0, 2.0, 1.0], start=1):
         history.append(step, loss)
-    copy = LossHistory()
+    copy = TrainingHistory()
     copy.load_state_dict(history.state_dict())
     assert copy.steps == [1, 2, 3] and copy.losses == [3.0, 2.0, 1.0]
     assert copy.recent_mean(2) == 1.5

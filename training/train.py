@@ -41,7 +41,7 @@ from hf_ddpm.scheduler import LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, VARIANCE
 from hf_ddpm.schedules import BETA_SCHEDULES
 from hf_ddpm.training import (
     EpochShuffleSampler,
-    LossHistory,
+    TrainingHistory,
     held_out_bound,
     sample_grid,
     save_loss_plot,
@@ -231,7 +231,7 @@ def periodic_work(args, accelerator, run, step, logs) -> None:
                     unet, run.scheduler, run.eval_images, num_timesteps=args.eval_timesteps, seed=args.seed
                 )
                 logs.update(eval_bits_per_dim=summary.bits_per_dim, eval_bits_per_dim_stderr=summary.standard_error)
-                run.eval_log.append({"step": step, **logs})
+                run.history.evaluations.append({"step": step, **logs})
                 tqdm.write(f"step {step}: held-out bound ≈ {summary.bits_per_dim:.4f} ± "
                            f"{summary.standard_error:.4f} bits/dim ({summary.num_timesteps} timesteps)")
     if sample_now or eval_now:
@@ -297,7 +297,7 @@ def finish(args, accelerator, run, step: int, started: float) -> dict:
         num_processes=accelerator.num_processes,
         images_seen=run.images_seen,
         train_seconds=train_seconds,
-        eval_log=run.eval_log,
+        eval_log=run.history.evaluations,
         num_samples=args.num_samples,
         num_inference_steps=args.num_inference_steps,
     )
@@ -379,9 +379,8 @@ def prepare_run(args, accelerator) -> Run:
     )
     run.ema = build_ema(args, unet)
     run.timestep_sampler = make_timestep_sampler(args.timestep_sampler, args.num_train_timesteps)
-    run.history = LossHistory()
+    run.history = TrainingHistory()
     run.images_seen = 0  # by this process, in this session
-    run.eval_log = []
     run.unet, run.optimizer, run.loader, run.lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
     for state in (run.ema, run.timestep_sampler, run.history):
         if state is not None:
