@@ -61,6 +61,17 @@ def test_digits_sample_quality_record(evaluator):
     assert json.loads(json.dumps(q)) == q  # JSON-safe as it is
 
 
+def test_rgb_input_to_the_grey_digits_evaluator(evaluator):
+    # RGB images with three equal channels are their grey image (BT.601 weights sum to 1), as PIL images too
+    from PIL import Image
+
+    train, _ = digits_split("train")
+    test, _ = digits_split("test")
+    grey = sample_quality(train[:100], test, progress=False)
+    rgb = sample_quality([Image.fromarray(image[0]).convert("RGB") for image in train[:100]], test, progress=False)
+    assert rgb["fd"] == pytest.approx(grey["fd"], rel=1e-9) and rgb["class_histogram"] == grey["class_histogram"]
+
+
 def test_digits_fd_uses_penultimate_features(evaluator):
     # independent route to the features: the ViT backbone's CLS token (the classifier head's input)
     net, _ = evaluator
