@@ -86,7 +86,9 @@ def inception_score(probs) -> float:
 
     p(y) is the mean of the rows; 0·log 0 counts as 0. It lies in [1, K]: K when the samples are confidently
     classified and spread evenly over the K classes, 1 when every sample gets the same prediction. Computed on
-    the whole set at once (no splits). Name it after the classifier ("IS (digits classifier)").
+    the whole set at once: torchmetrics' ``InceptionScore`` instead averages over splits of a permutation drawn from
+    the global RNG, which makes the number depend on unrelated random state, and with a few hundred samples each
+    split's p(y) is noisy. Name it after the classifier ("IS (digits classifier)").
     """
     probs = _probability_matrix(probs)
     marginal = probs.mean(axis=0, keepdims=True)
