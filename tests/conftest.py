@@ -1,7 +1,21 @@
 """Shared test settings."""
 
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hf_ddpm_cache(tmp_path_factory):
+    """One cache folder for the whole session (never the user's): the digits evaluator is trained once."""
+    previous = os.environ.get("HF_DDPM_CACHE")
+    os.environ["HF_DDPM_CACHE"] = str(tmp_path_factory.mktemp("hf_ddpm_cache"))
+    yield os.environ["HF_DDPM_CACHE"]
+    if previous is None:
+        del os.environ["HF_DDPM_CACHE"]
+    else:
+        os.environ["HF_DDPM_CACHE"] = previous
 
 
 @pytest.fixture(autouse=True)
