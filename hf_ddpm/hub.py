@@ -200,6 +200,9 @@ def _parameters_text(n: int) -> str:
 
 def _dataset_info(settings: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict:
     """What the data was: a Hub dataset (listed in the card's ``datasets``), a local image folder, or the digits."""
+    if not settings:  # a pipeline saved outside training/train.py: say nothing we do not know
+        return {"description": "data that was not recorded", "hub_id": None, "config": None,
+                "index_type": "unknown", "index_name": "unknown"}
     name, data_dir = settings.get("dataset_name"), settings.get("train_data_dir")
     if data_dir:
         return {"description": f"the images in a local folder ({Path(data_dir).name})", "hub_id": None,
@@ -255,7 +258,7 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
     T = int(sched["num_train_timesteps"])
     variance_type = sched.get("variance_type", "fixed_small")
     prediction_type = sched.get("prediction_type", "epsilon")
-    loss_type = settings.get("loss_type", "simple")
+    loss_type = settings.get("loss_type")  # None: a pipeline saved outside training/train.py
     channels = int(unet.get("in_channels", 3))
     resolution = int(settings.get("resolution") or unet.get("sample_size"))
 
@@ -286,10 +289,10 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
         "simple": f"L_simple, the unweighted MSE on {target_symbol} (Eq. 14)",
         "vlb": "the variational bound L_vlb (Eq. 5)",
         "hybrid": "L_hybrid = L_simple + λ·L_vlb (improved DDPM)",
-    }.get(loss_type, loss_type)
-    sampler = settings.get("timestep_sampler", "uniform")
-    timestep_sampler_text = ("uniform" if sampler == "uniform"
-                             else f"{sampler} (importance sampling of t by the bound's terms)")
+    }.get(loss_type, loss_type or "not recorded")
+    sampler = settings.get("timestep_sampler")
+    timestep_sampler_text = {None: "not recorded", "uniform": "uniform"}.get(
+        sampler, f"{sampler} (importance sampling of t by the bound's terms)")
 
     bpd = metrics.get("test_bits_per_dim")
     sample_metrics = _sample_metrics(metrics.get("sample_quality") or metrics)  # nested (trainer) or merged
@@ -535,14 +538,15 @@ def _explain_push_failure(err: BaseException, folder: Path, repo_id: str, endpoi
             f"`hf-ddpm push --folder {folder} --repo-id {repo_id}`.")
 
 
-def _card_bytes(folder: Path, repo_id: str) -> bytes | None:
-    """The card to upload: rendered again for ``repo_id`` from training_run.json, else the folder's README.md."""
+def _card_bytes(folder: Path, repo_id: str) -> bytes:
+    """The card to upload, for ``repo_id``: rendered again from training_run.json; else the folder's own README.md;
+    else (a pipeline saved by hand) rendered from the saved configs alone."""
     run_file = folder / RUN_FILE
-    if run_file.is_file():
-        run = json.loads(run_file.read_text(encoding="utf-8"))
-        return str(render_model_card(folder, run, repo_id=repo_id)).encode("utf-8")
     card = folder / CARD_FILE
-    return card.read_bytes() if card.is_file() else None
+    if not run_file.is_file() and card.is_file():
+        return card.read_bytes()
+    run = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {}
+    return str(render_model_card(folder, run, repo_id=repo_id)).encode("utf-8")
 
 
 def push_output_folder(
@@ -573,8 +577,7 @@ def push_output_folder(
         if created_id != repo_id:  # "name" -> "user/name": the card's snippet must load the full id
             repo_id, card = created_id, _card_bytes(folder, created_id)
         operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files if f != CARD_FILE]
-        if card is not None:
-            operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card))
+        operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card))
         operations += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=code) for path, code in code_files.items()]
         return api.create_commit(repo_id, operations, commit_message=commit_message).commit_url
     except Exception as err:  # noqa: BLE001 - every failure of the remote side becomes one clear error

@@ -144,6 +144,21 @@ def test_unreachable_hub_is_a_clear_error(monkeypatch, output_dir):
     assert snapshot(output_dir) == before
 
 
+def test_a_pipeline_saved_by_hand_gets_a_card_rendered_from_its_configs(fake_hub, tmp_path):
+    tiny_pipeline(num_train_timesteps=30).save_pretrained(tmp_path / "by-hand")
+    hub.push_output_folder(tmp_path / "by-hand", "bob/by-hand", token=TOKEN)
+    files = fake_hub.commits[0]["files"]
+    assert set(files) == {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                          "scheduler/scheduler_config.json", "README.md"} | set(hub.remote_code_files())
+    card = ModelCard(files["README.md"].decode())
+    hub.check_card_metadata(card)
+    assert card.data.eval_results is None and "The held-out bound was not evaluated" in card.text
+    assert "| diffusion steps T | 30 |" in card.text and 'from_pretrained("bob/by-hand")' in card.text
+    assert "| loss | not recorded |" in card.text and "L_simple =" not in card.text  # nothing is made up
+    assert "digits" not in card.text and "| data | data that was not recorded |" in card.text
+    assert not (tmp_path / "by-hand" / "README.md").exists()  # the folder is only read
+
+
 def test_push_before_any_network_call_rejects_bad_input(fake_hub, tmp_path, output_dir):
     with pytest.raises(ValueError, match="repo_id='a/b/c'"):
         hub.push_output_folder(output_dir, "a/b/c")
