@@ -21,7 +21,7 @@ rounds of the per-call mean of a block, on the wall clock and on the process CPU
 
 Usage::
 
-    python benchmarks/bench_scheduler.py                   # 1 and 2 threads, steps and pipeline
+    python benchmarks/bench_scheduler.py                   # steps with 1 and 2 threads, pipeline with 1
     python benchmarks/bench_scheduler.py --threads 1 --skip-pipeline --rounds 21
     python benchmarks/bench_scheduler.py --ops             # also count the aten ops one step dispatches
 """
@@ -171,33 +171,49 @@ def bench_steps(threads: int, rounds: int, block_s: float, show_ops: bool) -> li
 def small_unet() -> UNet2DModel:
     torch.manual_seed(0)
     return UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64),
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=2, block_out_channels=(16, 32),
         down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=8,
     ).eval()
 
 
 def bench_pipeline(threads: int, rounds: int, batch_size: int) -> dict:
-    """Full 1000-step sampling with both pipelines, the same UNet and seed, interleaved; max |Δ| of the images."""
+    """Full 1000-step sampling with both pipelines, the same UNet and seed, run alternately ``rounds`` times each.
+
+    Per run: CPU and wall time, and the CPU time spent inside the UNet (forward hooks), so that the part the two
+    pipelines differ in, everything outside the UNet, is measured on its own. The ratio ours/diffusers is taken per
+    round (the two runs adjacent in time) and its median reported with its range."""
     torch.set_num_threads(threads)
     unet = small_unet()
+    unet_cpu = [0.0]
+    unet.register_forward_pre_hook(lambda module, args: unet_cpu.__setitem__(0, unet_cpu[0] - time.process_time()))
+    unet.register_forward_hook(lambda module, args, out: unet_cpu.__setitem__(0, unet_cpu[0] + time.process_time()))
     pipes = {
         "diffusers": DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)),
         "ours": DDPMDocPipeline(unet=unet, scheduler=DDPMDocScheduler(num_train_timesteps=1000)),
     }
+    images, runs = {}, {name: [] for name in pipes}
     for pipe in pipes.values():
         pipe.set_progress_bar_config(disable=True)
-    images = {}
-
-    def run(name):
-        def call():
+    names = list(pipes)
+    for r in range(rounds + 1):  # round 0 warms up
+        for name in names[r % 2:] + names[: r % 2]:
+            unet_cpu[0] = 0.0
+            wall, cpu = time.perf_counter(), time.process_time()
             images[name] = pipes[name](batch_size=batch_size, generator=torch.Generator().manual_seed(0),
                                        num_inference_steps=1000, output_type="np").images
-        return call
-
-    timings = interleaved_timings({name: run(name) for name in pipes}, rounds, block_s=0.0)
-    return dict(threads=threads, batch_size=batch_size, params=sum(p.numel() for p in unet.parameters()),
-                max_diff=float(abs(images["ours"] - images["diffusers"]).max()), **timings)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            if r:
+                runs[name].append(dict(cpu=cpu, wall=wall, outside_unet=cpu - unet_cpu[0]))
+    row = dict(threads=threads, batch_size=batch_size, params=sum(p.numel() for p in unet.parameters()),
+               max_diff=float(abs(images["ours"] - images["diffusers"]).max()))
+    for name, measured in runs.items():
+        row[name] = Timing(statistics.median(m["wall"] for m in measured), statistics.median(m["cpu"] for m in measured))
+        row[f"{name}_outside_unet"] = statistics.median(m["outside_unet"] for m in measured)
+    for clock in ("cpu", "wall"):
+        paired = sorted(o[clock] / d[clock] for o, d in zip(runs["ours"], runs["diffusers"]))
+        row[f"paired_{clock}"] = (statistics.median(paired), paired[0], paired[-1])
+    return row
 
 
 def us(seconds: float) -> str:
@@ -233,17 +249,20 @@ def format_step_row(row: dict) -> str:
 
 
 PIPELINE_HEADER = (
-    "| threads | UNet | batch | diffusers DDPMPipeline | DDPMDocPipeline | ours/diffusers (CPU) | "
-    "ours/diffusers (wall) | max abs diff of images |\n|---|---|---|--:|--:|--:|--:|--:|"
+    "| threads | UNet | batch | diffusers DDPMPipeline | DDPMDocPipeline | ours/diffusers, CPU (range) | "
+    "ours/diffusers, wall (range) | outside the UNet, per step: diffusers / ours | max abs diff of images |\n"
+    "|---|---|---|--:|--:|--:|--:|--:|--:|"
 )
 
 
 def format_pipeline_row(row: dict) -> str:
     d, o = row["diffusers"], row["ours"]
+    ratio = {clock: "{:.3f} ({:.3f}–{:.3f})".format(*row[f"paired_{clock}"]) for clock in ("cpu", "wall")}
     return (
         f"| {row['threads']} | 1×8×8, {row['params'] / 1e3:.0f}k params | {row['batch_size']} | "
-        f"{d.cpu:.2f} s CPU, {d.wall:.2f} s wall | {o.cpu:.2f} s CPU, {o.wall:.2f} s wall | "
-        f"{o.cpu / d.cpu:.3f} | {o.wall / d.wall:.3f} | {row['max_diff']:.1e} |"
+        f"{d.cpu:.2f} s CPU, {d.wall:.2f} s wall | {o.cpu:.2f} s CPU, {o.wall:.2f} s wall | {ratio['cpu']} | "
+        f"{ratio['wall']} | {us(row['diffusers_outside_unet'] / 1000)} µs / {us(row['ours_outside_unet'] / 1000)} µs | "
+        f"{row['max_diff']:.1e} |"
     )
 
 
@@ -265,7 +284,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch.set_num_threads values")
     parser.add_argument("--rounds", type=int, default=41, help="interleaved rounds per step configuration")
     parser.add_argument("--block", type=float, default=0.005, help="seconds per timed block of step calls")
-    parser.add_argument("--pipeline-rounds", type=int, default=3, help="full 1000-step runs per pipeline")
+    parser.add_argument("--pipeline-threads", type=int, nargs="+", default=[1],
+                        help="torch.set_num_threads values for the pipeline runs (its UNet has dozens of parallel "
+                        "regions per step: on a busy machine more threads mostly time the OS scheduler)")
+    parser.add_argument("--pipeline-rounds", type=int, default=5, help="full 1000-step runs per pipeline")
     parser.add_argument("--pipeline-batch", type=int, default=4)
     parser.add_argument("--skip-steps", action="store_true")
     parser.add_argument("--skip-pipeline", action="store_true")
@@ -274,16 +296,38 @@ def main() -> None:
 
     print(f"machine: {machine_description()}")
     print(f"load before: {load_average()}\n")
+    step_rows, pipeline_rows = [], []
     if not args.skip_steps:
         print("One step, median per-call time over interleaved blocks (process CPU time; wall-clock ratios alongside)")
         print(STEP_HEADER)
         for threads in args.threads:
-            bench_steps(threads, args.rounds, args.block, args.ops)
+            step_rows += bench_steps(threads, args.rounds, args.block, args.ops)
     if not args.skip_pipeline:
         print("\nFull 1000-step sampling, median over interleaved runs\n" + PIPELINE_HEADER)
-        for threads in args.threads:
-            print(format_pipeline_row(bench_pipeline(threads, args.pipeline_rounds, args.pipeline_batch)), flush=True)
-    print(f"\nload after: {load_average()}")
+        for threads in args.pipeline_threads:
+            pipeline_rows.append(bench_pipeline(threads, args.pipeline_rounds, args.pipeline_batch))
+            print(format_pipeline_row(pipeline_rows[-1]), flush=True)
+    print(f"\nload after: {load_average()}\n")
+    print_summary(step_rows, pipeline_rows)
+
+
+def print_summary(step_rows: list[dict], pipeline_rows: list[dict]) -> None:
+    """The worst case of each target per thread count, on the CPU clock and on the wall clock."""
+    for clock in ("cpu", "wall"):
+        for threads in sorted({row["threads"] for row in step_rows + pipeline_rows}):
+            parts = []
+            batch_1 = [r for r in step_rows if r["threads"] == threads and r["shape"][0] == 1]
+            if batch_1:
+                worst = min(getattr(r["diffusers"], clock) / getattr(r["ours"], clock) for r in batch_1)
+                parts.append(f"batch 1: ours ≥ {worst:.2f}× faster than diffusers (target ≥ {TARGET_SPEEDUP_BATCH_1}×)")
+            batched = [r for r in step_rows if r["threads"] == threads and r["shape"][0] >= 16]
+            if batched:
+                worst = max(getattr(r["ours"], clock) / getattr(r["limit"], clock) for r in batched)
+                parts.append(f"batch ≥ 16: ours ≤ {worst:.2f}× the limit (target ≤ {TARGET_OVER_LIMIT}×)")
+            for r in (r for r in pipeline_rows if r["threads"] == threads):
+                ratio = r[f"paired_{clock}"][0]
+                parts.append(f"pipeline: ours/diffusers {ratio:.3f} (target ≤ 1), images max |Δ| {r['max_diff']:.1e}")
+            print(f"{clock:>4}, {threads} thread(s): " + "; ".join(parts))
 
 
 if __name__ == "__main__":
