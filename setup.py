@@ -5,7 +5,7 @@ installed as the sub-package ``hf_ddpm.pipelines``, so there is one definition o
 ``from hf_ddpm import DDPMDocPipeline`` works after a plain ``pip install .``.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="hf-ddpm",
@@ -15,7 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["hf_ddpm", "hf_ddpm.pipelines"],
+    packages=find_packages(include=["hf_ddpm", "hf_ddpm.*"]) + ["hf_ddpm.pipelines"],
     package_dir={"hf_ddpm.pipelines": "pipelines"},
     package_data={"hf_ddpm": ["model_card.md"]},  # hf_ddpm/model_card.md links to the root template (hub helper)
     install_requires=[
