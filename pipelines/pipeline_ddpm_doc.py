@@ -85,21 +85,24 @@ class DDPMDocPipeline(DiffusionPipeline):
         image = randn_tensor(self._image_shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
         self.scheduler.set_timesteps(num_inference_steps)
         timesteps = self.scheduler.timesteps
-        # One flag per step, written on the device: no synchronisation until the loop is over.
-        nonfinite = torch.zeros(len(timesteps), dtype=torch.bool, device=device)
+        # One float32 sum of the UNet output per step, kept on the device: NaN or ±inf anywhere makes it non-finite,
+        # and a sum is one reduction (isfinite is four full-size kernels); no synchronisation until the loop is over.
+        output_sums = []
         for i, t in enumerate(self.progress_bar(timesteps)):
             model_output = self.unet(image, t).sample
-            nonfinite[i] = ~torch.isfinite(model_output).all()
+            output_sums.append(model_output.sum(dtype=torch.float32))
             step = self.scheduler.step(model_output, t, image, generator=generator)
             image = step.prev_sample
             if callback_on_step_end is not None:
                 tensors = {"image": image, "pred_original_sample": step.pred_original_sample}
                 kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
                 image = (callback_on_step_end(self, i, t, kwargs) or {}).get("image", image)
+        nonfinite = ~torch.isfinite(torch.stack(output_sums))
         if nonfinite.any():
             first = int(nonfinite.nonzero()[0])
             raise FloatingPointError(
-                f"the UNet returned NaN or inf at sampling step {first} (timestep {int(timesteps[first])}) of "
+                f"the UNet returned NaN or inf (or values summing past float32's range) at sampling step {first} "
+                f"(timestep {int(timesteps[first])}) of "
                 f"{len(timesteps)}; check the weights (e.g. a diverged or half-precision-overflowing model)"
             )
 

@@ -91,11 +91,14 @@ def test_callback_sees_every_step_and_can_replace_the_image():
     np.testing.assert_array_equal(images, np.full_like(images, 0.5))  # x_0 = 0 ↦ grey 0.5
 
 
-def test_non_finite_model_output_names_the_step():
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_non_finite_model_output_names_the_step(bad_value):
     pipe = quiet(DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(clip_sample=False)))
 
-    def poison(p, i, t, kwargs):
-        return {"image": kwargs["image"] * float("nan")} if i == 3 else {}
+    def poison(p, i, t, kwargs):  # one bad pixel in x_t: the UNet's output at the next step is non-finite
+        image = kwargs["image"].clone()
+        image[0, 0, 0, 0] = bad_value
+        return {"image": image} if i == 3 else {}
 
     with pytest.raises(FloatingPointError, match=r"sampling step 4 \(timestep 500\)"):
         pipe(num_inference_steps=10, callback_on_step_end=poison)
