@@ -1,8 +1,10 @@
 """Packaging for hf-ddpm.
 
-The pipeline lives in the top-level ``pipelines/`` folder of the repository (the project's layout) but is
+The pipeline lives in the top-level ``pipelines/`` folder of the repository (the project's layout) and is
 installed as the sub-package ``hf_ddpm.pipelines``, so there is one definition of ``DDPMDocPipeline`` and
-``from hf_ddpm import DDPMDocPipeline`` works after a plain ``pip install .``.
+``from hf_ddpm import DDPMDocPipeline`` works after a plain ``pip install .``. The link ``hf_ddpm/pipelines`` →
+``../pipelines`` makes the same import work from a checkout (Python started in the repository root finds the
+source tree's ``hf_ddpm`` before the installed one).
 """
 
 from setuptools import find_packages, setup
@@ -15,7 +17,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["hf_ddpm", "hf_ddpm.*"]) + ["hf_ddpm.pipelines"],
+    packages=find_packages(include=["hf_ddpm", "hf_ddpm.*"], exclude=["hf_ddpm.pipelines"]) + ["hf_ddpm.pipelines"],
     package_dir={"hf_ddpm.pipelines": "pipelines"},
     package_data={"hf_ddpm": ["model_card.md"]},  # hf_ddpm/model_card.md links to the root template (hub helper)
     install_requires=[
