@@ -2,7 +2,7 @@
 
 | resolution | channels per level           | res blocks | attention at | dropout | parameters (3 channels) |
 |-----------:|------------------------------|-----------:|--------------|--------:|------------------------:|
-| 8          | 32, 48                       | 1          | 4×4          | 0.0     | 0.46M (digits on a CPU) |
+| 8          | 32, 64                       | 1          | 4×4          | 0.0     | 0.70M (digits on a CPU) |
 | 16         | 64, 128, 128                 | 2          | 8×8          | 0.1     | 6.5M                    |
 | 32         | 128, 256, 256, 256           | 2          | 16×16        | 0.1     | 35.7M (paper, CIFAR-10) |
 | 64         | 128, 256, 384, 512           | 2          | 16×16, 8×8   | 0.1     | 88.2M                   |
@@ -25,7 +25,7 @@ from diffusers import UNet2DModel
 
 # resolution → (channels per level, res blocks per level, feature resolutions with attention, dropout, groups)
 _PRESETS = {
-    8: ((32, 48), 1, (4,), 0.0, 8),
+    8: ((32, 64), 1, (4,), 0.0, 8),
     16: ((64, 128, 128), 2, (8,), 0.1, 32),
     32: ((128, 256, 256, 256), 2, (16,), 0.1, 32),
     64: ((128, 256, 384, 512), 2, (16, 8), 0.1, 32),

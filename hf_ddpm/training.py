@@ -6,13 +6,14 @@
 * :class:`TrainingHistory` — the per-step training loss and the evaluations, saved in checkpoints; the loss is
   plotted by :func:`save_loss_plot`.
 * :func:`held_out_bound` — the bound on held-out images in bits/dim, over all T timesteps or an unbiased estimate
-  from K of them, with its standard error (:func:`hf_ddpm.evaluation.summarize_bound`).
+  from K of them (the smallest exactly, a uniform subset of the rest), with its standard error.
 * :func:`sample_grid` — draw images with the pipeline and lay them out as one PNG-ready grid.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -116,14 +117,48 @@ def write_json(path: str, data: dict) -> None:
     os.replace(staging, path)
 
 
-def subset_timesteps(num_train_timesteps: int, count: int, seed: int) -> torch.Tensor | None:
-    """``count`` timesteps drawn uniformly without replacement from the T (None when ``count`` ≥ T: all of them)."""
-    if count >= num_train_timesteps:
+def estimate_timesteps(num_train_timesteps: int, count: int, seed: int) -> tuple[torch.Tensor, int] | None:
+    """The timesteps of a bound estimate from ``count`` of the T: the ``count // 2`` smallest (where the terms are
+    largest and change fastest: evaluated exactly) plus ``count − count // 2`` drawn uniformly without replacement
+    from the rest with ``seed``. Returns (ascending timesteps, number evaluated exactly), or None when
+    ``count`` ≥ T (all of them)."""
+    T = num_train_timesteps
+    if count >= T:
         return None
-    if count < 2:
-        raise ValueError(f"a bound estimate needs at least 2 timesteps (for its standard error), got {count}")
+    if count < 4:
+        raise ValueError(f"a bound estimate needs at least 4 timesteps (for its standard error), got {count}")
+    exact = count // 2
     generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(num_train_timesteps, generator=generator)[:count].sort().values
+    drawn = exact + torch.randperm(T - exact, generator=generator)[: count - exact]
+    return torch.cat([torch.arange(exact), drawn.sort().values]), exact
+
+
+def _estimate_summary(bound: VariationalBound, exact: int, num_train_timesteps: int) -> BoundSummary:
+    """Summarise a bound evaluated at ``exact`` smallest timesteps plus a uniform subset of the others: the unbiased
+    estimate L_T + Σ_{t<m} L_t + (T−m)/k · Σ_{t∈S} L_t, its standard error over the images and, in quadrature,
+    the error of choosing S (finite-population formula (T−m)² (1 − k/(T−m)) Var_{t∈S}[L̄_t] / k)."""
+    T, terms = num_train_timesteps, bound.terms.double().cpu()
+    drawn = terms.shape[1] - exact
+    scale = torch.ones(terms.shape[1], dtype=torch.float64)
+    scale[exact:] = (T - exact) / drawn
+    total = bound.prior.double().cpu() + (terms * scale).sum(dim=1)
+    mean_terms = terms.mean(dim=0)
+    variance = float(total.var()) / len(total) if len(total) > 1 else 0.0
+    variance += (T - exact) ** 2 * (1 - drawn / (T - exact)) * float(mean_terms[exact:].var()) / drawn
+    per_step = (mean_terms * scale).tolist()
+    timesteps = [int(t) for t in bound.timesteps]
+    return BoundSummary(
+        bits_per_dim=float(total.mean()),
+        standard_error=math.sqrt(variance),
+        prior=float(bound.prior.double().mean()),
+        decoder=float(mean_terms[0]) if exact > 0 else None,
+        rate=sum(v for t, v in zip(timesteps, per_step) if t > 0),
+        num_images=len(total),
+        num_timesteps=len(timesteps),
+        num_train_timesteps=T,
+        timesteps=timesteps,
+        terms=mean_terms.tolist(),
+    )
 
 
 @torch.no_grad()
@@ -138,15 +173,15 @@ def held_out_bound(
 ) -> BoundSummary:
     """The bound (Eq. 5) of ``images`` (in [−1, 1], 8-bit grid) in bits/dim, averaged over the images.
 
-    ``num_timesteps`` None or ≥ T: every timestep (the full bound). Fewer: the unbiased estimate
-    L_T + T/K Σ_{t∈S} L_t over K timesteps S drawn uniformly without replacement with ``seed`` (the same S for
-    every image), whose ``standard_error`` combines the spread over images with the error of choosing S.
-    Images go through the model in chunks of ``batch_size``; the noise is drawn from ``seed``."""
+    ``num_timesteps`` None or ≥ T: every timestep (the full bound). Fewer (K): an unbiased estimate from the K/2
+    smallest timesteps, evaluated exactly, and K/2 drawn uniformly without replacement from the rest (see
+    :func:`estimate_timesteps`), whose ``standard_error`` combines the spread over images with the error of the
+    drawn subset. Images go through the model in chunks of ``batch_size``; the noise is drawn from ``seed``."""
     T = scheduler.config.num_train_timesteps
-    timesteps = subset_timesteps(T, num_timesteps, seed) if num_timesteps is not None else None
+    plan = estimate_timesteps(T, num_timesteps, seed) if num_timesteps is not None else None
     generator = torch.Generator(device=images.device).manual_seed(seed)
     parts = [
-        bits_per_dim(model, scheduler, chunk, generator=generator, timesteps=timesteps)
+        bits_per_dim(model, scheduler, chunk, generator=generator, timesteps=None if plan is None else plan[0])
         for chunk in images.split(batch_size)
     ]
     bound = VariationalBound(
@@ -155,13 +190,16 @@ def held_out_bound(
         terms=torch.cat([p.terms for p in parts]),
         timesteps=parts[0].timesteps,
     )
-    return summarize_bound(bound, num_train_timesteps=T)
+    if plan is None:
+        return summarize_bound(bound, num_train_timesteps=T)
+    return _estimate_summary(bound, plan[1], T)
 
 
 def sample_grid(pipeline, num_images: int, num_inference_steps: int, seed: int, min_size: int = 32):
     """Draw ``num_images`` with ``pipeline`` from ``seed``; return (uint8 images ``[N, C, H, W]``, PIL grid).
 
-    Images smaller than ``min_size`` pixels are enlarged in the grid (nearest neighbour) so they can be seen."""
+    The images are separated by a grey border of 2 pixels, and images smaller than ``min_size`` pixels are
+    enlarged (nearest neighbour) so that they can be seen."""
     from PIL import Image
 
     generator = torch.Generator(device=pipeline.device).manual_seed(seed)
@@ -169,7 +207,7 @@ def sample_grid(pipeline, num_images: int, num_inference_steps: int, seed: int, 
         batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps, output_type="pt"
     ).images
     uint8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    grid = make_grid(images.cpu())
+    grid = make_grid(images.cpu(), padding=2, pad_value=96)
     scale = max(1, -(-min_size // images.shape[-1]))
     if scale > 1:
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)

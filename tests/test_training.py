@@ -129,8 +129,8 @@ def test_outputs_of_a_run(tmp_path, tiny_config):
     from PIL import Image
 
     grid = Image.open(out / "samples.png")
-    assert grid.size == (64, 64)  # 2×2 images of 8 px, enlarged 4× for viewing
-    assert Image.open(out / "samples" / "step-000003.png").size == (64, 64)
+    assert grid.size == (88, 88)  # 2×2 images of 8 px with 2-px borders, enlarged 4× for viewing
+    assert Image.open(out / "samples" / "step-000003.png").size == (88, 88)
     assert Image.open(out / "loss.png").format == "PNG"
     assert sorted(os.listdir(out)).count("README.md") == 1
     assert sorted(p for p in os.listdir(out) if p.startswith("checkpoint-")) == ["checkpoint-4", "checkpoint-6"]

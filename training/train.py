@@ -51,8 +51,8 @@ from hf_ddpm.training import (
 
 # The tuned default for the built-in digits (see the README's training results): the flags' defaults.
 DIGITS_DEFAULTS = dict(
-    beta_start=1e-4, variance_type="learned", loss_type="hybrid", timestep_sampler="importance",
-    train_batch_size=128, max_train_steps=3000, learning_rate=2e-3, lr_scheduler="cosine", lr_warmup_steps=100,
+    beta_start=1e-5, variance_type="learned_range", loss_type="vlb", timestep_sampler="importance",
+    train_batch_size=128, max_train_steps=2500, learning_rate=2e-3, lr_scheduler="cosine", lr_warmup_steps=100,
     ema_max_decay=0.999, ema_power=0.75, eval_steps=1000,
 )
 
@@ -500,7 +500,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest'")
     out.add_argument("--save_images_steps", type=int, default=0, help="a sample grid every N steps (0: only at the end)")
     out.add_argument("--eval_steps", type=int, default=DIGITS_DEFAULTS["eval_steps"], help="a held-out bound estimate every N steps (0: only at the end)")
-    out.add_argument("--eval_timesteps", type=int, default=50, help="timesteps of each estimate during training")
+    out.add_argument("--eval_timesteps", type=int, default=100, help="timesteps of each estimate during training")
     out.add_argument("--final_eval_timesteps", type=int, default=None, help="timesteps of the final bound (default: all T)")
     out.add_argument("--num_samples", type=int, default=64, help="images in each sample grid")
     out.add_argument("--num_inference_steps", type=int, default=1000, help="ancestral steps per sample")
@@ -534,8 +534,9 @@ def check_args(parser, args) -> None:
         parser.error("give --dataset_name or --train_data_dir, not both")
     if args.num_inference_steps > args.num_train_timesteps:
         parser.error(f"--num_inference_steps {args.num_inference_steps} exceeds --num_train_timesteps {args.num_train_timesteps}")
-    if args.eval_timesteps < 2:
-        parser.error("--eval_timesteps must be ≥ 2 (its standard error needs two timesteps)")
+    for name in ("eval_timesteps", "final_eval_timesteps"):
+        if getattr(args, name) is not None and getattr(args, name) < 4:
+            parser.error(f"--{name} must be ≥ 4 (half exact, half drawn: its standard error needs two drawn)")
     if args.loss_type == "simple" and args.variance_type in LEARNED_VARIANCE_TYPES:
         parser.error(f"--loss_type simple does not train the variance of --variance_type {args.variance_type}; "
                      "use --loss_type hybrid or vlb, or a fixed --variance_type")
