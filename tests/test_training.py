@@ -164,6 +164,12 @@ def test_contradictory_flags_are_refused_by_name(flags, named, capsys):
     assert named in capsys.readouterr().err
 
 
+def test_hub_flags_are_checked_before_training(capsys):
+    with pytest.raises((SystemExit, ValueError)) as error:
+        train_script.parse_args(["--push_to_hub"])
+    assert "--hub_model_id" in str(error.value) + capsys.readouterr().err
+
+
 def test_unservable_resolution_names_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--resolution 12"):
         train_script.main(["--output_dir", str(tmp_path), "--resolution", "12", "--max_train_steps", "1"])

@@ -30,7 +30,7 @@ from diffusers.training_utils import EMAModel
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
+from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
 from hf_ddpm.checkpointing import StopRequest, check_resumable, resolve_resume, save_checkpoint
 from hf_ddpm.data import collate_images, load_image_data
 from hf_ddpm.distributed import check_process_group
@@ -218,6 +218,9 @@ def periodic_work(args, accelerator, run, step, logs) -> None:
     estimates every ``--eval_steps`` (logged into ``logs``)."""
     if args.checkpointing_steps and step % args.checkpointing_steps == 0 and step < run.max_train_steps:
         save_checkpoint(accelerator, args.output_dir, step, run.settings, args.checkpoints_total_limit)
+        if run.pusher is not None and accelerator.is_main_process:  # --push_every_checkpoint, in the background
+            with ema_weights(accelerator, run) as unet:
+                run.pusher.push_pipeline(pipeline_for(unet, run.scheduler), step)
     sample_now = args.save_images_steps and step % args.save_images_steps == 0 and step < run.max_train_steps
     eval_now = args.eval_steps and step % args.eval_steps == 0 and step < run.max_train_steps
     if accelerator.is_main_process and (sample_now or eval_now):
@@ -324,12 +327,24 @@ def sample_metrics(samples, run) -> dict:
 
 def write_card(args, accelerator, metrics, step, train_seconds) -> None:
     """The model card README.md in the output folder (``hf_ddpm.hub``)."""
-    from hf_ddpm import hub
-
     hub.write_model_card(
         args.output_dir, args=args, metrics=metrics, global_step=step, wall_time_s=train_seconds,
         num_processes=accelerator.num_processes, sample_grid="samples.png", loss_plot="loss.png",
     )
+
+
+def push(args, run) -> None:
+    """Wait for checkpoint pushes in flight, then push the output folder if ``--push_to_hub`` (main process)."""
+    if run.pusher is not None:
+        for error in run.pusher.close():
+            print(f"checkpoint push failed: {error}", file=sys.stderr)
+    if args.push_to_hub:
+        try:
+            url = hub.push_output_folder(args.output_dir, args.hub_model_id, token=args.hub_token,
+                                         private=args.hub_private_repo)
+        except hub.HubPushError as error:
+            sys.exit(f"--push_to_hub: {error} (the local output in {args.output_dir} is complete)")
+        print(f"pushed to {url}")
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -386,6 +401,7 @@ def prepare_run(args, accelerator) -> Run:
         if state is not None:
             accelerator.register_for_checkpointing(state)
     run.eval_images = run.data.eval.tensor().to(accelerator.device)
+    run.pusher = hub.CheckpointPusher.from_args(args) if accelerator.is_main_process else None
     return run
 
 
@@ -437,6 +453,8 @@ def main(argv: list[str] | None = None) -> dict:
         save_checkpoint(accelerator, args.output_dir, step, run.settings, args.checkpoints_total_limit)
     run.images_seen = int(accelerator.reduce(torch.tensor(run.images_seen, device=accelerator.device), "sum"))
     metrics = finish(args, accelerator, run, step, train_started)
+    if accelerator.is_main_process:
+        push(args, run)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
@@ -506,8 +524,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--num_inference_steps", type=int, default=1000, help="ancestral steps per sample")
     out.add_argument("--logger", default="none", choices=["none", "tensorboard", "wandb"])
     out.add_argument("--logging_dir", default="logs", help="relative to --output_dir")
-    from hf_ddpm import hub
-
     hub.add_hub_arguments(p)
     args = p.parse_args(argv)
     check_args(p, args)
