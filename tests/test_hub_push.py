@@ -22,7 +22,7 @@ import torch
 from huggingface_hub import ModelCard
 from PIL import Image
 
-from hf_ddpm import hub
+from hf_ddpm import DDPMDocPipeline, hub
 from hub_support import TOKEN, USER, FakeHub, tiny_pipeline
 
 
@@ -240,3 +240,47 @@ def test_hub_flags():
                        (["--push_to_hub", "--hub_model_id", "bad name!"], "--hub_model_id='bad name!'")]:
         with pytest.raises(ValueError, match=re.escape(flag)):
             parse_hub_flags(argv)
+
+
+TRAIN = Path(__file__).resolve().parents[1] / "training" / "train.py"
+TINY_RUN = ["--max_train_steps", "6", "--checkpointing_steps", "3", "--num_train_timesteps", "20",
+            "--num_samples", "4", "--num_inference_steps", "5", "--final_eval_timesteps", "4",
+            "--eval_steps", "1000", "--save_images_steps", "1000"]
+
+
+def train_and_push(fake_hub, out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0", "OMP_NUM_THREADS": "1",
+           "HF_DDPM_CACHE": str(cache)}
+    command = [sys.executable, str(TRAIN), "--output_dir", str(out), *TINY_RUN, "--push_to_hub",
+               "--hub_model_id", "bob/tiny-run", "--hub_token", TOKEN, *extra]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_training_pushes_its_checkpoints_and_its_final_output(fake_hub, tmp_path):
+    out = tmp_path / "run"
+    done = train_and_push(fake_hub, out, tmp_path / "cache", "--push_every_checkpoint")
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint, final = fake_hub.commits  # the checkpoint at step 3 in the background, then the output (step 6)
+    assert checkpoint["summary"] == "Training in progress: step 3"
+    assert sorted(checkpoint["files"]) == sorted(hub.pipeline_files(out))
+    assert checkpoint["files"]["unet/diffusion_pytorch_model.safetensors"] != \
+        (out / "unet/diffusion_pytorch_model.safetensors").read_bytes()  # the weights of step 3, not the final ones
+    expected = set(hub.files_to_push(out)) | set(hub.remote_code_files())
+    assert set(final["files"]) == expected
+    for path in expected - {"README.md"} - set(hub.remote_code_files()):
+        assert final["files"][path] == (out / path).read_bytes(), path
+    assert not [p for c in fake_hub.commits for p in c["files"] if p.startswith("checkpoint-") or p.endswith(".bin")]
+
+
+def test_training_keeps_its_output_when_the_push_fails(fake_hub, tmp_path):
+    fake_hub.fail["commit"] = 500
+    out = tmp_path / "run"
+    done = train_and_push(fake_hub, out, tmp_path / "cache")
+    assert done.returncode != 0
+    assert "HTTP 500" in done.stderr + done.stdout and "complete and unchanged" in done.stderr + done.stdout
+    assert fake_hub.commits == []
+    # the output is complete: the trained pipeline loads, with its card, metrics and images beside it
+    assert DDPMDocPipeline.from_pretrained(out).unet.config.sample_size == 8
+    assert {"README.md", "metrics.json", "samples.png", "loss.png"} <= set(hub.files_to_push(out))
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 6
+    assert 'from_pretrained("bob/tiny-run")' in (out / "README.md").read_text()
