@@ -1,9 +1,16 @@
 """hf-ddpm: Denoising Diffusion Probabilistic Models (Ho et al. 2020) for the Hugging Face ecosystem."""
 
+import diffusers as _diffusers
+
 from .likelihood import VariationalBound, bits_per_dim
 from .losses import ImportanceSampler, UniformSampler, training_loss
 from .pipelines import DDPMDocPipeline
 from .scheduler import DDPMDocScheduler, DDPMDocSchedulerOutput
+
+# DiffusionPipeline.from_pretrained looks model_index.json's "_class_name" up as an attribute of the diffusers module
+# and never imports the library a repository names; exposing the class there makes plain
+# DiffusionPipeline.from_pretrained(<our folder or repo id>) return a DDPMDocPipeline once hf_ddpm is imported.
+setattr(_diffusers, "DDPMDocPipeline", DDPMDocPipeline)
 
 __version__ = "0.1.0"
 __all__ = [

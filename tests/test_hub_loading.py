@@ -155,6 +155,7 @@ DIFFUSERS_ONLY = textwrap.dedent(
 def test_offline_from_the_hub_cache_with_hf_ddpm(pushed, tmp_path):
     pipe, _, cache, _ = pushed
     found = run_python(WITH_HF_DDPM, cache, tmp_path / "out.json")
+    assert found["generic"] == ["DDPMDocPipeline", "DDPMDocScheduler"]  # plain DiffusionPipeline.from_pretrained
     np.testing.assert_array_equal(np.load(tmp_path / "with_hf_ddpm.npy"), samples(pipe))
     expected = pipe.log_likelihood(samples(pipe), generator=torch.Generator().manual_seed(SEED)).total
     np.testing.assert_allclose(found["bound"], expected.numpy(), rtol=1e-6)

@@ -147,3 +147,12 @@ def test_single_definition_of_the_pipeline_class():
 
     assert hf_ddpm.DDPMDocPipeline is hf_ddpm.pipelines.DDPMDocPipeline
     assert DDPMDocPipeline.__module__ == "hf_ddpm.pipelines.pipeline_ddpm_doc"
+
+
+def test_plain_diffusion_pipeline_from_pretrained_resolves_our_classes(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    quiet(DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(variance_type="fixed_large"))).save_pretrained(tmp_path)
+    pipe = DiffusionPipeline.from_pretrained(tmp_path)
+    assert type(pipe) is DDPMDocPipeline and type(pipe.scheduler) is DDPMDocScheduler
+    assert pipe.scheduler.config.variance_type == "fixed_large"
