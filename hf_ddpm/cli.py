@@ -103,7 +103,7 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument(
         "--timesteps",
         default="all",
-        help="'all' (the exact bound) or K ≥ 2: K random timesteps, an unbiased estimate",
+        help="'all' (the exact bound) or K ≥ 4: the K/2 smallest timesteps plus K/2 drawn from the rest, an unbiased estimate",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the timestep subset")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per UNet call")
@@ -122,15 +122,16 @@ def add_evaluate_parser(subparsers) -> None:
 
 
 def timestep_count(spec: str, num_train_timesteps: int) -> int | None:
-    """``--timesteps``: ``"all"`` → None (every timestep, the exact bound); ``"K"`` → K (2 ≤ K ≤ T)."""
+    """``--timesteps``: ``"all"`` → None (every timestep, the exact bound); ``"K"`` → K (4 ≤ K ≤ T; see
+    :func:`hf_ddpm.training.estimate_timesteps`)."""
     if spec == "all":
         return None
     try:
         count = int(spec)
     except ValueError:
         count = 0
-    if not 2 <= count <= num_train_timesteps:
-        raise ValueError(f"--timesteps must be 'all' or an integer in [2, {num_train_timesteps}], got {spec!r}")
+    if not 4 <= count <= num_train_timesteps:
+        raise ValueError(f"--timesteps must be 'all' or an integer in [4, {num_train_timesteps}], got {spec!r}")
     return count
 
 

@@ -89,23 +89,27 @@ def test_evaluate_equals_bits_per_dim_computed_directly(model_dir, tmp_path, cap
 
 
 def test_evaluate_on_a_timestep_subset_is_the_unbiased_estimate(model_dir, tmp_path):
-    record = _evaluate(model_dir, tmp_path, "--timesteps", "5", "--num-images", "359", "--seed", "2")
-    subset = torch.randperm(T, generator=torch.Generator().manual_seed(2))[:5].sort().values
+    """--timesteps 6: the 3 smallest timesteps exactly plus 3 drawn from the other T − 3 with the seed, weighted
+    (T − 3)/3 — recomputed here from bits_per_dim's per-timestep terms."""
+    record = _evaluate(model_dir, tmp_path, "--timesteps", "6", "--num-images", "359", "--seed", "2")
+    drawn = 3 + torch.randperm(T - 3, generator=torch.Generator().manual_seed(2))[:3].sort().values
+    subset = torch.cat([torch.arange(3), drawn])
     assert record["bound"]["timesteps"] == subset.tolist()
     pipe = DDPMDocPipeline.from_pretrained(model_dir)
     bound = bits_per_dim(
         pipe.unet, pipe.scheduler, _digits_test_x0(), generator=torch.Generator().manual_seed(2), timesteps=subset
     )
-    assert record["bound"]["bits_per_dim"] == pytest.approx(bound.mean(), rel=1e-6)
+    estimate = bound.prior + bound.terms[:, :3].sum(1) + (T - 3) / 3 * bound.terms[:, 3:].sum(1)
+    assert record["bound"]["bits_per_dim"] == pytest.approx(float(estimate.mean()), rel=1e-6)
     parts = record["bound"]
-    decoder_share = (parts["decoder"] or 0.0) * T / 5
-    assert parts["prior"] + decoder_share + parts["rate"] == pytest.approx(parts["bits_per_dim"], rel=1e-9)
+    assert parts["decoder"] == pytest.approx(float(bound.terms[:, 0].mean()), rel=1e-6)
+    assert parts["prior"] + parts["decoder"] + parts["rate"] == pytest.approx(parts["bits_per_dim"], rel=1e-9)
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--timesteps", "1"], "--timesteps must be 'all' or an integer in \\[2, 20\\]"),
+        (["--timesteps", "3"], "--timesteps must be 'all' or an integer in \\[4, 20\\]"),
         (["--split", "validation"], "split must be 'train' or 'test'"),
     ],
 )

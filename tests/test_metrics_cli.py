@@ -26,7 +26,7 @@ def folders(tmp_path_factory):
 def test_evaluate_reports_sample_quality_of_the_seeded_samples(folders, tmp_path):
     model, features = folders
     out = tmp_path / "metrics.json"
-    main(["evaluate", "--model", model, "--timesteps", "2", "--num-samples", "12", "--num-inference-steps", "3",
+    main(["evaluate", "--model", model, "--timesteps", "4", "--num-samples", "12", "--num-inference-steps", "3",
           "--seed", "4", "--feature-model", features, "--json", str(out)])
     record = json.loads(out.read_text())["sample_quality"]
 
@@ -48,5 +48,5 @@ def test_evaluate_reports_sample_quality_of_the_seeded_samples(folders, tmp_path
 ])
 def test_evaluate_bad_sample_quality_options_exit_with_a_named_error(folders, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate", "--model", folders[0], "--timesteps", "2", *argv])
+        main(["evaluate", "--model", folders[0], "--timesteps", "4", *argv])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
