@@ -319,6 +319,7 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
         """The timestep after ``timestep`` in the sampling chain (−1 after the last one)."""
         chain = self._chain.timesteps
         if torch.is_tensor(timestep):
+            self._validate_timesteps(timestep.cpu().numpy(), "timestep")
             k = torch.from_numpy(self._position)[timestep.cpu()]
             if bool((k < 0).any()):
                 raise ValueError(f"timestep {timestep.tolist()} is not in the current schedule")

@@ -288,5 +288,7 @@ def test_invalid_inputs_are_named():
     s.set_timesteps(10)
     with pytest.raises(ValueError, match="not in the current schedule"):
         s.step(torch.zeros(1, 6, 8, 8), 55, x)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1000\)"):
+        s.previous_timestep(torch.tensor([-1, 500]))
     with pytest.raises(ValueError, match="leading-spaced"):
         DDPMDocScheduler(steps_offset=999).set_timesteps(2)
