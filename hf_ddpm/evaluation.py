@@ -14,11 +14,11 @@ from .likelihood import VariationalBound
 class BoundSummary:
     """The bound (bits/dim) averaged over ``num_images`` held-out images, split into its parts.
 
-    ``bits_per_dim = prior + decoder_contribution + rate`` exactly, where ``prior`` is L_T, ``rate`` is
-    T/K · Σ_{t∈S, t≥1} L_t (Σ_{t≥1} L_t when all T timesteps were evaluated) and the decoder's contribution is
-    T/K · L_0 if timestep 0 is in the evaluated set S (``decoder`` is L_0 as measured, None if not evaluated).
-    ``standard_error``: over the images; when only K < T timesteps were evaluated, the error from choosing them
-    (T² (1 − K/T) Var_t[L̄_t] / K, without-replacement sampling) is added in quadrature.
+    ``bits_per_dim = prior + decoder_contribution + rate`` exactly, where ``prior`` is L_T, ``rate`` is the
+    weighted sum of the evaluated L_t, t ≥ 1 (see :func:`summarize_bound`; Σ_{t≥1} L_t when all T timesteps were
+    evaluated) and the decoder's contribution is L_0 times its weight (``decoder`` is L_0 as measured, None if
+    not evaluated). ``standard_error``: over the images, plus the error of the drawn timesteps when fewer than T
+    were evaluated.
     ``timesteps`` and ``terms`` (mean term per timestep, ascending t) are lists, ready for JSON.
     """
 
@@ -54,30 +54,36 @@ class BoundSummary:
         )
 
 
-def summarize_bound(bound: VariationalBound, num_train_timesteps: int) -> BoundSummary:
-    """Average a per-image ``VariationalBound`` into a :class:`BoundSummary`."""
-    total = bound.total.double().cpu()
+def summarize_bound(bound: VariationalBound, num_train_timesteps: int, exact: int = 0) -> BoundSummary:
+    """Average a per-image ``VariationalBound`` into a :class:`BoundSummary`.
+
+    ``bound`` holds its ``exact`` first columns for the ``exact`` smallest timesteps (evaluated exactly) and the
+    rest for k timesteps drawn uniformly without replacement from the other T − exact; the estimate is
+    L_T + Σ_{t<exact} L_t + (T − exact)/k · Σ_{t∈S} L_t (with ``exact = 0``: L_T + T/k · Σ_S L_t, the bound itself
+    when k = T). The error of choosing S, (T−exact)² (1 − k/(T−exact)) Var_{t∈S}[L̄_t] / k, is added in
+    quadrature to the spread over images."""
+    T = num_train_timesteps
     terms = bound.terms.double().cpu()
     timesteps = bound.timesteps.cpu()
-    count, k = terms.shape
-    scale = num_train_timesteps / k
+    count, columns = terms.shape
+    drawn = columns - exact
+    scale = torch.ones(columns, dtype=torch.float64)
+    scale[exact:] = (T - exact) / drawn
+    total = bound.prior.double().cpu() + (terms * scale).sum(dim=1)
     mean_terms = terms.mean(dim=0)
-    has_decoder = bool((timesteps == 0).any())
-    decoder = float(mean_terms[timesteps == 0].sum()) if has_decoder else None
-    rate = float(mean_terms[timesteps > 0].sum()) * scale
     variance = float(total.var(unbiased=True)) / count if count > 1 else 0.0
-    if 1 < k < num_train_timesteps:
-        fraction_left = 1.0 - k / num_train_timesteps
-        variance += num_train_timesteps**2 * fraction_left * float(mean_terms.var(unbiased=True)) / k
+    if 1 < drawn < T - exact:
+        variance += (T - exact) ** 2 * (1 - drawn / (T - exact)) * float(mean_terms[exact:].var(unbiased=True)) / drawn
+    has_decoder = bool((timesteps == 0).any())
     return BoundSummary(
         bits_per_dim=float(total.mean()),
         standard_error=math.sqrt(variance),
         prior=float(bound.prior.double().mean()),
-        decoder=decoder,
-        rate=rate,
+        decoder=float(mean_terms[timesteps == 0].sum()) if has_decoder else None,
+        rate=float((mean_terms * scale)[timesteps > 0].sum()),
         num_images=count,
-        num_timesteps=k,
-        num_train_timesteps=num_train_timesteps,
+        num_timesteps=columns,
+        num_train_timesteps=T,
         timesteps=[int(t) for t in timesteps],
         terms=[float(v) for v in mean_terms],
     )

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
@@ -133,34 +132,6 @@ def estimate_timesteps(num_train_timesteps: int, count: int, seed: int) -> tuple
     return torch.cat([torch.arange(exact), drawn.sort().values]), exact
 
 
-def _estimate_summary(bound: VariationalBound, exact: int, num_train_timesteps: int) -> BoundSummary:
-    """Summarise a bound evaluated at ``exact`` smallest timesteps plus a uniform subset of the others: the unbiased
-    estimate L_T + Σ_{t<m} L_t + (T−m)/k · Σ_{t∈S} L_t, its standard error over the images and, in quadrature,
-    the error of choosing S (finite-population formula (T−m)² (1 − k/(T−m)) Var_{t∈S}[L̄_t] / k)."""
-    T, terms = num_train_timesteps, bound.terms.double().cpu()
-    drawn = terms.shape[1] - exact
-    scale = torch.ones(terms.shape[1], dtype=torch.float64)
-    scale[exact:] = (T - exact) / drawn
-    total = bound.prior.double().cpu() + (terms * scale).sum(dim=1)
-    mean_terms = terms.mean(dim=0)
-    variance = float(total.var()) / len(total) if len(total) > 1 else 0.0
-    variance += (T - exact) ** 2 * (1 - drawn / (T - exact)) * float(mean_terms[exact:].var()) / drawn
-    per_step = (mean_terms * scale).tolist()
-    timesteps = [int(t) for t in bound.timesteps]
-    return BoundSummary(
-        bits_per_dim=float(total.mean()),
-        standard_error=math.sqrt(variance),
-        prior=float(bound.prior.double().mean()),
-        decoder=float(mean_terms[0]) if exact > 0 else None,
-        rate=sum(v for t, v in zip(timesteps, per_step) if t > 0),
-        num_images=len(total),
-        num_timesteps=len(timesteps),
-        num_train_timesteps=T,
-        timesteps=timesteps,
-        terms=mean_terms.tolist(),
-    )
-
-
 @torch.no_grad()
 def held_out_bound(
     model,
@@ -190,9 +161,7 @@ def held_out_bound(
         terms=torch.cat([p.terms for p in parts]),
         timesteps=parts[0].timesteps,
     )
-    if plan is None:
-        return summarize_bound(bound, num_train_timesteps=T)
-    return _estimate_summary(bound, plan[1], T)
+    return summarize_bound(bound, num_train_timesteps=T, exact=0 if plan is None else plan[1])
 
 
 def sample_grid(pipeline, num_images: int, num_inference_steps: int, seed: int, min_size: int = 32):

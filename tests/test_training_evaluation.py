@@ -10,7 +10,8 @@ from diffusers import UNet2DModel
 
 from hf_ddpm import DDPMDocScheduler, bits_per_dim
 from hf_ddpm.likelihood import VariationalBound
-from hf_ddpm.training import _estimate_summary, estimate_timesteps, held_out_bound
+from hf_ddpm.evaluation import summarize_bound
+from hf_ddpm.training import estimate_timesteps, held_out_bound
 
 
 def test_estimate_is_unbiased_and_its_variance_estimate_too():
@@ -25,7 +26,7 @@ def test_estimate_is_unbiased_and_its_variance_estimate_too():
     for subset in itertools.combinations(range(exact, T), drawn):
         timesteps = torch.tensor(list(range(exact)) + list(subset))
         bound = VariationalBound(total=torch.zeros(1), prior=prior, terms=all_terms[:, timesteps], timesteps=timesteps)
-        summary = _estimate_summary(bound, exact, T)
+        summary = summarize_bound(bound, T, exact=exact)
         estimates.append(summary.bits_per_dim)
         variances.append(summary.standard_error**2)
         parts_sum = summary.prior + (summary.decoder or 0.0) + summary.rate
