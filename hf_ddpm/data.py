@@ -13,7 +13,8 @@ Two sources feed training and evaluation, both as an :class:`ImageDataset` of ``
 Transforms use PIL and numpy only: resize the shorter side to the resolution (bilinear), crop a square
 (centre, or a random offset), optionally flip left-right. Random choices are a pure function of
 ``(seed, epoch, index)`` (:meth:`ImageDataset.set_epoch`), so they do not depend on worker processes and a
-resumed run sees the same augmented images as an uninterrupted one.
+resumed run sees the same augmented images as an uninterrupted one. A training set that fits in memory is
+decoded and resized once (:meth:`ImageDataset.keep_decoded`); each epoch then only crops and flips.
 """
 
 from __future__ import annotations
@@ -77,38 +78,37 @@ def to_8bit(image: Image.Image, channels: int) -> Image.Image:
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def transform_image(
-    image: Image.Image,
-    *,
-    resolution: int,
-    channels: int,
-    center_crop: bool = True,
-    flip: bool = False,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """One image → uint8 array ``[channels, resolution, resolution]``.
-
-    Resize so the shorter side equals ``resolution`` (bilinear; skipped when it already does), crop a square
-    (centre, or at an offset drawn from ``rng`` when ``center_crop`` is False), then flip left-right if ``flip``.
-    """
+def resize_image(image: Image.Image, *, resolution: int, channels: int) -> np.ndarray:
+    """One image → uint8 array ``[channels, H, W]`` whose shorter side is ``resolution`` (bilinear; skipped when it
+    already is)."""
     image = to_8bit(image, channels)
     width, height = image.size
     scale = resolution / min(width, height)
     if scale != 1.0:
         size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
         image = image.resize(size, Image.Resampling.BILINEAR)
-        width, height = image.size
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def crop_and_flip(
+    array: np.ndarray,
+    *,
+    resolution: int,
+    center_crop: bool = True,
+    flip: bool = False,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """A resized uint8 ``[C, H, W]`` → ``[C, resolution, resolution]``: a square crop (centre, or at an offset
+    drawn from ``rng`` when ``center_crop`` is False), flipped left-right if ``flip``."""
+    _, height, width = array.shape
     if center_crop or rng is None:
         left, top = (width - resolution) // 2, (height - resolution) // 2
     else:
         left = int(rng.integers(0, width - resolution + 1))
         top = int(rng.integers(0, height - resolution + 1))
-    if (left, top, width, height) != (0, 0, resolution, resolution):
-        image = image.crop((left, top, left + resolution, top + resolution))
-    if flip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    array = np.array(image, dtype=np.uint8)  # a writable copy
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    array = array[:, top : top + resolution, left : left + resolution]
+    return np.ascontiguousarray(array[:, :, ::-1] if flip else array)
 
 
 def _open_stored_image(stored: dict, where: str) -> Image.Image:
@@ -143,8 +143,9 @@ class ImageDataset(torch.utils.data.Dataset):
 
     ``images`` is either a uint8 array ``(N, C, H, W)`` (the digits) or a ``datasets.Dataset`` whose
     ``image_column`` is an ``Image(decode=False)`` feature (decoded here with PIL, per item, so the dataset
-    pickles cheaply into DataLoader workers). Augmentation (random crop when ``center_crop`` is False, left-right
-    flip with probability ½ when ``random_flip``) draws from ``np.random.default_rng((seed, epoch, index))``.
+    pickles cheaply into DataLoader workers — or once for all, see :meth:`keep_decoded`). Augmentation (random
+    crop when ``center_crop`` is False, left-right flip with probability ½ when ``random_flip``) draws from
+    ``np.random.default_rng((seed, epoch, index))``.
     """
 
     def __init__(
@@ -170,6 +171,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.name = name
         self.split = split
         self.epoch = 0
+        self.decoded: list[np.ndarray] | None = None  # resized uint8 images, when kept (keep_decoded)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draw of ``epoch``; call before creating the epoch's DataLoader iterator
@@ -186,23 +188,35 @@ class ImageDataset(torch.utils.data.Dataset):
         stored = self.images[index][self.image_column]
         return _open_stored_image(stored, _describe(stored, self.name, self.split, self.image_column, index))
 
-    def uint8(self, index: int) -> np.ndarray:
-        """Image ``index`` after the transforms, as uint8 ``[C, H, W]``."""
+    def resized(self, index: int) -> np.ndarray:
+        """Image ``index`` in ``channels`` 8-bit channels, its shorter side resized to ``resolution``."""
+        if self.decoded is not None:
+            return self.decoded[index]
         if isinstance(self.images, np.ndarray):
             array = self.images[index]
-            if array.shape[1:] == (self.resolution, self.resolution) and array.shape[0] == self.channels:
-                if not self.random_flip:
-                    return array
+            if array.shape[0] == self.channels and min(array.shape[1:]) == self.resolution:
+                return array
+        return resize_image(self._pil(index), resolution=self.resolution, channels=self.channels)
+
+    def keep_decoded(self, max_bytes: int) -> bool:
+        """Decode and resize every image once and keep them in memory, so that each epoch only crops and flips —
+        unless they take more than ``max_bytes``; returns whether they are kept. Items are the same either way."""
+        decoded, total = [], 0
+        for index in range(len(self)):
+            decoded.append(self.resized(index))
+            total += decoded[-1].nbytes
+            if total > max_bytes:
+                return False
+        self.decoded = decoded
+        return True
+
+    def uint8(self, index: int) -> np.ndarray:
+        """Image ``index`` after the transforms, as uint8 ``[C, H, W]``."""
         random = self.random_flip or not self.center_crop
         rng = np.random.default_rng((self.seed, self.epoch, index)) if random else None
         flip = bool(self.random_flip and rng.random() < 0.5)
-        return transform_image(
-            self._pil(index),
-            resolution=self.resolution,
-            channels=self.channels,
-            center_crop=self.center_crop,
-            flip=flip,
-            rng=rng,
+        return crop_and_flip(
+            self.resized(index), resolution=self.resolution, center_crop=self.center_crop, flip=flip, rng=rng
         )
 
     def __getitem__(self, index: int) -> torch.Tensor:

@@ -114,6 +114,36 @@ def test_random_crop_and_flip_are_deterministic_per_epoch(tmp_path, grey_arrays)
     assert original.tobytes() in source
 
 
+class _Unreadable:
+    def __init__(self, length):
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        raise AssertionError(f"image {index} was decoded again")
+
+
+def test_kept_decoded_images_give_the_same_items_and_respect_the_memory_limit(tmp_path, grey_arrays):
+    _write_folder(tmp_path / "train", grey_arrays[:12])
+    options = dict(train_data_dir=str(tmp_path), resolution=6, center_crop=False, random_flip=True,
+                   validation_fraction=0.25, cache_dir=str(tmp_path / "c"))
+    per_item, kept = load_image_data(**options).train, load_image_data(**options).train
+    # 8×10 images resized to 6×8 (shorter side 6), one byte per pixel: 48 bytes each
+    assert not kept.keep_decoded(48 * len(kept) - 1) and kept.decoded is None  # one byte short: not kept
+    assert kept.keep_decoded(48 * len(kept)) and len(kept.decoded) == len(kept)
+    assert all(image.shape == (1, 6, 8) for image in kept.decoded)
+    for epoch in range(4):  # random crops and flips: the same draws, the same pixels
+        per_item.set_epoch(epoch)
+        kept.set_epoch(epoch)
+        for index in range(len(kept)):
+            assert np.array_equal(kept.uint8(index), per_item.uint8(index))
+    kept.images = _Unreadable(len(kept))  # once the images are kept, the source is not read again
+    loader = torch.utils.data.DataLoader(kept, batch_size=3, num_workers=1, collate_fn=collate_images)
+    torch.testing.assert_close(torch.cat(list(loader)), per_item.tensor(), rtol=0, atol=0)
+
+
 def test_rgb_and_mixed_folders_give_three_channels(tmp_path):
     rng = np.random.default_rng(2)
     rgb = [rng.integers(0, 256, (6, 6, 3), dtype=np.uint8) for _ in range(4)]

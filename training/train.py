@@ -372,6 +372,8 @@ def prepare_run(args, accelerator) -> Run:
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     run.settings = run_settings(args, run.data, unet)
+    if args.keep_decoded_mib > 0 and not run.data.train.keep_decoded(args.keep_decoded_mib * 2**20):
+        accelerator.print(f"the training images exceed --keep_decoded_mib {args.keep_decoded_mib}: decoding per item")
     loader = build_dataloader(args, run.data)
     if len(loader) < accelerator.num_processes * args.gradient_accumulation_steps:
         raise ValueError(
@@ -381,7 +383,7 @@ def prepare_run(args, accelerator) -> Run:
         )
     optimizer = torch.optim.AdamW(
         unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, foreach=True,
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon, fused=True,
     )
     batches_per_epoch = math.ceil(len(loader) / accelerator.num_processes)  # per process, as prepared below
     run.steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)  # the last may be short
@@ -477,6 +479,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--max_eval_images", type=int, default=None, help="evaluate the bound on at most this many held-out images")
     data.add_argument("--cache_dir", default=None)
     data.add_argument("--dataloader_num_workers", type=int, default=0)
+    data.add_argument("--keep_decoded_mib", type=int, default=2048,
+                      help="decode the training images once and keep them if they fit in this many MiB (0: decode per item)")
 
     model = p.add_argument_group("model and diffusion process")
     model.add_argument("--model_config_name_or_path", default=None, help="a UNet2DModel config (default: the preset for the resolution)")
@@ -543,7 +547,8 @@ def check_args(parser, args) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name} must be ≥ 1, got {value}")
-    for name in ("checkpointing_steps", "save_images_steps", "eval_steps", "lr_warmup_steps", "dataloader_num_workers"):
+    for name in ("checkpointing_steps", "save_images_steps", "eval_steps", "lr_warmup_steps", "dataloader_num_workers",
+                 "keep_decoded_mib"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be ≥ 0, got {getattr(args, name)}")
     if args.dataset_name is not None and args.train_data_dir is not None:
