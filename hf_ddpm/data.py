@@ -87,7 +87,7 @@ def resize_image(image: Image.Image, *, resolution: int, channels: int) -> np.nd
     if scale != 1.0:
         size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
         image = image.resize(size, Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
