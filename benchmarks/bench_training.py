@@ -1,21 +1,29 @@
-"""Training throughput (images/s) and peak memory: ``training/train.py``'s loop against diffusers' example loop.
+"""Training throughput (images/s) and peak memory: ``training/train.py`` against diffusers' example loop.
 
-    python benchmarks/bench_training.py                  # the digits default UNet, batch 128, fp32, CPU threads as set
+    python benchmarks/bench_training.py                  # the digits, the default UNet, batch 128, fp32
     python benchmarks/bench_training.py --steps 60 --rounds 3 --batch_size 128 --resolution 8
 
-Both loops train the same UNet (the preset for ``--resolution``, ε-prediction with a fixed variance and the plain
-MSE objective, so the work per step is the same), from the same seed, on the same images (the digits, or random
-images at other resolutions) through the same DataLoader, batch size and precision, under Accelerate, with EMA
-and gradient clipping as both scripts do. Each measurement runs in a fresh process (the peak memory is that
-process's: peak resident set size on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU); the two loops
-alternate, ``--rounds`` times each, and the table reports the median throughput of the timed steps (after
-``--warmup`` steps) and the largest peak.
+The data: the digits' train split written as 8-bit PNG files into an image folder (random RGB images at other
+resolutions), read by both scripts with centre crops and no flips. Both train the same UNet (the preset for
+``--resolution``, ε-prediction with a fixed variance and the plain MSE objective, so the model's work per step is
+the same), from the same seed, batch size and precision, under Accelerate, with EMA and gradient clipping as both
+scripts do. Each measurement runs in a fresh process (peak memory is that process's: peak resident set size on a
+CPU, ``torch.cuda.max_memory_allocated`` on a GPU); the loops alternate, ``--rounds`` times each; the table
+reports the median throughput of the timed steps (after ``--warmup`` steps) and the largest peak.
 
-The reference is the loop of diffusers' ``examples/unconditional_image_generation/train_unconditional.py`` as
-written in diffusers 0.3x (re-expressed here, step for step): ``torch.randn`` noise and ``torch.randint``
-timesteps, ``DDPMScheduler.add_noise``, ``F.mse_loss``, ``accelerator.accumulate``/``backward``/
-``clip_grad_norm_``, ``AdamW`` with its defaults, ``EMAModel`` (default, per-tensor updates), a progress bar and
-``accelerator.log`` each step. Our loop is ``training/train.py``'s ``train`` function itself.
+Three loops:
+
+* ``diffusers`` — diffusers' ``examples/unconditional_image_generation/train_unconditional.py`` re-expressed
+  step for step: its data path (``datasets``' imagefolder; each image decoded, resized (bilinear), centre-cropped,
+  converted to a tensor and normalised to [−1, 1] by a per-image transform in ``with_transform``, every epoch;
+  a shuffled DataLoader with its default 0 workers; torchvision's transforms written with PIL and numpy, to the
+  same pixels — grey images stay grey so that the UNet is the same), ``torch.randn`` noise and ``torch.randint``
+  timesteps, ``DDPMScheduler.add_noise``, ``F.mse_loss``, ``accelerator.accumulate``/``backward``/
+  ``clip_grad_norm_``, ``AdamW`` with its defaults, ``EMAModel`` with its defaults (per-tensor updates), a
+  progress bar and ``accelerator.log`` each step.
+* ``diffusers_loop`` — the same loop fed by ``training/train.py``'s DataLoader instead: the difference between
+  the two rows is the data path alone.
+* ``ours`` — ``training/train.py``'s ``train`` function itself, reading the same folder with ``--train_data_dir``.
 """
 
 from __future__ import annotations
@@ -49,42 +57,75 @@ def common_flags(opts) -> list[str]:
              "--train_batch_size", str(opts.batch_size), "--max_train_steps", str(opts.warmup + opts.steps),
              "--mixed_precision", opts.mixed_precision, "--learning_rate", "1e-4", "--lr_warmup_steps", "0",
              "--checkpointing_steps", "0", "--eval_steps", "0", "--save_images_steps", "0",
-             "--output_dir", os.path.join(opts.workdir, "unused")]
-    if opts.resolution != 8:
-        flags += ["--train_data_dir", image_folder(opts), "--resolution", str(opts.resolution)]
+             "--output_dir", os.path.join(opts.workdir, "unused"), "--center_crop",
+             "--train_data_dir", image_folder(opts), "--resolution", str(opts.resolution)]
     return flags
 
 
 def image_folder(opts) -> str:
-    """A folder of random RGB images at ``--resolution`` (the digits are 8×8 only)."""
+    """An image folder with ``train/`` and ``test/``: the digits' splits at resolution 8, else random RGB images."""
     import numpy as np
     from PIL import Image
 
-    folder = os.path.join(opts.workdir, f"images{opts.resolution}", "train")
-    if not os.path.isdir(folder):
-        os.makedirs(folder)
+    from hf_ddpm.data import digits_split
+
+    root = os.path.join(opts.workdir, f"images{opts.resolution}")
+    if not os.path.isdir(root):
         rng = np.random.default_rng(0)
-        for i in range(max(4 * opts.batch_size, 256)):
-            pixels = rng.integers(0, 256, (opts.resolution, opts.resolution, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(os.path.join(folder, f"{i:05d}.png"))
-    return os.path.dirname(folder)
+        for split in ("train", "test"):
+            os.makedirs(os.path.join(root, split))
+            if opts.resolution == 8:
+                arrays = [image[0] for image in digits_split(split)[0]]
+            else:
+                count = max(4 * opts.batch_size, 256) if split == "train" else 16
+                arrays = rng.integers(0, 256, (count, opts.resolution, opts.resolution, 3), dtype=np.uint8)
+            for i, array in enumerate(arrays):
+                Image.fromarray(array).save(os.path.join(root, split, f"{i:05d}.png"))
+    return root
+
+
+def example_dataloader(folder: str, resolution: int, channels: int, batch_size: int, cache_dir: str):
+    """The data path of diffusers' example: transforms applied per image, per epoch, in ``with_transform``."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    dataset = datasets.load_dataset("imagefolder", data_dir=folder, split="train", cache_dir=cache_dir)
+    mode = "L" if channels == 1 else "RGB"
+
+    def augment(image):  # Resize(bilinear) → CenterCrop → ToTensor → Normalize([0.5], [0.5])
+        width, height = image.size
+        scale = resolution / min(width, height)
+        if scale != 1:
+            image = image.resize((round(width * scale), round(height * scale)), Image.Resampling.BILINEAR)
+        left, top = (image.size[0] - resolution) // 2, (image.size[1] - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+        pixels = torch.from_numpy(np.array(image, copy=True))
+        pixels = (pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)).contiguous().float().div(255)
+        return pixels.sub_(0.5).div_(0.5)
+
+    def transform_images(examples):
+        return {"input": [augment(image.convert(mode)) for image in examples["image"]]}
+
+    dataset.set_transform(transform_images)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
 
 
 class StepTimer:
-    """Wall-clock time of each optimizer step (synchronising the GPU), from a per-step hook."""
+    """Wall-clock time (synchronising the GPU) and images seen so far at each optimizer step, from a per-step hook."""
 
     def __init__(self, device):
         self.device = device
-        self.times = [time.perf_counter()]
+        self.times, self.images = [time.perf_counter()], [0]
 
-    def tick(self):
+    def tick(self, images_seen: int):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.times.append(time.perf_counter())
+        self.images.append(images_seen)
 
-    def throughput(self, warmup: int, images_per_step: int) -> float:
-        timed = self.times[warmup:]
-        return images_per_step * (len(timed) - 1) / (timed[-1] - timed[0])
+    def throughput(self, warmup: int) -> float:
+        return (self.images[-1] - self.images[warmup]) / (self.times[-1] - self.times[warmup])
 
 
 def run_ours(opts) -> dict:
@@ -100,15 +141,16 @@ def run_ours(opts) -> dict:
 
     def periodic_work(*a, **k):  # the script's own per-step bookkeeping, plus the clock
         original(*a, **k)
-        timer.tick()
+        timer.tick(run.images_seen)
 
     script.periodic_work = periodic_work
     script.train(args, accelerator, run, 0)
-    return {"throughput": timer.throughput(opts.warmup, opts.batch_size), "device": str(accelerator.device)}
+    return {"throughput": timer.throughput(opts.warmup), "device": str(accelerator.device)}
 
 
-def run_diffusers_example(opts) -> dict:
-    """The loop of diffusers' train_unconditional.py, on the same run set-up."""
+def run_diffusers_example(opts, own_data: bool = True) -> dict:
+    """The loop of diffusers' train_unconditional.py, on the same run set-up; with its own data path, or with
+    training/train.py's DataLoader (``own_data=False``)."""
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
@@ -122,7 +164,12 @@ def run_diffusers_example(opts) -> dict:
     data = script.load_image_data(dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
                                   resolution=args.resolution, seed=args.seed)  # as prepare_run loads it
     model = script.build_unet(data.resolution, data.channels)  # the same preset UNet, same seed
-    loader = script.build_dataloader(args, data)
+    if own_data:
+        loader = example_dataloader(args.train_data_dir, data.resolution, data.channels, args.train_batch_size,
+                                    os.path.join(opts.workdir, "datasets-cache"))
+    else:
+        data.train.keep_decoded(args.keep_decoded_mib * 2**20)
+        loader = script.build_dataloader(args, data)
     max_train_steps = args.max_train_steps
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.999),
@@ -134,11 +181,11 @@ def run_diffusers_example(opts) -> dict:
     weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
     timer = StepTimer(accelerator.device)
     progress_bar = tqdm(total=max_train_steps, disable=not accelerator.is_local_main_process)
-    global_step = 0
+    global_step = images_seen = 0
     for epoch in range(max_train_steps):
         model.train()
         for batch in loader:
-            clean_images = batch.to(weight_dtype)
+            clean_images = (batch["input"] if own_data else batch).to(weight_dtype)
             noise = torch.randn(clean_images.shape, dtype=weight_dtype, device=clean_images.device)
             timesteps = torch.randint(0, 1000, (clean_images.shape[0],), device=clean_images.device).long()
             noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
@@ -159,13 +206,14 @@ def run_diffusers_example(opts) -> dict:
                     "ema_decay": ema_model.cur_decay_value}
             progress_bar.set_postfix(**logs)
             accelerator.log(logs, step=global_step)
-            timer.tick()
+            images_seen += clean_images.shape[0]
+            timer.tick(images_seen)
             if global_step >= max_train_steps:
                 break
         if global_step >= max_train_steps:
             break
     progress_bar.close()
-    return {"throughput": timer.throughput(opts.warmup, opts.batch_size), "device": str(accelerator.device)}
+    return {"throughput": timer.throughput(opts.warmup), "device": str(accelerator.device)}
 
 
 def peak_memory_mib(device: str) -> float:
@@ -174,8 +222,16 @@ def peak_memory_mib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+LOOPS = {  # name: (function, table label)
+    "diffusers": (run_diffusers_example, "diffusers `train_unconditional.py` (its data path)"),
+    "diffusers_loop": (lambda opts: run_diffusers_example(opts, own_data=False),
+                       "the same loop, fed by training/train.py's DataLoader"),
+    "ours": (run_ours, "`training/train.py`"),
+}
+
+
 def child(opts) -> None:
-    result = {"ours": run_ours, "diffusers": run_diffusers_example}[opts.child](opts)
+    result = LOOPS[opts.child][0](opts)
     result["peak_memory_mib"] = peak_memory_mib(result["device"])
     print("RESULT " + json.dumps(result))
 
@@ -189,14 +245,14 @@ def main():
     parser.add_argument("--resolution", type=int, default=8)
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "hf_ddpm_bench_training"))
-    parser.add_argument("--child", default=None, choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", default=None, choices=list(LOOPS), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     os.makedirs(opts.workdir, exist_ok=True)
     if opts.child:
         return child(opts)
-    results = {"ours": [], "diffusers": []}
+    results = {name: [] for name in LOOPS}
     for round_index in range(opts.rounds):
-        for name in ("diffusers", "ours") if round_index % 2 == 0 else ("ours", "diffusers"):
+        for name in list(LOOPS) if round_index % 2 == 0 else list(reversed(LOOPS)):
             command = [sys.executable, __file__, "--child", name] + [
                 f"--{k}={v}" for k, v in vars(opts).items() if k not in ("child",)
             ]
@@ -205,7 +261,7 @@ def main():
             if output.returncode != 0 or not lines:
                 sys.exit(f"{name} failed:\n{output.stderr[-3000:]}")
             results[name].append(json.loads(lines[-1][len("RESULT "):]))
-            print(f"round {round_index + 1} {name:9s} {results[name][-1]['throughput']:8.1f} images/s", flush=True)
+            print(f"round {round_index + 1} {name:14s} {results[name][-1]['throughput']:8.1f} images/s", flush=True)
     rows = {}
     for name, runs in results.items():
         rows[name] = (statistics.median(r["throughput"] for r in runs), max(r["peak_memory_mib"] for r in runs))
@@ -214,10 +270,10 @@ def main():
           f"torch threads {torch.get_num_threads()}, {opts.steps} timed steps × {opts.rounds} rounds")
     print("| loop | images/s (median) | peak memory (MiB) |")
     print("|---|---:|---:|")
-    for name, label in (("diffusers", "diffusers train_unconditional.py loop"), ("ours", "training/train.py")):
+    for name, (_, label) in LOOPS.items():
         print(f"| {label} | {rows[name][0]:.1f} | {rows[name][1]:.0f} |")
-    print(f"| ratio (ours / diffusers) | {rows['ours'][0] / rows['diffusers'][0]:.2f}× | "
-          f"{rows['ours'][1] / rows['diffusers'][1]:.2f}× |")
+    for name in ("diffusers", "diffusers_loop"):
+        print(f"| ratio: ours / {name} | {rows['ours'][0] / rows[name][0]:.2f}× | {rows['ours'][1] / rows[name][1]:.2f}× |")
 
 
 if __name__ == "__main__":
