@@ -57,7 +57,7 @@ def common_flags(opts) -> list[str]:
              "--train_batch_size", str(opts.batch_size), "--max_train_steps", str(opts.warmup + opts.steps),
              "--mixed_precision", opts.mixed_precision, "--learning_rate", "1e-4", "--lr_warmup_steps", "0",
              "--checkpointing_steps", "0", "--eval_steps", "0", "--save_images_steps", "0",
-             "--output_dir", os.path.join(opts.workdir, "unused"), "--center_crop",
+             "--output_dir", os.path.join(opts.workdir, "unused"), "--center_crop", "--fourier_periods", "none",
              "--train_data_dir", image_folder(opts), "--resolution", str(opts.resolution)]
     return flags
 

@@ -2,6 +2,7 @@
 
 import diffusers as _diffusers
 
+from .fourier_unet import FourierUNet2DModel
 from .likelihood import VariationalBound, bits_per_dim
 from .losses import ImportanceSampler, UniformSampler, training_loss
 from .pipelines import DDPMDocPipeline
@@ -17,6 +18,7 @@ __all__ = [
     "DDPMDocPipeline",
     "DDPMDocScheduler",
     "DDPMDocSchedulerOutput",
+    "FourierUNet2DModel",
     "ImportanceSampler",
     "UniformSampler",
     "VariationalBound",

@@ -23,6 +23,8 @@ import os
 
 from diffusers import UNet2DModel
 
+from .fourier_unet import FourierUNet2DModel
+
 # resolution → (channels per level, res blocks per level, feature resolutions with attention, dropout, groups)
 _PRESETS = {
     8: ((32, 64), 1, (4,), 0.0, 8),
@@ -117,11 +119,18 @@ def build_unet(
     *,
     learned_variance: bool = False,
     config_name_or_path: str | None = None,
+    fourier_periods: tuple[float, ...] = (),
 ) -> UNet2DModel:
-    """A freshly initialised ``UNet2DModel``: the preset for ``resolution``, or the config at
-    ``config_name_or_path`` after checking that its sample size and channels fit the data."""
+    """A freshly initialised UNet: the preset for ``resolution``, or the config at ``config_name_or_path`` after
+    checking that its sample size and channels fit the data. With ``fourier_periods`` it is a
+    :class:`~hf_ddpm.fourier_unet.FourierUNet2DModel` reading Fourier features of those periods (replacing any
+    the config names), else a plain ``UNet2DModel``."""
     if config_name_or_path is None:
-        return UNet2DModel(**preset_unet_config(resolution, channels, learned_variance=learned_variance))
-    config = load_unet_config(config_name_or_path)
-    _check_config(config, resolution, channels, learned_variance, config_name_or_path)
+        config = preset_unet_config(resolution, channels, learned_variance=learned_variance)
+    else:
+        config = load_unet_config(config_name_or_path)
+        _check_config(config, resolution, channels, learned_variance, config_name_or_path)
+        config = {key: value for key, value in config.items() if key != "fourier_periods"}
+    if fourier_periods:
+        return FourierUNet2DModel.from_config({**config, "fourier_periods": list(fourier_periods)})
     return UNet2DModel.from_config(config)

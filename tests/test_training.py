@@ -154,6 +154,7 @@ def test_resume_from_another_configuration_names_the_flag(tmp_path, tiny_config)
         (["--num_inference_steps", "2000"], "--num_inference_steps 2000"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit"),
         (["--mixed_precision", "fp16"], "--mixed_precision fp16"),
+        (["--fourier_periods", "16,0"], "--fourier_periods must be 'none' or comma-separated positive numbers"),
     ],
 )
 def test_contradictory_flags_are_refused_by_name(flags, named, capsys):

@@ -34,6 +34,7 @@ from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
 from hf_ddpm.checkpointing import StopRequest, check_resumable, resolve_resume, save_checkpoint
 from hf_ddpm.data import collate_images, load_image_data
 from hf_ddpm.distributed import check_process_group
+from hf_ddpm.fourier_unet import check_fourier_periods
 from hf_ddpm.likelihood import bound_term
 from hf_ddpm.losses import LOSS_TYPES, TIMESTEP_SAMPLERS, check_objective, make_timestep_sampler, training_loss
 from hf_ddpm.presets import build_unet, preset_unet_config
@@ -53,7 +54,7 @@ from hf_ddpm.training import (
 DIGITS_DEFAULTS = dict(
     beta_start=1e-5, variance_type="learned_range", loss_type="vlb", timestep_sampler="importance",
     train_batch_size=128, max_train_steps=2500, learning_rate=2e-3, lr_scheduler="cosine", lr_warmup_steps=100,
-    ema_max_decay=0.999, ema_power=0.75, eval_steps=1000,
+    ema_max_decay=0.999, ema_power=0.75, eval_steps=1000, fourier_periods="1,2,4,8,16",
 )
 
 # ------------------------------------------------------------------------------------------------ building the run
@@ -123,7 +124,8 @@ def run_settings(args, data, unet) -> dict:
 
 RESUME_MUST_MATCH = (
     "num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "variance_type", "prediction_type",
-    "loss_type", "timestep_sampler", "use_ema", "train_batch_size", "gradient_accumulation_steps", "seed",
+    "loss_type", "timestep_sampler", "fourier_periods", "use_ema", "train_batch_size", "gradient_accumulation_steps",
+    "seed",
 )
 
 
@@ -368,7 +370,7 @@ def prepare_run(args, accelerator) -> Run:
     )
     learned = args.variance_type in LEARNED_VARIANCE_TYPES
     unet = build_unet(run.data.resolution, run.data.channels, learned_variance=learned,
-                      config_name_or_path=args.model_config_name_or_path)
+                      config_name_or_path=args.model_config_name_or_path, fourier_periods=args.fourier_periods)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     run.settings = run_settings(args, run.data, unet)
@@ -484,6 +486,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     model = p.add_argument_group("model and diffusion process")
     model.add_argument("--model_config_name_or_path", default=None, help="a UNet2DModel config (default: the preset for the resolution)")
+    model.add_argument("--fourier_periods", default=DIGITS_DEFAULTS["fourier_periods"],
+                       help="comma-separated periods (8-bit units) of the Fourier features the UNet reads; 'none': a plain UNet2DModel")
     model.add_argument("--num_train_timesteps", type=int, default=1000)
     model.add_argument("--beta_schedule", default="linear", choices=BETA_SCHEDULES)
     model.add_argument("--beta_start", type=float, default=DIGITS_DEFAULTS["beta_start"])
@@ -553,6 +557,12 @@ def check_args(parser, args) -> None:
             parser.error(f"--{name} must be ≥ 0, got {getattr(args, name)}")
     if args.dataset_name is not None and args.train_data_dir is not None:
         parser.error("give --dataset_name or --train_data_dir, not both")
+    try:
+        args.fourier_periods = [] if args.fourier_periods == "none" else list(
+            check_fourier_periods(args.fourier_periods.split(","))
+        )
+    except ValueError:
+        parser.error(f"--fourier_periods must be 'none' or comma-separated positive numbers, got {args.fourier_periods!r}")
     if args.num_inference_steps > args.num_train_timesteps:
         parser.error(f"--num_inference_steps {args.num_inference_steps} exceeds --num_train_timesteps {args.num_train_timesteps}")
     for name in ("eval_timesteps", "final_eval_timesteps"):
