@@ -47,6 +47,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 # Files beside the pipeline that are never pushed: training state and logs.
 EXCLUDED_DIRS = ("checkpoint-*", "checkpoints", "logs", ".*", "__pycache__")
 BUILTIN_DIGITS = "digits"
+# The networks the card describes: diffusers' own UNet, and hf-ddpm's Fourier-feature UNet (bundled in remote_code/).
+PLAIN_UNET = "UNet2DModel"
+FOURIER_UNET = "FourierUNet2DModel"
+UNET_CLASSES = (PLAIN_UNET, FOURIER_UNET)
 
 
 class HubPushError(RuntimeError):
@@ -264,7 +268,14 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
 
     attention_levels = [str(unet["sample_size"] // 2**i) for i, block in enumerate(unet.get("down_block_types", []))
                         if "Attn" in block]
+    unet_class = unet.get("_class_name", PLAIN_UNET)
+    if unet_class not in UNET_CLASSES:
+        raise ValueError(f"{folder / 'unet' / 'config.json'} names the class {unet_class!r}; the model card describes "
+                         f"only {' or '.join(UNET_CLASSES)}")
+    fourier_periods = unet.get("fourier_periods") if unet_class == FOURIER_UNET else None
     unet_info = {
+        "class_name": unet_class,
+        "fourier_periods_text": ", ".join(f"{float(p):g}" for p in fourier_periods) if fourier_periods else None,
         "parameters_text": _parameters_text(_count_parameters(folder / "unet")),
         "block_out_channels": unet.get("block_out_channels", []),
         "layers_per_block": unet.get("layers_per_block"),
@@ -337,6 +348,20 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
         rows.append(("seed", str(settings["seed"])))
     augmentation = ", ".join(a for a, on in (("random horizontal flips", settings.get("random_flip")),
                                              ("centre crop", settings.get("center_crop"))) if on)
+    # Why diffusers' own DDPMPipeline (UNet2DModel + DDPMScheduler, no hf-ddpm code) cannot sample this model, if not.
+    # (An explicit β schedule, trained_betas, is no reason: DDPMScheduler takes the same list and gives the same
+    # chain, tests/test_scheduler.py.)
+    no_fallback_reasons = []
+    if unet_class == FOURIER_UNET:
+        no_fallback_reasons.append(
+            f"the network is hf-ddpm's `{FOURIER_UNET}`, which diffusers cannot build by itself "
+            f"(`UNet2DModel.from_pretrained` refuses its weights, whose first convolution reads "
+            f"{channels * (1 + 2 * len(fourier_periods or ()))} channels, the image's {channels} and its Fourier "
+            "features)")
+    if variance_type not in ("fixed_small", "fixed_large"):
+        no_fallback_reasons.append(
+            f"this model's variance type `{variance_type}` means something else in diffusers' `DDPMScheduler` "
+            "(hf-ddpm's `learned` is a log-variance, diffusers reads a variance)")
     from .losses import HYBRID_VLB_WEIGHT
 
     return {
@@ -371,7 +396,8 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
         "sample_grid": run.get("sample_grid"),
         "sample_grid_caption": _grid_caption(metrics, T),
         "loss_plot": run.get("loss_plot"),
-        "diffusers_fallback": variance_type in ("fixed_small", "fixed_large") and sched.get("trained_betas") is None,
+        "diffusers_fallback": not no_fallback_reasons,
+        "no_fallback_reason": "; and ".join(no_fallback_reasons),
     }
 
 
@@ -457,16 +483,18 @@ _REMOTE_MODULES = {
     "scheduler": ("hf_ddpm_scheduler", "DDPMDocScheduler"),
     "likelihood": ("hf_ddpm_likelihood", "VariationalBound, bits_per_dim"),
     "pipelines.pipeline_ddpm_doc": ("hf_ddpm_pipeline", "DDPMDocPipeline"),
+    "fourier_unet": ("hf_ddpm_fourier_unet", FOURIER_UNET),
 }
 _RELATIVE_IMPORT = re.compile(r"^(\s*)from \.+([\w.]*) import", flags=re.MULTILINE)
 
 
 def remote_code_files() -> dict[str, bytes]:
-    """This installation's scheduler, bound and pipeline modules for diffusers' remote-code loader.
+    """This installation's scheduler, bound, pipeline and Fourier-UNet modules for diffusers' remote-code loader.
 
     Pushed under ``remote_code/`` so that someone with only diffusers can build a ``DDPMDocPipeline`` (with
     ``log_likelihood``) from ``get_class_from_dynamic_module(folder, "hf_ddpm_remote.py", subfolder="remote_code",
-    class_name="DDPMDocPipeline", trust_remote_code=True)``. The modules import each other as flat siblings; the
+    class_name="DDPMDocPipeline", trust_remote_code=True)``, and load a ``FourierUNet2DModel``'s weights with the
+    class that ``class_name="FourierUNet2DModel"`` gives. The modules import each other as flat siblings; the
     entry file imports every one of them directly because diffusers copies only the entry file's own relative
     imports from a local folder. Nothing in ``model_index.json`` points here, so hf-ddpm users never run these files.
     """
@@ -482,7 +510,7 @@ def remote_code_files() -> dict[str, bytes]:
 
     stamp = f"hf-ddpm {_version()}, bundled for diffusers' remote-code loader"
     files = {}
-    entry = [f'"""DDPMDocPipeline and DDPMDocScheduler of {stamp}."""', ""]
+    entry = [f'"""DDPMDocPipeline, DDPMDocScheduler and FourierUNet2DModel of {stamp}."""', ""]
     for module, (flat, names) in _REMOTE_MODULES.items():
         source = Path(importlib.import_module(f"hf_ddpm.{module}").__file__).read_text(encoding="utf-8")
         header = f"# hf_ddpm.{module} from {stamp} (imports rewritten to sibling files).\n"

@@ -91,8 +91,37 @@ def test_hub_dataset_is_listed_and_objective_follows_the_loss(tmp_path, offline)
     assert card.data.eval_results[0].dataset_config == "small"
     assert "L_simple + λ · L_vlb with λ = 0.001" in card.text
     # diffusers' DDPMScheduler reads a learned variance differently: no diffusers-only recipe then
-    assert "DDPMPipeline(unet=" not in card.text and "`DDPMPipeline` is no substitute here" in card.text
+    assert "DDPMPipeline(unet=" not in card.text
+    assert "`DDPMPipeline` is no substitute here: this model's variance type `learned_range`" in card.text
     assert 'get_class_from_dynamic_module(folder, "hf_ddpm_remote.py"' in card.text  # the bundled code still works
+
+
+def test_a_fourier_unet_is_named_and_diffusers_alone_is_not_offered(tmp_path, offline):
+    pipe = tiny_pipeline(fourier_periods=(1.0, 4.0, 16.0))
+    pipe.save_pretrained(tmp_path / "fourier")
+    text = hub.write_model_card(tmp_path / "fourier", args=RUN).read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| model |"))
+    n_params = sum(p.numel() for p in pipe.unet.parameters())
+    assert row.startswith("| model | hf-ddpm's `FourierUNet2DModel` (a diffusers `UNet2DModel` whose first convolution")
+    assert "8-bit units, periods P = 1, 4, 16)" in row and f", {n_params / 1e3:.0f}k parameters; channels 8, 16;" in row
+    # the diffusers-only recipe takes the network's class from the bundled code; no DDPMPipeline recipe, and why
+    assert 'class_name="FourierUNet2DModel", trust_remote_code=True)' in text
+    assert "DDPMDocPipeline(unet=FourierUNet2DModel.from_pretrained(folder" in text
+    assert " UNet2DModel.from_pretrained(" not in text and "DDPMPipeline(unet=" not in text
+    reason = text.split("`DDPMPipeline` is no substitute here: ")[1].split("\n\n")[0]
+    assert reason.startswith("the network is hf-ddpm's `FourierUNet2DModel`") and "reads 7 channels" in reason
+    assert "variance" not in reason
+    # with a learned variance both reasons are given
+    learned = DDPMDocPipeline(unet=pipe.unet, scheduler=DDPMDocScheduler(variance_type="learned_range"))
+    learned.save_pretrained(tmp_path / "learned")
+    text = hub.write_model_card(tmp_path / "learned", args=RUN).read_text(encoding="utf-8")
+    reason = text.split("`DDPMPipeline` is no substitute here: ")[1].split("\n\n")[0]
+    assert "`FourierUNet2DModel`" in reason and "variance type `learned_range`" in reason
+    # diffusers' own UNet, for contrast: named as such, loaded by diffusers, and DDPMPipeline offered
+    _, out = saved(tmp_path)
+    plain = hub.write_model_card(out, args=RUN).read_text(encoding="utf-8")
+    assert "| model | diffusers `UNet2DModel`, " in plain and "FourierUNet2DModel" not in plain
+    assert "DDPMDocPipeline(unet=UNet2DModel.from_pretrained(folder" in plain and "DDPMPipeline(unet=" in plain
 
 
 def test_inception_features_are_called_fid(tmp_path, offline):
@@ -117,6 +146,11 @@ def test_bad_inputs_are_named(tmp_path, offline):
     _, out = saved(tmp_path)
     with pytest.raises(ValueError, match="sample_grid='missing.png'"):
         hub.write_model_card(out, args=RUN, sample_grid="missing.png")
+    assert not (out / "README.md").exists()
+    config = json.loads((out / "unet" / "config.json").read_text())
+    (out / "unet" / "config.json").write_text(json.dumps({**config, "_class_name": "UNet2DConditionModel"}))
+    with pytest.raises(ValueError, match="'UNet2DConditionModel'; the model card describes only UNet2DModel or Four"):
+        hub.write_model_card(out, args=RUN)
     assert not (out / "README.md").exists()
 
 

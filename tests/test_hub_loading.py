@@ -21,11 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
+from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, FourierUNet2DModel, hub
 from hf_ddpm.images import make_grid
 from hub_support import TOKEN, FakeHub, populate_hub_cache, tiny_pipeline
 
 REPO_ID = "alice/ddpm-digits"
+FOURIER_REPO_ID = "alice/ddpm-digits-fourier"
 SEED, STEPS, BATCH = 3, 10, 4
 
 
@@ -45,27 +46,38 @@ def run_python(code: str, cache: Path, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.fixture(scope="module")
-def pushed(tmp_path_factory):
-    """A trained-looking output folder, pushed to the stand-in Hub, and a Hub cache holding what the Hub received."""
-    root = tmp_path_factory.mktemp("hub")
-    pipe = tiny_pipeline(num_train_timesteps=50)
-    folder = root / "ddpm-digits"
+def push_to_cache(root: Path, pipe, repo_id: str) -> tuple:
+    """A trained-looking output folder of ``pipe``, pushed to the stand-in Hub as ``repo_id``, and a Hub cache holding
+    what the Hub received: ``(pipe, folder, cache, snapshot, repo_id)``."""
+    folder = root / repo_id.split("/")[1]
     pipe.save_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     pipe(batch_size=4, num_inference_steps=2).images[0].save(folder / "samples.png")
-    hub.write_model_card(folder, args={"hub_model_id": REPO_ID, "loss_type": "simple"},
+    hub.write_model_card(folder, args={"hub_model_id": repo_id, "loss_type": "simple"},
                          metrics={"test_bits_per_dim": 3.0}, sample_grid="samples.png")
     with FakeHub() as server, pytest.MonkeyPatch.context() as patch:  # push it, through the real client
         patch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
         patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-        hub.push_output_folder(folder, REPO_ID, token=TOKEN)
-    snapshot = populate_hub_cache(root / "cache", REPO_ID, server.repos[REPO_ID]["files"])
-    return pipe, folder, root / "cache", snapshot
+        hub.push_output_folder(folder, repo_id, token=TOKEN)
+    snapshot = populate_hub_cache(root / "cache", repo_id, server.repos[repo_id]["files"])
+    return pipe, folder, root / "cache", snapshot, repo_id
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    """A pipeline with diffusers' UNet2DModel, pushed and cached."""
+    return push_to_cache(tmp_path_factory.mktemp("hub"), tiny_pipeline(num_train_timesteps=50), REPO_ID)
+
+
+@pytest.fixture(scope="module")
+def pushed_fourier(tmp_path_factory):
+    """A pipeline with hf-ddpm's FourierUNet2DModel, pushed and cached."""
+    pipe = tiny_pipeline(num_train_timesteps=20, fourier_periods=(1.0, 4.0, 16.0))
+    return push_to_cache(tmp_path_factory.mktemp("hub_fourier"), pipe, FOURIER_REPO_ID)
 
 
 def test_local_folder_round_trip(pushed):
-    pipe, folder, _, _ = pushed
+    pipe, folder, _, _, _ = pushed
     loaded = DDPMDocPipeline.from_pretrained(folder)
     loaded.set_progress_bar_config(disable=True)
     assert type(loaded.scheduler) is DDPMDocScheduler
@@ -107,53 +119,66 @@ WITH_HF_DDPM = textwrap.dedent(
     """
 )
 
-DIFFUSERS_ONLY = textwrap.dedent(
-    f"""
-    import sys
-    sys.modules["hf_ddpm"] = None  # this interpreter cannot import hf_ddpm, as if it were not installed
-    import json, numpy as np, torch
-    from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
-    from diffusers.utils import get_class_from_dynamic_module
-    from huggingface_hub import snapshot_download
-    try:
-        import hf_ddpm.scheduler
-        raise SystemExit("hf_ddpm is importable")
-    except ImportError:
-        pass
-    generator = lambda: torch.Generator().manual_seed({SEED})
-    # the card's recipes for users without hf-ddpm: 1. the bundled code through diffusers' remote-code loader
-    folder = snapshot_download({REPO_ID!r})
-    DDPMDocPipeline = get_class_from_dynamic_module(folder, "hf_ddpm_remote.py", subfolder="remote_code",
-                                                    class_name="DDPMDocPipeline", trust_remote_code=True)
-    pipe = DDPMDocPipeline(unet=UNet2DModel.from_pretrained(folder, subfolder="unet"),
-                           scheduler=DDPMScheduler.from_pretrained(folder, subfolder="scheduler"))
-    pipe.set_progress_bar_config(disable=True)
-    images = pipe(batch_size={BATCH}, num_inference_steps={STEPS}, generator=generator(), output_type="np").images
-    np.save("remote_code.npy", images)
-    bound = pipe.log_likelihood(images, generator=generator()).total.tolist()
-    # 2. diffusers' own DDPMPipeline, no remote code
-    unet = UNet2DModel.from_pretrained({REPO_ID!r}, subfolder="unet")
-    scheduler = DDPMScheduler.from_pretrained({REPO_ID!r}, subfolder="scheduler")
-    pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    images = pipe(batch_size={BATCH}, num_inference_steps={STEPS}, generator=generator(), output_type="np").images
-    np.save("diffusers_only.npy", images)
-    # what the card says diffusers cannot do: custom_pipeline + trust_remote_code stops at the scheduler's library
-    try:
-        DiffusionPipeline.from_pretrained({REPO_ID!r}, custom_pipeline=folder + "/remote_code/hf_ddpm_remote.py",
-                                          trust_remote_code=True)
-        custom_pipeline = "loaded"
-    except ValueError as error:
-        custom_pipeline = str(error)
-    json.dump({{"modules": sorted(m for m in sys.modules if m.startswith("hf_ddpm") and sys.modules[m] is not None),
-               "bound": bound, "remote_class": DDPMDocPipeline.__module__, "custom_pipeline": custom_pipeline}},
-              open("out.json", "w"))
-    """
-)
+def diffusers_only(repo_id: str) -> str:
+    """A script that cannot import hf_ddpm and runs the card's recipes for users without hf-ddpm, as the card of
+    ``repo_id`` writes them, then what the card says diffusers cannot do."""
+    return textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["hf_ddpm"] = None  # this interpreter cannot import hf_ddpm, as if it were not installed
+        import json, re, numpy as np, torch
+        from diffusers import DiffusionPipeline, UNet2DModel
+        from huggingface_hub import hf_hub_download
+        try:
+            import hf_ddpm.scheduler
+            raise SystemExit("hf_ddpm is importable")
+        except ImportError:
+            pass
+        generator = lambda: torch.Generator().manual_seed({SEED})
+        card = open(hf_hub_download({repo_id!r}, "README.md"), encoding="utf-8").read()
+        section = card.split("### Without hf-ddpm (diffusers only)")[1].split("\\n## ")[0]
+        recipes = re.findall(r"```python\\n(.*?)```", section, flags=re.S)
+        # 1. the bundled code through diffusers' remote-code loader: the card's 16 images, then our own calls
+        scope = {{}}
+        exec(recipes[0], scope)
+        folder, pipe = scope["folder"], scope["pipe"]
+        np.save("card_images.npy", np.stack([np.asarray(image) for image in scope["images"]]))
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(batch_size={BATCH}, num_inference_steps={STEPS}, generator=generator(), output_type="np").images
+        np.save("remote_code.npy", images)
+        found = {{"recipes": len(recipes), "bound": pipe.log_likelihood(images, generator=generator()).total.tolist(),
+                 "remote_modules": [type(pipe).__module__, type(pipe.unet).__module__],
+                 "unet_class": type(pipe.unet).__name__}}
+        # 2. diffusers' own DDPMPipeline, no remote code, where the card offers it
+        if len(recipes) > 1:
+            scope = {{}}
+            exec(recipes[1], scope)
+            pipe = scope["pipe"]
+            pipe.set_progress_bar_config(disable=True)
+            found["fallback_class"] = type(pipe).__name__
+            images = pipe(batch_size={BATCH}, num_inference_steps={STEPS}, generator=generator(), output_type="np").images
+            np.save("diffusers_only.npy", images)
+        # diffusers' UNet2DModel on the pushed weights (a FourierUNet2DModel's: the card says it cannot)
+        try:
+            UNet2DModel.from_pretrained(folder, subfolder="unet")
+            found["plain_unet"] = "loaded"
+        except Exception as error:
+            found["plain_unet"] = f"{{type(error).__name__}}: {{error}}"
+        # what the card says diffusers cannot do: custom_pipeline + trust_remote_code stops at the scheduler's library
+        try:
+            DiffusionPipeline.from_pretrained({repo_id!r}, custom_pipeline=folder + "/remote_code/hf_ddpm_remote.py",
+                                              trust_remote_code=True)
+            found["custom_pipeline"] = "loaded"
+        except ValueError as error:
+            found["custom_pipeline"] = str(error)
+        found["modules"] = sorted(m for m in sys.modules if m.startswith("hf_ddpm") and sys.modules[m] is not None)
+        json.dump(found, open("out.json", "w"))
+        """
+    )
 
 
 def test_offline_from_the_hub_cache_with_hf_ddpm(pushed, tmp_path):
-    pipe, _, cache, _ = pushed
+    pipe, _, cache, _, _ = pushed
     found = run_python(WITH_HF_DDPM, cache, tmp_path / "out.json")
     assert found["generic"] == ["DDPMDocPipeline", "DDPMDocScheduler"]  # plain DiffusionPipeline.from_pretrained
     np.testing.assert_array_equal(np.load(tmp_path / "with_hf_ddpm.npy"), samples(pipe))
@@ -166,22 +191,34 @@ def test_offline_from_the_hub_cache_with_hf_ddpm(pushed, tmp_path):
     assert len(found["snippet_bound"]) == 4 and all(np.isfinite(found["snippet_bound"]))
 
 
-def test_offline_from_the_hub_cache_with_diffusers_only(pushed, tmp_path):
-    pipe, _, cache, _ = pushed
-    found = run_python(DIFFUSERS_ONLY, cache, tmp_path / "out.json")
-    assert found["modules"] == [] and found["remote_class"].startswith("diffusers_modules.")
-    # the bundled code through diffusers' remote-code loader: the very same images and bound
+@pytest.mark.parametrize("which", ["pushed", "pushed_fourier"])
+def test_offline_from_the_hub_cache_with_diffusers_only(which, request, tmp_path):
+    pipe, _, cache, _, repo_id = request.getfixturevalue(which)
+    fourier = isinstance(pipe.unet, FourierUNet2DModel)
+    found = run_python(diffusers_only(repo_id), cache, tmp_path / "out.json")
+    assert found["modules"] == [] and all(m.startswith("diffusers_modules.") for m in found["remote_modules"][:fourier + 1])
+    assert found["unet_class"] == type(pipe.unet).__name__
+    # the card's remote-code recipe as written gives the very images of hf-ddpm's pipeline with the same arguments
+    T = pipe.scheduler.config.num_train_timesteps
+    card_images = pipe(batch_size=16, num_inference_steps=T, generator=torch.Generator().manual_seed(0)).images
+    np.testing.assert_array_equal(np.load(tmp_path / "card_images.npy"), np.stack([np.asarray(i) for i in card_images]))
+    # and the pipeline it built gives the very same images and bound as hf-ddpm's
     np.testing.assert_array_equal(np.load(tmp_path / "remote_code.npy"), samples(pipe))
     expected = pipe.log_likelihood(samples(pipe), generator=torch.Generator().manual_seed(SEED)).total
     np.testing.assert_allclose(found["bound"], expected.numpy(), rtol=1e-6)
-    # diffusers' own DDPMPipeline samples the same model: same images up to float32 rounding of its schedule
-    np.testing.assert_allclose(np.load(tmp_path / "diffusers_only.npy"), samples(pipe), atol=1e-4)
-    assert "hf_ddpm.scheduler is not one of the libraries" in found["custom_pipeline"]
+    if fourier:  # no DDPMPipeline recipe: diffusers' UNet2DModel cannot take the weights, as the card says
+        assert found["recipes"] == 1 and "fallback_class" not in found
+        assert "conv_in" in found["plain_unet"], found["plain_unet"]
+    else:  # diffusers' own DDPMPipeline samples the same model: same images up to float32 rounding of its schedule
+        assert found["recipes"] == 2 and found["fallback_class"] == "DDPMPipeline" and found["plain_unet"] == "loaded"
+        np.testing.assert_allclose(np.load(tmp_path / "diffusers_only.npy"), samples(pipe), atol=1e-4)
+    refused = re.match(r"(\S+) is not one of the libraries", found["custom_pipeline"])  # whichever diffusers met first
+    assert refused and refused.group(1) in ({"hf_ddpm.scheduler", "hf_ddpm.fourier_unet"} if fourier else {"hf_ddpm.scheduler"})
 
 
 def test_pushed_files_are_what_loading_reads(pushed):
     """The cache holds the pushed files only; model_index.json names hf-ddpm's classes, no file of remote_code/."""
-    _, folder, _, snapshot = pushed
+    _, folder, _, snapshot, _ = pushed
     cached = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
     assert cached == sorted(hub.files_to_push(folder) + list(hub.remote_code_files()))
     assert {f.split("/")[0] for f in cached if f.endswith(".py")} == {"remote_code"}

@@ -258,7 +258,7 @@ def train_and_push(fake_hub, out: Path, cache: Path, *extra: str) -> subprocess.
 
 def test_training_pushes_its_checkpoints_and_its_final_output(fake_hub, tmp_path):
     out = tmp_path / "run"
-    done = train_and_push(fake_hub, out, tmp_path / "cache", "--push_every_checkpoint")
+    done = train_and_push(fake_hub, out, tmp_path / "cache", "--push_every_checkpoint", "--fourier_periods", "1,16")
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint, final = fake_hub.commits  # the checkpoint at step 3 in the background, then the output (step 6)
     assert checkpoint["summary"] == "Training in progress: step 3"
@@ -270,6 +270,10 @@ def test_training_pushes_its_checkpoints_and_its_final_output(fake_hub, tmp_path
     for path in expected - {"README.md"} - set(hub.remote_code_files()):
         assert final["files"][path] == (out / path).read_bytes(), path
     assert not [p for c in fake_hub.commits for p in c["files"] if p.startswith("checkpoint-") or p.endswith(".bin")]
+    # a FourierUNet2DModel: the card names it and its diffusers-only recipe loads it from the bundled code
+    card = final["files"]["README.md"].decode()
+    assert "| model | hf-ddpm's `FourierUNet2DModel`" in card and "periods P = 1, 16)" in card
+    assert "unet=FourierUNet2DModel.from_pretrained(folder" in card and "remote_code/hf_ddpm_fourier_unet.py" in final["files"]
 
 
 def test_training_keeps_its_output_when_the_push_fails(fake_hub, tmp_path):
