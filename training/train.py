@@ -297,6 +297,7 @@ def finish(args, accelerator, run, step: int, started: float) -> dict:
         test_split=f"{run.data.name}, {run.data.eval_split} ({len(run.eval_images)} images)",
         num_test_images=len(run.eval_images),
         final_train_loss=run.history.recent_mean(100),
+        train_loss_history={"steps": run.history.steps, "losses": run.history.losses},
         global_step=step,
         global_batch_size=args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
         num_processes=accelerator.num_processes,
@@ -431,6 +432,13 @@ def resume(args, accelerator, run) -> int:
     return step
 
 
+def tracker_config(args) -> dict:
+    """The flags as the tracker's hyper-parameters: scalars as they are, lists as text (TensorBoard's hparams take
+    nothing else), the Hub token left out."""
+    return {name: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for name, value in vars(args).items() if value is not None and name != "hub_token"}
+
+
 def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     args = parse_args(argv)
@@ -440,8 +448,9 @@ def main(argv: list[str] | None = None) -> dict:
     run.start_step = resume(args, accelerator, run)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
-        if args.logger != "none":
-            accelerator.init_trackers("hf-ddpm", config={k: v for k, v in vars(args).items() if v is not None})
+        if args.logger != "none":  # TensorBoard events and wandb's run folder both go under --logging_dir
+            os.makedirs(args.logging_dir, exist_ok=True)
+            accelerator.init_trackers("hf-ddpm", config=tracker_config(args), init_kwargs={"wandb": {"dir": args.logging_dir}})
     run.setup_seconds = time.time() - started
     accelerator.print(f"{run.data.name}: {len(run.data.train)} training images ({run.data.resolution}px, "
                       f"{run.data.channels} channel(s)); {sum(p.numel() for p in run.unet.parameters()) / 1e6:.2f}M "
@@ -536,6 +545,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     check_args(p, args)
     args.logging_dir = os.path.join(args.output_dir, args.logging_dir)
+    if args.train_data_dir is not None:  # recorded in training_run.json: `hf-ddpm evaluate` must find it from anywhere
+        args.train_data_dir = os.path.abspath(os.path.expanduser(args.train_data_dir))
     hub.check_hub_arguments(args)
     return args
 
