@@ -36,6 +36,6 @@ setup(
         "Jinja2>=3.0",  # model card rendering (hf_ddpm.hub)
         "PyYAML>=5.1",  # model card metadata check (hf_ddpm.hub)
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "tensorboard>=2.10", "wandb>=0.16"]},  # --logger tests (offline wandb)
     entry_points={"console_scripts": ["hf-ddpm=hf_ddpm.cli:main"]},
 )

@@ -1,0 +1,297 @@
+"""training/train.py options that change how a run is executed or recorded, each checked on a tiny real run:
+--gradient_checkpointing, --mixed_precision bf16, --logger tensorboard|wandb, Ctrl-C in a 2-process run, and the
+data folder recorded for `hf-ddpm evaluate`."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from PIL import Image
+from safetensors.torch import load_file
+
+from hf_ddpm import DDPMDocPipeline, bits_per_dim
+from hf_ddpm.checkpointing import complete_checkpoints
+from test_training import REPO, TRAIN_PY, _launch, offline, tiny_args, tiny_config, train_script  # noqa: F401
+
+STEPS = 3
+
+
+@pytest.fixture()
+def instrumented(monkeypatch):
+    """Runs of train_script.main whose UNet reports what happens inside it: every entry into the first ResNet block
+    of the first down block (grad mode, output dtype), and the dtype of the model output the objective receives.
+
+    Entries are counted as the block's forward *starts*: torch's non-reentrant checkpoint stops the recomputation
+    early once the saved tensors are rebuilt, so that second pass never returns (and forward hooks never see it)."""
+    records = []
+    build_unet, training_loss = train_script.build_unet, train_script.training_loss
+
+    def build(*args, **kwargs):
+        unet = build_unet(*args, **kwargs)
+        record = {"unet": unet, "initial": {k: v.clone() for k, v in unet.state_dict().items()},
+                  "entries_with_grad": 0, "dtypes_with_grad": set(), "loss_input_dtypes": set()}
+        records.append(record)
+        block = unet.down_blocks[0].resnets[0]
+        forward = block.forward
+
+        def counted(*a, **k):
+            grad = torch.is_grad_enabled()
+            record["entries_with_grad"] += grad
+            output = forward(*a, **k)
+            if grad:
+                record["dtypes_with_grad"].add(output.dtype)
+            return output
+
+        block.forward = counted
+        return unet
+
+    def loss(scheduler, model_output, *args, **kwargs):
+        records[-1]["loss_input_dtypes"].add(model_output.dtype)
+        return training_loss(scheduler, model_output, *args, **kwargs)
+
+    monkeypatch.setattr(train_script, "build_unet", build)
+    monkeypatch.setattr(train_script, "training_loss", loss)
+    return records
+
+
+@pytest.fixture()
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state whose mixed precision cannot change; a run with another precision in
+    this test process needs it reset (as accelerate's own test cases do), before and after."""
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def run_tiny(config, out, *extra):
+    return train_script.main(tiny_args(config, out, "--max_train_steps", str(STEPS), "--checkpointing_steps",
+                                       str(STEPS), *extra))
+
+
+def raw_weights(out):
+    return load_file(os.path.join(out, f"checkpoint-{STEPS}", "model.safetensors"))
+
+
+def test_gradient_checkpointing_recomputes_and_gives_the_same_weights(tmp_path, tiny_config, instrumented):
+    """With the flag, each ResNet block runs twice per training step (forward, then recomputed in backward) — the
+    flag is really on — and the final raw and EMA weights are bit-identical to a run without it: recomputation runs
+    the same float32 kernels on the same inputs (one thread, RNG state restored by torch's checkpoint), so the
+    activations, hence the gradients, are the same bits, not merely close."""
+    plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
+    run_tiny(tiny_config, plain)
+    run_tiny(tiny_config, checkpointed, "--gradient_checkpointing")
+    without, with_ = instrumented
+    assert not without["unet"].is_gradient_checkpointing and with_["unet"].is_gradient_checkpointing
+    assert without["entries_with_grad"] == STEPS
+    assert with_["entries_with_grad"] == 2 * STEPS
+    a, b = raw_weights(plain), raw_weights(checkpointed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ema_a = DDPMDocPipeline.from_pretrained(plain).unet.state_dict()
+    ema_b = DDPMDocPipeline.from_pretrained(checkpointed).unet.state_dict()
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+def test_bf16_autocast_on_cpu_trains_and_saves_a_float32_pipeline(tmp_path, tiny_config, instrumented,
+                                                                 fresh_accelerator_state):
+    """--mixed_precision bf16 on a CPU: the UNet's layers compute in bfloat16 (Accelerate's CPU autocast) while the
+    objective gets float32 outputs; the run follows the float32 run to bf16 rounding (same draws, same data) without
+    being it; the weights and the saved pipeline stay float32 and load."""
+    full, mixed = tmp_path / "fp32", tmp_path / "bf16"
+    run_tiny(tiny_config, full)
+    AcceleratorState._reset_state(True)
+    run_tiny(tiny_config, mixed, "--mixed_precision", "bf16")
+    fp32, bf16 = instrumented
+    assert fp32["dtypes_with_grad"] == {torch.float32}
+    assert bf16["dtypes_with_grad"] == {torch.bfloat16}
+    assert fp32["loss_input_dtypes"] == bf16["loss_input_dtypes"] == {torch.float32}
+
+    losses_fp32 = np.array(json.loads((full / "metrics.json").read_text())["train_loss_history"]["losses"])
+    losses_bf16 = np.array(json.loads((mixed / "metrics.json").read_text())["train_loss_history"]["losses"])
+    assert len(losses_bf16) == STEPS and np.isfinite(losses_bf16).all()
+    assert not np.array_equal(losses_fp32, losses_bf16)
+    # bfloat16 keeps 8 significant bits (relative rounding 2^-9 ≈ 0.2 % per operation): measured 0.05-0.08 %
+    np.testing.assert_allclose(losses_bf16, losses_fp32, rtol=5e-3)
+
+    w32, w16 = raw_weights(full), raw_weights(mixed)
+    assert {t.dtype for t in w16.values()} == {torch.float32}
+    assert all(torch.isfinite(t).all() for t in w16.values())
+    assert any(not torch.equal(w32[k], w16[k]) for k in w32)
+    w0 = fp32["initial"]
+    assert all(torch.equal(w0[k], bf16["initial"][k]) for k in w0)  # the same seeded start
+    update32 = torch.cat([(w32[k] - w0[k]).flatten() for k in w32])
+    update16 = torch.cat([(w16[k] - w0[k]).flatten() for k in w32])
+    assert float(update32.norm()) > 0
+    assert float((update16 - update32).norm() / update32.norm()) < 0.15  # measured 0.044 after 3 Adam steps
+
+    pipeline = DDPMDocPipeline.from_pretrained(mixed)
+    assert {p.dtype for p in pipeline.unet.parameters()} == {torch.float32}
+    images = pipeline(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                      output_type="pt").images
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()
+    assert json.loads((mixed / "training_run.json").read_text())["settings"]["mixed_precision"] == "bf16"
+
+
+def test_tensorboard_logs_the_loss_of_every_step(tmp_path, tiny_config):
+    """--logger tensorboard: event files under <output_dir>/<logging_dir>/hf-ddpm whose `loss` scalars, read back
+    with TensorBoard's own EventAccumulator, are the per-step losses of metrics.json (float32 in the event file)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    run_tiny(tiny_config, out, "--logger", "tensorboard", "--logging_dir", "tb", "--hub_token", "hf_not_a_secret")
+    assert glob.glob(str(out / "tb" / "hf-ddpm" / "events.out.tfevents.*"))
+    events = EventAccumulator(str(out / "tb" / "hf-ddpm"))
+    events.Reload()
+    logged = events.Scalars("loss")
+    history = json.loads((out / "metrics.json").read_text())["train_loss_history"]
+    assert [e.step for e in logged] == history["steps"] == list(range(1, STEPS + 1))
+    np.testing.assert_allclose([e.value for e in logged], history["losses"], rtol=1e-7)
+    assert [e.step for e in events.Scalars("lr")] == history["steps"]
+    hparams = (glob.glob(str(out / "tb" / "hf-ddpm" / "*" / "hparams.yml")) or [None])[0]
+    assert hparams is not None and "hf_not_a_secret" not in open(hparams).read()
+    assert "fourier_periods" in open(hparams).read()  # a list-valued flag, logged as text
+
+
+def wandb_records(run_file: str):
+    """The protobuf records of an offline wandb run file: a 7-byte header (':W&B', magic, version), then LevelDB's
+    log format — 32 KiB blocks of chunks, each with a 7-byte header (checksum, length, type: 1 full, 2 first,
+    3 middle, 4 last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = open(run_file, "rb").read()
+    assert data[:4] == b":W&B"
+    block, header = 32768, 7
+    position, pending, records = 7, b"", []
+    while position + header <= len(data):
+        if block - position % block < header:  # a block's tail too short for a chunk header is padding
+            position += block - position % block
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[position:position + header])
+        chunk = data[position + header:position + header + length]
+        position += header + length
+        if kind == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def item_key(item) -> str:
+    """The key of a wandb history/config item (written as ``key`` or as the path ``nested_key``)."""
+    return item.key or "/".join(item.nested_key)
+
+
+def test_wandb_offline_logs_the_loss_of_every_step(tmp_path, tiny_config, monkeypatch):
+    """--logger wandb with WANDB_MODE=offline (no network): the run folder lies under --logging_dir, its history
+    records hold the per-step losses of metrics.json, and its config the flags without the Hub token."""
+    for name, value in {"WANDB_MODE": "offline", "WANDB_CONSOLE": "off", "WANDB_SILENT": "true",
+                        "WANDB_CONFIG_DIR": tmp_path / "wandb-config", "WANDB_CACHE_DIR": tmp_path / "wandb-cache",
+                        "WANDB_DATA_DIR": tmp_path / "wandb-data"}.items():
+        monkeypatch.setenv(name, str(value))
+    out = tmp_path / "run"
+    run_tiny(tiny_config, out, "--logger", "wandb", "--hub_token", "hf_not_a_secret")
+    (run_file,) = glob.glob(str(out / "logs" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    records = wandb_records(run_file)
+    logged = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            items = {item_key(item): json.loads(item.value_json) for item in record.history.item}
+            if "loss" in items:
+                logged[items["_step"]] = items["loss"]
+    history = json.loads((out / "metrics.json").read_text())["train_loss_history"]
+    assert sorted(logged) == history["steps"] == list(range(1, STEPS + 1))
+    assert [logged[step] for step in history["steps"]] == history["losses"]  # JSON doubles: exact
+    config = {item_key(item): item.value_json for r in records if r.WhichOneof("record_type") == "config"
+              for item in r.config.update}
+    assert json.loads(config["learning_rate"]) == 1e-3 and "hub_token" not in config
+    assert "hf_not_a_secret" not in open(run_file, "rb").read().decode("latin-1")
+
+
+def test_ctrl_c_stops_a_two_process_run_with_one_checkpoint_that_resumes(tmp_path, tiny_config):
+    """Ctrl-C in a terminal signals the launcher's process group. torch's elastic agent (under `accelerate launch`)
+    starts each worker in its own session and forwards the signal to both; StopRequest makes both ranks agree on
+    the step, write one checkpoint together (the main process finalises it), and stop. A second 2-process run
+    resumes from it to the requested step, with the loss history continuing the interrupted one."""
+    out = tmp_path / "run"
+    flags = ["--checkpointing_steps", "0", "--train_batch_size", "16"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN_PY,
+               *tiny_args(tiny_config, out, "--max_train_steps", "100000", *flags)]
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=REPO, start_new_session=True)
+    try:
+        seen, deadline = "", time.time() + 180
+        while not re.search(r"training:[^\r\n]*\| *[1-9]\d*/100000", seen):  # at least one step done
+            character = launcher.stdout.read(1)
+            assert character and time.time() < deadline, seen[-2000:]
+            seen += character
+        os.killpg(launcher.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        rest, _ = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.communicate()
+    output = seen + rest
+    stops = re.findall(r"stopped on request at step (\d+)", output)
+    assert len(stops) == 1, output[-3000:]  # printed by the main process only
+    step = int(stops[0])
+    assert [name for name in os.listdir(out) if name.startswith("checkpoint-")] == [f"checkpoint-{step}"]
+    assert complete_checkpoints(str(out)) == [(step, str(out / f"checkpoint-{step}"))]
+    assert sorted(f for f in os.listdir(out / f"checkpoint-{step}") if f.startswith("random_states")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]  # both ranks took part in the one checkpoint
+    assert not os.path.exists(out / "model_index.json")  # stopped: no final outputs
+
+    result = _launch(tiny_args(tiny_config, out, "--max_train_steps", str(step + 2), *flags,
+                               "--resume_from_checkpoint", "latest"), {"ACCELERATE_USE_CPU": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from {out / f'checkpoint-{step}'} at step {step}" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == step + 2 and metrics["num_processes"] == 2
+    assert metrics["images_seen"] == 2 * 16 * 2  # this session: 2 steps of 16 images on each of 2 processes
+    assert metrics["train_loss_history"]["steps"] == list(range(1, step + 3))
+
+
+def test_evaluate_finds_the_training_folder_from_another_directory(tmp_path, tiny_config, monkeypatch):
+    """--train_data_dir given relative to where training ran is recorded absolute in training_run.json, so
+    `hf-ddpm evaluate --model OUT` started elsewhere evaluates the very images training held out."""
+    from hf_ddpm.cli import main as cli_main
+    from hf_ddpm.data import load_image_data
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "work" / "images" / "train"
+    folder.mkdir(parents=True)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "work" / "out"
+    monkeypatch.chdir(tmp_path / "work")
+    train_script.main(tiny_args(tiny_config, out, "--train_data_dir", "images", "--validation_fraction", "0.25",
+                                "--train_batch_size", "10", "--max_train_steps", "2", "--checkpointing_steps", "0"))
+    recorded = json.loads((out / "training_run.json").read_text())["settings"]["train_data_dir"]
+    assert recorded == str(tmp_path / "work" / "images")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cli_main(["evaluate", "--model", str(out), "--json", "bound.json", "--seed", "4", "--batch-size", "512"])
+    record = json.loads((elsewhere / "bound.json").read_text())
+    assert record["split"] == "train[validation_fraction=0.25, seed=3]"
+    held_out = load_image_data(train_data_dir=recorded, validation_fraction=0.25, seed=3).eval.tensor()
+    pipeline = DDPMDocPipeline.from_pretrained(out)
+    bound = bits_per_dim(pipeline.unet, pipeline.scheduler, held_out, generator=torch.Generator().manual_seed(4))
+    assert record["bound"]["num_images"] == len(held_out) == 10
+    assert record["bound"]["bits_per_dim"] == pytest.approx(float(bound.total.double().mean()), rel=1e-6)
