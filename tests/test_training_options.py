@@ -23,6 +23,8 @@ from safetensors.torch import load_file
 
 from hf_ddpm import DDPMDocPipeline, bits_per_dim
 from hf_ddpm.checkpointing import complete_checkpoints
+from hf_ddpm.data import load_image_data
+from hf_ddpm.training import held_out_bound
 from test_training import REPO, TRAIN_PY, _launch, offline, tiny_args, tiny_config, train_script  # noqa: F401
 
 STEPS = 3
@@ -41,7 +43,8 @@ def instrumented(monkeypatch):
     def build(*args, **kwargs):
         unet = build_unet(*args, **kwargs)
         record = {"unet": unet, "initial": {k: v.clone() for k, v in unet.state_dict().items()},
-                  "entries_with_grad": 0, "dtypes_with_grad": set(), "loss_input_dtypes": set()}
+                  "entries_with_grad": 0, "dtypes_with_grad": set(), "dtypes_without_grad": set(),
+                  "loss_input_dtypes": set()}
         records.append(record)
         block = unet.down_blocks[0].resnets[0]
         forward = block.forward
@@ -50,8 +53,7 @@ def instrumented(monkeypatch):
             grad = torch.is_grad_enabled()
             record["entries_with_grad"] += grad
             output = forward(*a, **k)
-            if grad:
-                record["dtypes_with_grad"].add(output.dtype)
+            record["dtypes_with_grad" if grad else "dtypes_without_grad"].add(output.dtype)
             return output
 
         block.forward = counted
@@ -107,15 +109,19 @@ def test_bf16_autocast_on_cpu_trains_and_saves_a_float32_pipeline(tmp_path, tiny
                                                                  fresh_accelerator_state):
     """--mixed_precision bf16 on a CPU: the UNet's layers compute in bfloat16 (Accelerate's CPU autocast) while the
     objective gets float32 outputs; the run follows the float32 run to bf16 rounding (same draws, same data) without
-    being it; the weights and the saved pipeline stay float32 and load."""
+    being it; the weights and the saved pipeline stay float32 and load. Evaluations and samples (one at step 2, the
+    final ones) run in float32 like the saved pipeline, so the bound in metrics.json is the saved pipeline's, and the
+    training steps after an evaluation are back in bf16."""
     full, mixed = tmp_path / "fp32", tmp_path / "bf16"
-    run_tiny(tiny_config, full)
+    evaluate_midway = ["--eval_steps", "2", "--eval_timesteps", "4"]
+    run_tiny(tiny_config, full, *evaluate_midway)
     AcceleratorState._reset_state(True)
-    run_tiny(tiny_config, mixed, "--mixed_precision", "bf16")
+    run_tiny(tiny_config, mixed, "--mixed_precision", "bf16", *evaluate_midway)
     fp32, bf16 = instrumented
     assert fp32["dtypes_with_grad"] == {torch.float32}
-    assert bf16["dtypes_with_grad"] == {torch.bfloat16}
+    assert bf16["dtypes_with_grad"] == {torch.bfloat16} and bf16["entries_with_grad"] == STEPS
     assert fp32["loss_input_dtypes"] == bf16["loss_input_dtypes"] == {torch.float32}
+    assert bf16["dtypes_without_grad"] == {torch.float32}
 
     losses_fp32 = np.array(json.loads((full / "metrics.json").read_text())["train_loss_history"]["losses"])
     losses_bf16 = np.array(json.loads((mixed / "metrics.json").read_text())["train_loss_history"]["losses"])
@@ -141,6 +147,9 @@ def test_bf16_autocast_on_cpu_trains_and_saves_a_float32_pipeline(tmp_path, tiny
                       output_type="pt").images
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
     assert json.loads((mixed / "training_run.json").read_text())["settings"]["mixed_precision"] == "bf16"
+    reported = json.loads((mixed / "metrics.json").read_text())["test_bits_per_dim"]
+    held_out = load_image_data().eval.tensor()  # the digits' held-out split, as the run evaluated it
+    assert reported == held_out_bound(pipeline.unet, pipeline.scheduler, held_out, num_timesteps=4, seed=3).bits_per_dim
 
 
 def test_tensorboard_logs_the_loss_of_every_step(tmp_path, tiny_config):
@@ -270,7 +279,6 @@ def test_evaluate_finds_the_training_folder_from_another_directory(tmp_path, tin
     """--train_data_dir given relative to where training ran is recorded absolute in training_run.json, so
     `hf-ddpm evaluate --model OUT` started elsewhere evaluates the very images training held out."""
     from hf_ddpm.cli import main as cli_main
-    from hf_ddpm.data import load_image_data
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "work" / "images" / "train"

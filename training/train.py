@@ -244,7 +244,8 @@ def periodic_work(args, accelerator, run, step, logs) -> None:
 
 
 class ema_weights:
-    """Context: the unwrapped UNet with the EMA weights in it (the raw weights are restored on exit)."""
+    """Context: the unwrapped UNet with the EMA weights in it, computing in float32 like the saved pipeline (the raw
+    weights, and under --mixed_precision the autocast forward Accelerate set on the instance, are restored on exit)."""
 
     def __init__(self, accelerator, run):
         self.unet = accelerator.unwrap_model(run.unet)
@@ -252,6 +253,7 @@ class ema_weights:
 
     def __enter__(self):
         self.unet.eval()
+        self.autocast_forward = self.unet.__dict__.pop("forward", None)  # None without mixed precision
         if self.ema is not None:
             self.ema.store(self.unet.parameters())
             self.ema.copy_to(self.unet.parameters())
@@ -260,6 +262,8 @@ class ema_weights:
     def __exit__(self, *exc):
         if self.ema is not None:
             self.ema.restore(self.unet.parameters())
+        if self.autocast_forward is not None:
+            self.unet.forward = self.autocast_forward
         self.unet.train()
 
 
