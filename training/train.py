@@ -54,7 +54,7 @@ from hf_ddpm.training import (
 DIGITS_DEFAULTS = dict(
     beta_start=1e-5, variance_type="learned_range", loss_type="vlb", timestep_sampler="importance",
     train_batch_size=128, max_train_steps=2500, learning_rate=2e-3, lr_scheduler="cosine", lr_warmup_steps=100,
-    ema_max_decay=0.999, ema_power=0.75, eval_steps=1000, fourier_periods="1,2,4,8,16",
+    ema_max_decay=0.999, ema_power=0.75, eval_steps=1000, fourier_periods="2,4,8,16",
 )
 
 # ------------------------------------------------------------------------------------------------ building the run
