@@ -10,8 +10,8 @@ Models", §3.4 and Appendix C): with u = 127.5 (x + 1) the input in 8-bit units,
     sin(2π u / P),  cos(2π u / P)
 
 per image channel, and the network's first convolution reads ``[x, features]``. Periods that are powers of two
-of the 8-bit bin match data stored as 8-bit values (P = 1 sees the offset from the nearest bin, P = 16 the offset
-from the nearest of 16 evenly spaced levels, as in the digits' 17).
+of the 8-bit bin match data stored as 8-bit values: P places u within a cycle of P bins (P = 16 is the spacing of
+the digits' 17 levels; P = 1 would place it within one bin, but at all but the first few t that feature is noise).
 
 The config is ``UNet2DModel``'s (``in_channels`` stays the image's channels, so pipelines draw noise of the right
 shape) plus ``fourier_periods``; ``save_pretrained``/``from_pretrained`` and ``DiffusionPipeline`` loading work as
@@ -59,12 +59,12 @@ class FourierUNet2DModel(UNet2DModel):
     """``UNet2DModel`` whose ``conv_in`` reads the image and its :func:`fourier_features`.
 
     Args:
-        fourier_periods: the periods P in 8-bit units (default 1, 2, 4, 8, 16).
+        fourier_periods: the periods P in 8-bit units (default 2, 4, 8, 16).
         **kwargs: ``UNet2DModel``'s arguments; ``in_channels`` is the image's channel count.
     """
 
     @register_to_config
-    def __init__(self, fourier_periods: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0), **kwargs):
+    def __init__(self, fourier_periods: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0), **kwargs):
         periods = check_fourier_periods(fourier_periods)
         super().__init__(**kwargs)
         self.register_to_config(fourier_periods=list(periods))
