@@ -9,7 +9,8 @@ resolutions), read by both scripts with centre crops and no flips. Both train th
 the same), from the same seed, batch size and precision, under Accelerate, with EMA and gradient clipping as both
 scripts do. Each measurement runs in a fresh process (peak memory is that process's: peak resident set size on a
 CPU, ``torch.cuda.max_memory_allocated`` on a GPU); the loops alternate, ``--rounds`` times each; the table
-reports the median throughput of the timed steps (after ``--warmup`` steps) and the largest peak.
+reports the median throughput of the timed steps (after ``--warmup`` steps), the largest peak, and the median over
+rounds of each round's throughput ratio (robust to slow spells of a shared machine, which hit a round's loops alike).
 
 Three loops:
 
@@ -273,7 +274,11 @@ def main():
     for name, (_, label) in LOOPS.items():
         print(f"| {label} | {rows[name][0]:.1f} | {rows[name][1]:.0f} |")
     for name in ("diffusers", "diffusers_loop"):
-        print(f"| ratio: ours / {name} | {rows['ours'][0] / rows[name][0]:.2f}× | {rows['ours'][1] / rows[name][1]:.2f}× |")
+        paired = sorted(o["throughput"] / r["throughput"] for o, r in zip(results["ours"], results[name]))
+        print(f"| ratio: ours / {name} | {statistics.median(paired):.2f}× (rounds: {paired[0]:.2f}–{paired[-1]:.2f}×) | "
+              f"{rows['ours'][1] / rows[name][1]:.2f}× |")
+    print("ratios: the median over rounds of each round's ratio (the loops of one round run back to back, so a slow "
+          "spell of a shared machine affects both)")
 
 
 if __name__ == "__main__":
