@@ -349,8 +349,8 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
     augmentation = ", ".join(a for a, on in (("random horizontal flips", settings.get("random_flip")),
                                              ("centre crop", settings.get("center_crop"))) if on)
     # Why diffusers' own DDPMPipeline (UNet2DModel + DDPMScheduler, no hf-ddpm code) cannot sample this model, if not.
-    # (An explicit β schedule, trained_betas, is no reason: DDPMScheduler takes the same list and gives the same
-    # chain, tests/test_scheduler.py.)
+    # (An explicit β schedule, trained_betas, is no reason, nor are fixed_small_log and learned_range: DDPMScheduler
+    # gives the same chains, tests/test_scheduler.py.)
     no_fallback_reasons = []
     if unet_class == FOURIER_UNET:
         no_fallback_reasons.append(
@@ -358,10 +358,12 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
             f"(`UNet2DModel.from_pretrained` refuses its weights, whose first convolution reads "
             f"{channels * (1 + 2 * len(fourier_periods or ()))} channels, the image's {channels} and its Fourier "
             "features)")
-    if variance_type not in ("fixed_small", "fixed_large"):
+    if variance_type == "learned":
         no_fallback_reasons.append(
-            f"this model's variance type `{variance_type}` means something else in diffusers' `DDPMScheduler` "
+            "this model's variance type `learned` means something else in diffusers' `DDPMScheduler` "
             "(hf-ddpm's `learned` is a log-variance, diffusers reads a variance)")
+    if variance_type == "fixed_large_log":
+        no_fallback_reasons.append("diffusers' `DDPMScheduler` samples NaN with the variance type `fixed_large_log`")
     from .losses import HYBRID_VLB_WEIGHT
 
     return {

@@ -82,7 +82,7 @@ def test_card_is_rendered_from_the_saved_pipeline_and_the_run(tmp_path, offline)
 
 
 def test_hub_dataset_is_listed_and_objective_follows_the_loss(tmp_path, offline):
-    _, out = saved(tmp_path, variance_type="learned_range")
+    _, out = saved(tmp_path, variance_type="learned")
     run = {**RUN, "dataset_name": "someone/faces", "dataset_config_name": "small", "loss_type": "hybrid"}
     path = hub.write_model_card(out, args=run, metrics={"test_bits_per_dim": 3.5})
     card = ModelCard.load(path)
@@ -90,9 +90,9 @@ def test_hub_dataset_is_listed_and_objective_follows_the_loss(tmp_path, offline)
     assert card.data.eval_results[0].dataset_type == "someone/faces"
     assert card.data.eval_results[0].dataset_config == "small"
     assert "L_simple + λ · L_vlb with λ = 0.001" in card.text
-    # diffusers' DDPMScheduler reads a learned variance differently: no diffusers-only recipe then
+    # diffusers' DDPMScheduler reads hf-ddpm's `learned` (a log-variance) as a variance: no diffusers-only recipe then
     assert "DDPMPipeline(unet=" not in card.text
-    assert "`DDPMPipeline` is no substitute here: this model's variance type `learned_range`" in card.text
+    assert "`DDPMPipeline` is no substitute here: this model's variance type `learned`" in card.text
     assert 'get_class_from_dynamic_module(folder, "hf_ddpm_remote.py"' in card.text  # the bundled code still works
 
 
@@ -112,11 +112,11 @@ def test_a_fourier_unet_is_named_and_diffusers_alone_is_not_offered(tmp_path, of
     assert reason.startswith("the network is hf-ddpm's `FourierUNet2DModel`") and "reads 7 channels" in reason
     assert "variance" not in reason
     # with a learned variance both reasons are given
-    learned = DDPMDocPipeline(unet=pipe.unet, scheduler=DDPMDocScheduler(variance_type="learned_range"))
+    learned = DDPMDocPipeline(unet=pipe.unet, scheduler=DDPMDocScheduler(variance_type="learned"))
     learned.save_pretrained(tmp_path / "learned")
     text = hub.write_model_card(tmp_path / "learned", args=RUN).read_text(encoding="utf-8")
     reason = text.split("`DDPMPipeline` is no substitute here: ")[1].split("\n\n")[0]
-    assert "`FourierUNet2DModel`" in reason and "variance type `learned_range`" in reason
+    assert "`FourierUNet2DModel`" in reason and "variance type `learned`" in reason
     # diffusers' own UNet, for contrast: named as such, loaded by diffusers, and DDPMPipeline offered
     _, out = saved(tmp_path)
     plain = hub.write_model_card(out, args=RUN).read_text(encoding="utf-8")
@@ -171,3 +171,16 @@ def test_metadata_check_catches_what_the_hub_would_reject(tmp_path, offline, edi
     broken = f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n{card.text}"
     with pytest.raises(ValueError, match=problem):
         hub.check_card_metadata(broken)
+
+
+@pytest.mark.parametrize(
+    "variance_type, offered",
+    [("fixed_small_log", True), ("learned_range", True), ("learned", False), ("fixed_large_log", False)],
+)
+def test_diffusers_ddpm_pipeline_is_offered_exactly_for_the_chains_it_reproduces(tmp_path, offline, variance_type, offered):
+    # tests/test_scheduler.py shows DDPMScheduler reproducing fixed_small_log and learned_range chains; it reads
+    # `learned` as a variance (ours is a log-variance) and samples NaN with fixed_large_log
+    _, out = saved(tmp_path, variance_type=variance_type)
+    text = hub.write_model_card(out, args=RUN).read_text(encoding="utf-8")
+    assert ("DDPMPipeline(unet=" in text) is offered
+    assert ("`DDPMPipeline` is no substitute here" in text) is not offered
