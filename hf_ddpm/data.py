@@ -222,6 +222,11 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return uint8_to_model_range(self.uint8(index))
 
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        """A DataLoader batch's items (``torch.utils.data`` calls this when present): the same tensors as
+        ``__getitem__``, converted to floats in one operation instead of one per image."""
+        return list(uint8_to_model_range(np.stack([self.uint8(index) for index in indices])).unbind(0))
+
     def tensor(self) -> torch.Tensor:
         """All images as one float32 tensor ``[N, C, H, W]`` in [−1, 1]."""
         if len(self) == 0:
