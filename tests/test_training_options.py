@@ -214,6 +214,10 @@ def test_wandb_offline_logs_the_loss_of_every_step(tmp_path, tiny_config, monkey
     out = tmp_path / "run"
     run_tiny(tiny_config, out, "--logger", "wandb", "--hub_token", "hf_not_a_secret")
     (run_file,) = glob.glob(str(out / "logs" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    deadline = time.time() + 60  # wandb's service process may still be writing the file when finish() returns
+    while "exit" not in (kinds := [r.WhichOneof("record_type") for r in wandb_records(run_file)]):
+        assert time.time() < deadline, f"the wandb run file never got its exit record; records: {kinds}"
+        time.sleep(0.5)
     records = wandb_records(run_file)
     logged = {}
     for record in records:
