@@ -94,42 +94,11 @@ class ChainTables:
         The chain's β'_k = 1 − Π_{τ_{k−1} < s ≤ τ_k} α_s is formed as −expm1(Σ log1p(−β_s)), exact in float64
         even where β is tiny (1 − ᾱ_t/ᾱ_{t−1} in float32 loses up to 1e-3 relative accuracy at small t).
         """
-        # Zero terminal SNR sets β_T = 1: α_T = ᾱ_T = 0, and log 0 and the reciprocals below are −inf/+inf, as they
-        # should be (only v-prediction, which never divides by them, can sample such a chain).
+        # Two infinities are intended, so numpy's divide-by-zero warnings are silenced: log β̃ = −inf at the first
+        # step (replaced by the second step's value), and under zero terminal SNR (β_T = 1, α_T = ᾱ_T = 0) the logs
+        # and reciprocals of α_T, ᾱ_T (only v-prediction, which never divides by them, can sample such a chain).
         with np.errstate(divide="ignore"):
-            log_alphas = np.log1p(-np.asarray(betas, dtype=np.float64))
-        chain = np.arange(len(log_alphas)) if chain is None else np.asarray(chain, dtype=np.int64)
-        log_alpha_bar = np.cumsum(log_alphas)[chain]  # log ᾱ_{τ_k}
-        log_alpha = np.diff(log_alpha_bar, prepend=0.0)  # log α'_k
-        beta = -np.expm1(log_alpha)
-        alpha = np.exp(log_alpha)
-        alpha_bar = np.exp(log_alpha_bar)
-        alpha_bar_prev = np.concatenate([[1.0], alpha_bar[:-1]])
-        one_minus_alpha_bar = -np.expm1(log_alpha_bar)
-        one_minus_alpha_bar_prev = np.concatenate([[0.0], one_minus_alpha_bar[:-1]])
-        posterior_variance = beta * one_minus_alpha_bar_prev / one_minus_alpha_bar
-        # At the first step β̃ = 0; the decoder uses the second step's β̃ (or β'_0 on a one-step chain).
-        first_log_variance = np.log(posterior_variance[1] if len(chain) > 1 else beta[0])
-        with np.errstate(divide="ignore"):  # log 0 at the first step, replaced just below
-            posterior_log_variance = np.log(posterior_variance)
-        with np.errstate(divide="ignore"):  # zero terminal SNR, as above
-            columns = dict(
-                betas=beta,
-                alphas=alpha,
-                alphas_cumprod=alpha_bar,
-                alphas_cumprod_prev=alpha_bar_prev,
-                posterior_variance=posterior_variance,
-                posterior_log_variance_clipped=np.concatenate([[first_log_variance], posterior_log_variance[1:]]),
-                log_betas_clipped=np.concatenate([[first_log_variance], np.log(beta[1:])]),
-                posterior_mean_x0_coef=np.sqrt(alpha_bar_prev) * beta / one_minus_alpha_bar,
-                posterior_mean_xt_coef=np.sqrt(alpha) * one_minus_alpha_bar_prev / one_minus_alpha_bar,
-                recip_sqrt_alphas=1.0 / np.sqrt(alpha),
-                eps_coef=beta / np.sqrt(one_minus_alpha_bar),
-                sqrt_alphas_cumprod=np.sqrt(alpha_bar),
-                sqrt_one_minus_alphas_cumprod=np.sqrt(one_minus_alpha_bar),
-                sqrt_recip_alphas_cumprod=1.0 / np.sqrt(alpha_bar),
-                sqrt_recipm1_alphas_cumprod=np.sqrt(one_minus_alpha_bar / alpha_bar),
-            )
+            chain, columns = _chain_columns(np.asarray(betas, dtype=np.float64), chain)
         return cls(
             timesteps=torch.from_numpy(chain.copy()),
             **{name: torch.from_numpy(values) for name, values in columns.items()},
@@ -142,3 +111,39 @@ class ChainTables:
     def column_names() -> tuple[str, ...]:
         """The float64 columns (every field but ``timesteps``), in a fixed order."""
         return tuple(f.name for f in fields(ChainTables) if f.name != "timesteps")
+
+
+def _chain_columns(betas: np.ndarray, chain: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The float64 columns of :class:`ChainTables` for ``chain`` (see :meth:`ChainTables.from_betas`)."""
+    log_alphas = np.log1p(-betas)
+    chain = np.arange(len(log_alphas)) if chain is None else np.asarray(chain, dtype=np.int64)
+    log_alpha_bar = np.cumsum(log_alphas)[chain]  # log ᾱ_{τ_k}
+    log_alpha = np.diff(log_alpha_bar, prepend=0.0)  # log α'_k
+    beta = -np.expm1(log_alpha)
+    alpha = np.exp(log_alpha)
+    alpha_bar = np.exp(log_alpha_bar)
+    alpha_bar_prev = np.concatenate([[1.0], alpha_bar[:-1]])
+    one_minus_alpha_bar = -np.expm1(log_alpha_bar)
+    one_minus_alpha_bar_prev = np.concatenate([[0.0], one_minus_alpha_bar[:-1]])
+    posterior_variance = beta * one_minus_alpha_bar_prev / one_minus_alpha_bar
+    # At the first step β̃ = 0; the decoder uses the second step's β̃ (or β'_0 on a one-step chain).
+    first_log_variance = np.log(posterior_variance[1] if len(chain) > 1 else beta[0])
+    posterior_log_variance = np.log(posterior_variance)  # −inf at the first step, replaced below
+    columns = dict(
+        betas=beta,
+        alphas=alpha,
+        alphas_cumprod=alpha_bar,
+        alphas_cumprod_prev=alpha_bar_prev,
+        posterior_variance=posterior_variance,
+        posterior_log_variance_clipped=np.concatenate([[first_log_variance], posterior_log_variance[1:]]),
+        log_betas_clipped=np.concatenate([[first_log_variance], np.log(beta[1:])]),
+        posterior_mean_x0_coef=np.sqrt(alpha_bar_prev) * beta / one_minus_alpha_bar,
+        posterior_mean_xt_coef=np.sqrt(alpha) * one_minus_alpha_bar_prev / one_minus_alpha_bar,
+        recip_sqrt_alphas=1.0 / np.sqrt(alpha),
+        eps_coef=beta / np.sqrt(one_minus_alpha_bar),
+        sqrt_alphas_cumprod=np.sqrt(alpha_bar),
+        sqrt_one_minus_alphas_cumprod=np.sqrt(one_minus_alpha_bar),
+        sqrt_recip_alphas_cumprod=1.0 / np.sqrt(alpha_bar),
+        sqrt_recipm1_alphas_cumprod=np.sqrt(one_minus_alpha_bar / alpha_bar),
+    )
+    return chain, columns
