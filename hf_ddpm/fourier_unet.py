@@ -44,6 +44,11 @@ def fourier_features(sample: torch.Tensor, periods: tuple[float, ...]) -> torch.
     return torch.cat(features, dim=1).to(sample.dtype)
 
 
+def input_channels(image_channels: int, periods) -> int:
+    """The channels ``conv_in`` reads: the image's and, per image channel, a sin and a cos for each period."""
+    return image_channels * (1 + 2 * len(periods))
+
+
 def check_fourier_periods(periods) -> tuple[float, ...]:
     """The periods as a tuple of positive floats; a ValueError naming the bad value otherwise."""
     try:
@@ -70,7 +75,7 @@ class FourierUNet2DModel(UNet2DModel):
         self.register_to_config(fourier_periods=list(periods))
         image_conv = self.conv_in
         self.conv_in = torch.nn.Conv2d(
-            image_conv.in_channels * (1 + 2 * len(periods)),
+            input_channels(image_conv.in_channels, periods),
             image_conv.out_channels,
             kernel_size=image_conv.kernel_size,
             padding=image_conv.padding,

@@ -35,6 +35,8 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from .fourier_unet import input_channels
+
 logger = logging.getLogger(__name__)
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card.md")  # a link to the repository root's model_card.md
@@ -356,7 +358,7 @@ def _card_context(folder: Path, run: Mapping[str, Any], repo_id: str | None) -> 
         no_fallback_reasons.append(
             f"the network is hf-ddpm's `{FOURIER_UNET}`, which diffusers cannot build by itself "
             f"(`UNet2DModel.from_pretrained` refuses its weights, whose first convolution reads "
-            f"{channels * (1 + 2 * len(fourier_periods or ()))} channels, the image's {channels} and its Fourier "
+            f"{input_channels(channels, fourier_periods or ())} channels, the image's {channels} and its Fourier "
             "features)")
     if variance_type == "learned":
         no_fallback_reasons.append(
