@@ -36,7 +36,7 @@ EIGHT_BIT_HALF_RANGE = 127.5  # x ∈ [−1, 1] ↔ u = 127.5 (x + 1) ∈ [0, 25
 def fourier_features(sample: torch.Tensor, periods: tuple[float, ...]) -> torch.Tensor:
     """``[B, C, H, W]`` → ``[B, 2·len(periods)·C, H, W]``: sin and cos of 2π u / P for each period P (u in 8-bit
     units), computed in float32 at least (the phase reaches 2π·255/P)."""
-    u = (sample.float() + 1.0) * EIGHT_BIT_HALF_RANGE
+    u = (sample.to(torch.promote_types(sample.dtype, torch.float32)) + 1.0) * EIGHT_BIT_HALF_RANGE
     features = []
     for period in periods:
         phase = u * (2.0 * math.pi / period)

@@ -43,6 +43,9 @@ def test_features_match_float64_and_see_the_offset_from_the_8bit_grid():
     got = fourier_features(x, PERIODS)
     assert got.shape == (3, 2 * len(PERIODS) * 2, 4, 4) and got.dtype == torch.float32
     np.testing.assert_allclose(got.numpy(), features_float64(x.numpy(), PERIODS), atol=2e-4)  # phase ≤ 2π·255
+    exact = fourier_features(x.double(), PERIODS)  # float64 input stays float64
+    assert exact.dtype == torch.float64
+    np.testing.assert_allclose(exact.numpy(), features_float64(x.double().numpy(), PERIODS), atol=1e-10)
     # on the 8-bit grid the P = 1 pair is (0, 1); an offset δ (in 8-bit units) turns it to (sin 2πδ, cos 2πδ)
     grid = torch.tensor([0.0, 17.0, 128.0, 255.0]).reshape(1, 1, 2, 2) / 127.5 - 1
     offset = 0.1
