@@ -169,7 +169,6 @@ def run_diffusers_example(opts, own_data: bool = True) -> dict:
         loader = example_dataloader(args.train_data_dir, data.resolution, data.channels, args.train_batch_size,
                                     os.path.join(opts.workdir, "datasets-cache"))
     else:
-        data.train.keep_decoded(args.keep_decoded_mib * 2**20)
         loader = script.build_dataloader(args, data)
     max_train_steps = args.max_train_steps
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")

@@ -85,7 +85,10 @@ def build_scheduler(args) -> DDPMDocScheduler:
 
 
 def build_dataloader(args, data):
-    """Shuffled batches whose order is a function of (seed, epoch); Accelerate shards them over processes."""
+    """Shuffled batches whose order is a function of (seed, epoch); Accelerate shards them over processes. The
+    training images are decoded once and kept when they fit in ``--keep_decoded_mib``."""
+    if args.keep_decoded_mib > 0:
+        data.train.keep_decoded(args.keep_decoded_mib * 2**20)
     return torch.utils.data.DataLoader(
         data.train,
         batch_size=args.train_batch_size,
@@ -380,9 +383,9 @@ def prepare_run(args, accelerator) -> Run:
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     run.settings = run_settings(args, run.data, unet)
-    if args.keep_decoded_mib > 0 and not run.data.train.keep_decoded(args.keep_decoded_mib * 2**20):
-        accelerator.print(f"the training images exceed --keep_decoded_mib {args.keep_decoded_mib}: decoding per item")
     loader = build_dataloader(args, run.data)
+    if args.keep_decoded_mib > 0 and run.data.train.decoded is None:
+        accelerator.print(f"the training images exceed --keep_decoded_mib {args.keep_decoded_mib}: decoding per item")
     if len(loader) < accelerator.num_processes * args.gradient_accumulation_steps:
         raise ValueError(
             f"--train_batch_size {args.train_batch_size} × {accelerator.num_processes} process(es) × "
