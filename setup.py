@@ -19,7 +19,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["hf_ddpm", "hf_ddpm.*"], exclude=["hf_ddpm.pipelines"]) + ["hf_ddpm.pipelines"],
     package_dir={"hf_ddpm.pipelines": "pipelines"},
-    package_data={"hf_ddpm": ["model_card.md"]},  # hf_ddpm/model_card.md links to the root template (hub helper)
+    # hf_ddpm/model_card.md links to the root template; the digits evaluator ships its weights
+    package_data={"hf_ddpm": ["model_card.md", "metrics/digits_evaluator_weights/*"]},
     install_requires=[
         "torch>=2.1",
         "diffusers>=0.30",

@@ -12,16 +12,13 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _hf_ddpm_cache(tmp_path_factory):
-    """One cache folder for the whole session (never the user's): the digits evaluator is trained once."""
-    previous = os.environ.get("HF_DDPM_CACHE")
-    os.environ["HF_DDPM_CACHE"] = str(tmp_path_factory.mktemp("hf_ddpm_cache"))
-    yield os.environ["HF_DDPM_CACHE"]
-    if previous is None:
-        del os.environ["HF_DDPM_CACHE"]
-    else:
-        os.environ["HF_DDPM_CACHE"] = previous
+def pytest_report_header(config):
+    """The machine a run's numbers come from: results of the numerics tests depend on the CPU's vector kernels."""
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 "unknown") if os.path.exists("/proc/cpuinfo") else "unknown"
+    return (f"CPU: {model}; {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable); torch {torch.__version__}, "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()} (ATEN_CPU_CAPABILITY="
+            f"{os.environ.get('ATEN_CPU_CAPABILITY', 'unset')}), {torch.get_num_threads()} thread(s)")
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,8 @@ from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, FourierUNet2DModel
 from hf_ddpm.fourier_unet import fourier_features
 from hf_ddpm.presets import build_unet
 
+pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
+
 TINY = dict(
     sample_size=8,
     block_out_channels=(8, 16),

@@ -248,9 +248,8 @@ TINY_RUN = ["--max_train_steps", "6", "--checkpointing_steps", "3", "--num_train
             "--eval_steps", "1000", "--save_images_steps", "1000"]
 
 
-def train_and_push(fake_hub, out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0", "OMP_NUM_THREADS": "1",
-           "HF_DDPM_CACHE": str(cache)}
+def train_and_push(fake_hub, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "0", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(TRAIN), "--output_dir", str(out), *TINY_RUN, "--push_to_hub",
                "--hub_model_id", "bob/tiny-run", "--hub_token", TOKEN, *extra]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -258,7 +257,7 @@ def train_and_push(fake_hub, out: Path, cache: Path, *extra: str) -> subprocess.
 
 def test_training_pushes_its_checkpoints_and_its_final_output(fake_hub, tmp_path):
     out = tmp_path / "run"
-    done = train_and_push(fake_hub, out, tmp_path / "cache", "--push_every_checkpoint", "--fourier_periods", "1,16")
+    done = train_and_push(fake_hub, out, "--push_every_checkpoint", "--fourier_periods", "1,16")
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint, final = fake_hub.commits  # the checkpoint at step 3 in the background, then the output (step 6)
     assert checkpoint["summary"] == "Training in progress: step 3"
@@ -279,7 +278,7 @@ def test_training_pushes_its_checkpoints_and_its_final_output(fake_hub, tmp_path
 def test_training_keeps_its_output_when_the_push_fails(fake_hub, tmp_path):
     fake_hub.fail["commit"] = 500
     out = tmp_path / "run"
-    done = train_and_push(fake_hub, out, tmp_path / "cache")
+    done = train_and_push(fake_hub, out)
     assert done.returncode != 0
     assert "HTTP 500" in done.stderr + done.stdout and "complete and unchanged" in done.stderr + done.stdout
     assert fake_hub.commits == []

@@ -11,6 +11,8 @@ from hf_ddpm import DDPMDocScheduler, bits_per_dim
 from hf_ddpm.likelihood import bound_term, discretized_gaussian_log_likelihood, normal_kl, prior_bpd
 from helpers import tiny_unet_model
 
+pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
+
 
 def test_normal_kl_matches_torch_distributions():
     m1, m2 = torch.randn(100, dtype=torch.float64), torch.randn(100, dtype=torch.float64)

@@ -10,6 +10,8 @@ from hf_ddpm import DDPMDocScheduler, ImportanceSampler, UniformSampler, bits_pe
 from hf_ddpm.losses import check_objective, make_timestep_sampler
 from helpers import tiny_unet
 
+pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
+
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 def test_simple_loss_is_the_mse_to_the_prediction_target(prediction_type):

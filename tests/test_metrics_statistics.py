@@ -9,6 +9,8 @@ from sklearn.neighbors import NearestNeighbors
 from hf_ddpm.metrics import class_histogram, frechet_distance, inception_score, precision_recall
 from hf_ddpm.metrics.images import as_image_batch, match_channels
 
+pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
+
 
 def scipy_frechet(a, b):
     """Textbook route: tr sqrtm(Σ₁Σ₂) with scipy, float64."""

@@ -10,6 +10,8 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, bits_per_dim
 from helpers import tiny_unet
 
+pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
+
 
 def quiet(pipe):
     pipe.set_progress_bar_config(disable=True)

@@ -7,6 +7,8 @@ import pytest
 
 from hf_ddpm.schedules import ChainTables, make_betas, rescale_to_zero_terminal_snr
 
+pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
+
 
 def paper_tables(betas, chain):
     """Direct transcription of Eqs. 4, 7, 11, 15 for the chain's own β' (loops, no vectorised tricks)."""

@@ -127,7 +127,9 @@ def test_bf16_autocast_on_cpu_trains_and_saves_a_float32_pipeline(tmp_path, tiny
     losses_bf16 = np.array(json.loads((mixed / "metrics.json").read_text())["train_loss_history"]["losses"])
     assert len(losses_bf16) == STEPS and np.isfinite(losses_bf16).all()
     assert not np.array_equal(losses_fp32, losses_bf16)
-    # bfloat16 keeps 8 significant bits (relative rounding 2^-9 ≈ 0.2 % per operation): measured 0.05-0.08 %
+    # bfloat16 keeps 8 significant bits (relative rounding 2^-9 ≈ 0.2 % per operation), so the losses agree to a few
+    # roundings: 0.03 % on an AVX-512/AMX-BF16 Xeon, 0.16 % on the same CPU limited to torch's portable kernels and
+    # oneDNN's SSE4.1 (ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41), 0.05-0.08 % on an AMD EPYC
     np.testing.assert_allclose(losses_bf16, losses_fp32, rtol=5e-3)
 
     w32, w16 = raw_weights(full), raw_weights(mixed)
@@ -139,7 +141,9 @@ def test_bf16_autocast_on_cpu_trains_and_saves_a_float32_pipeline(tmp_path, tiny
     update32 = torch.cat([(w32[k] - w0[k]).flatten() for k in w32])
     update16 = torch.cat([(w16[k] - w0[k]).flatten() for k in w32])
     assert float(update32.norm()) > 0
-    assert float((update16 - update32).norm() / update32.norm()) < 0.15  # measured 0.044 after 3 Adam steps
+    # Adam's first steps move each weight by ≈ lr·sign(g), so the runs part only where a bf16 gradient changes sign:
+    # 0.040-0.044 under the four kernel choices above (avx512/avx2/default torch kernels, oneDNN AVX-512/AVX2/SSE4.1)
+    assert float((update16 - update32).norm() / update32.norm()) < 0.15
 
     pipeline = DDPMDocPipeline.from_pretrained(mixed)
     assert {p.dtype for p in pipeline.unet.parameters()} == {torch.float32}
