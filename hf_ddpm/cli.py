@@ -179,7 +179,7 @@ def held_out_source(args) -> tuple[dict, str]:
 def sample_quality_of(pipeline, held_out, args) -> dict:
     """``--num-samples``: draw the samples and judge them against the held-out images (``hf_ddpm.metrics``)."""
     from .metrics import sample_quality
-    from .training import sample_grid
+    from .images import sample_grid
 
     samples, _ = sample_grid(pipeline, args.num_samples, args.num_inference_steps, args.seed)
     try:

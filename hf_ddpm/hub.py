@@ -35,6 +35,7 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from .errors import ParameterError
 from .fourier_unet import input_channels
 
 logger = logging.getLogger(__name__)
@@ -535,11 +536,12 @@ def _is_excluded(rel: Path) -> bool:
         rel.name.startswith(".")
 
 
-def _check_repo_id(repo_id: str, flag: str) -> None:
+def check_repo_id(parameter: str, repo_id: str) -> None:
+    """A ``ParameterError`` naming ``parameter`` unless ``repo_id`` is a valid Hub repo id."""
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise ValueError(f"{flag}={repo_id!r} is not a valid Hub repo id ('name' or 'user/name'): {err}") from None
+        raise ParameterError(parameter, f"={repo_id!r} is not a valid Hub repo id ('name' or 'user/name'): {err}") from None
 
 
 def _explain_push_failure(err: BaseException, folder: Path, repo_id: str, endpoint: str) -> str:
@@ -597,7 +599,7 @@ def push_output_folder(
     ``folder`` or ``repo_id`` raises ``ValueError`` before any network call.
     """
     folder = Path(folder)
-    _check_repo_id(repo_id, "repo_id")
+    check_repo_id("repo_id", repo_id)
     if not folder.is_dir():
         raise ValueError(f"folder={str(folder)!r} is not a directory")
     files = files_to_push(folder)  # ValueError when no pipeline is saved there
@@ -628,7 +630,7 @@ class CheckpointPusher:
     """
 
     def __init__(self, repo_id: str, *, token: str | None = None, private: bool = False):
-        _check_repo_id(repo_id, "--hub_model_id")
+        check_repo_id("hub_model_id", repo_id)
         self.repo_id = repo_id
         self.private = private
         self.errors: list[str] = []
@@ -707,14 +709,13 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_hub_arguments(args: argparse.Namespace) -> None:
     """Contradictory or malformed Hub flags: ``ValueError`` naming the flag, before any work or network call."""
-    if args.push_every_checkpoint and not args.push_to_hub:
-        raise ValueError("--push_every_checkpoint needs --push_to_hub (and --hub_model_id)")
-    if args.hub_private_repo and not args.push_to_hub:
-        raise ValueError("--hub_private_repo needs --push_to_hub")
-    if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (the repo to push to, e.g. 'your-name/ddpm-digits')")
-    if args.hub_model_id is not None:
-        _check_repo_id(args.hub_model_id, "--hub_model_id")
+    from .training.config import HubConfig
+
+    try:
+        HubConfig(push_to_hub=args.push_to_hub, hub_model_id=args.hub_model_id, hub_token=args.hub_token,
+                  hub_private_repo=args.hub_private_repo, push_every_checkpoint=args.push_every_checkpoint)
+    except ParameterError as error:
+        raise ValueError(error.with_name(f"--{error.parameter}")) from None
 
 
 def add_push_parser(subparsers) -> argparse.ArgumentParser:

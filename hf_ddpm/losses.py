@@ -12,9 +12,12 @@ unbiased estimate of its uniform-t expectation.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
+from .errors import ParameterError, check_choice
 from .likelihood import bound_term, mean_over_dims
 from .scheduler import LEARNED_VARIANCE_TYPES, DDPMDocScheduler
 
@@ -23,23 +26,18 @@ TIMESTEP_SAMPLERS = ("uniform", "importance")
 HYBRID_VLB_WEIGHT = 0.001  # λ of L_hybrid on the full bound (improved DDPM, Sec. 3.1)
 
 
-def check_objective(scheduler: DDPMDocScheduler, loss_type: str) -> None:
-    """Reject objectives that cannot train the configured model: an unknown ``loss_type``, ``"simple"`` with a
-    learned variance (its variance channels would get no gradient), ``"hybrid"`` with a fixed one (it is then
-    exactly ``"simple"``)."""
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    learned = scheduler.config.variance_type in LEARNED_VARIANCE_TYPES
+def check_objective(variance_type: str, loss_type: str) -> None:
+    """Reject objectives that cannot train a model of ``variance_type``: an unknown ``loss_type``, ``"simple"`` with
+    a learned variance (its variance channels would get no gradient), ``"hybrid"`` with a fixed one (it is then
+    exactly ``"simple"``). Called once, where the objective is chosen (``RunConfig``), not in every step."""
+    check_choice("loss_type", loss_type, LOSS_TYPES)
+    learned = variance_type in LEARNED_VARIANCE_TYPES
     if loss_type == "simple" and learned:
-        raise ValueError(
-            f"loss_type='simple' does not train the variance of variance_type={scheduler.config.variance_type!r}; "
-            "use loss_type='hybrid' or 'vlb'"
-        )
+        raise ParameterError("loss_type", f"'simple' does not train the variance of variance_type={variance_type!r}; "
+                                          "use loss_type 'hybrid' or 'vlb', or a fixed variance_type")
     if loss_type == "hybrid" and not learned:
-        raise ValueError(
-            f"loss_type='hybrid' trains a learned variance, but variance_type={scheduler.config.variance_type!r} "
-            "is fixed; use 'learned' or 'learned_range', or loss_type='simple'"
-        )
+        raise ParameterError("loss_type", f"'hybrid' trains a learned variance, but variance_type={variance_type!r} is "
+                                          "fixed; use variance_type 'learned' or 'learned_range', or loss_type 'simple'")
 
 
 def prediction_target(scheduler: DDPMDocScheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
@@ -52,6 +50,14 @@ def prediction_target(scheduler: DDPMDocScheduler, x0: torch.Tensor, noise: torc
     return scheduler.get_velocity(x0, noise, timesteps)
 
 
+class TrainingLoss(NamedTuple):
+    """The per-example loss [B] of an objective, and the bound's term L_t [B] (bits/dim, detached) at each example's
+    timestep where it was computed or asked for (the importance sampler's input), else None."""
+
+    per_example: torch.Tensor
+    bound_terms: torch.Tensor | None
+
+
 def training_loss(
     scheduler: DDPMDocScheduler,
     model_output: torch.Tensor,
@@ -60,19 +66,24 @@ def training_loss(
     noise: torch.Tensor,
     timesteps: torch.Tensor,
     loss_type: str = "simple",
-) -> torch.Tensor:
-    """The per-example loss [B] of ``loss_type`` for x_t = add_noise(x0, noise, timesteps) (Algorithm 1)."""
-    check_objective(scheduler, loss_type)
+    *,
+    bound_terms: bool = False,
+) -> TrainingLoss:
+    """The loss of ``loss_type`` (validated once where it is chosen: :func:`check_objective`) for
+    x_t = add_noise(x0, noise, timesteps) (Algorithm 1). ``bound_terms``: also return L_t for ``"simple"`` (the
+    bound objectives compute it anyway, once)."""
     T = scheduler.config.num_train_timesteps
     if loss_type == "vlb":
-        return T * bound_term(scheduler, model_output, x0, x_t, timesteps)
+        terms = bound_term(scheduler, model_output, x0, x_t, timesteps)
+        return TrainingLoss(T * terms, terms.detach())
     prediction, variance_output = scheduler.split_model_output(model_output, x_t)
     target = prediction_target(scheduler, x0, noise, timesteps)
     simple = mean_over_dims((target.float() - prediction.float()) ** 2)
     if loss_type == "simple":
-        return simple
-    mean_stopped = torch.cat([prediction.detach(), variance_output], dim=1)
-    return simple + HYBRID_VLB_WEIGHT * T * bound_term(scheduler, mean_stopped, x0, x_t, timesteps)
+        terms = bound_term(scheduler, model_output.detach(), x0, x_t, timesteps) if bound_terms else None
+        return TrainingLoss(simple, terms)
+    terms = bound_term(scheduler, torch.cat([prediction.detach(), variance_output], dim=1), x0, x_t, timesteps)
+    return TrainingLoss(simple + HYBRID_VLB_WEIGHT * T * terms, terms.detach())
 
 
 class UniformSampler:

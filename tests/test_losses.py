@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hf_ddpm import DDPMDocScheduler, ImportanceSampler, UniformSampler, bits_per_dim, training_loss
+from hf_ddpm.likelihood import bound_term
 from hf_ddpm.losses import check_objective, make_timestep_sampler
 from helpers import tiny_unet
 
@@ -21,7 +22,7 @@ def test_simple_loss_is_the_mse_to_the_prediction_target(prediction_type):
     out = torch.randn(4, 1, 8, 8)
     ab = s.alphas_cumprod[t].float().view(-1, 1, 1, 1)
     target = {"epsilon": noise, "sample": x0, "v_prediction": ab.sqrt() * noise - (1 - ab).sqrt() * x0}[prediction_type]
-    loss = training_loss(s, out, x0, s.add_noise(x0, noise, t), noise, t, "simple")
+    loss = training_loss(s, out, x0, s.add_noise(x0, noise, t), noise, t, "simple").per_example
     torch.testing.assert_close(loss, ((out - target) ** 2).mean(dim=(1, 2, 3)))
 
 
@@ -36,9 +37,25 @@ def test_vlb_loss_averages_to_the_bound(variance_type):
     t = torch.arange(T)
     x_t = s.add_noise(x0, noise, t)
     with torch.no_grad():
-        loss = training_loss(s, unet(x_t, t).sample, x0, x_t, noise, t, "vlb")
+        loss, terms = training_loss(s, unet(x_t, t).sample, x0, x_t, noise, t, "vlb")
         bound = bits_per_dim(lambda x, tt: unet(x.float(), tt).sample, s, x0[:1], noise=noise[:1])
     assert float(loss.mean()) == pytest.approx(float(bound.total - bound.prior), rel=1e-4)
+    torch.testing.assert_close(terms, loss / T)  # the importance sampler's input, computed once
+
+
+@pytest.mark.parametrize("loss_type, variance_type", [("simple", "fixed_small"), ("hybrid", "learned_range")])
+def test_every_objective_returns_the_bound_terms_the_sampler_needs(loss_type, variance_type):
+    """The terms L_t returned beside the loss equal bound_term of the same output: the trainer feeds them to the
+    importance sampler without computing the bound again."""
+    s = DDPMDocScheduler(num_train_timesteps=20, variance_type=variance_type)
+    x0, noise = torch.rand(3, 1, 4, 4) * 2 - 1, torch.randn(3, 1, 4, 4)
+    t = torch.tensor([0, 5, 19])
+    x_t = s.add_noise(x0, noise, t)
+    out = torch.randn(3, 2 if variance_type == "learned_range" else 1, 4, 4)
+    result = training_loss(s, out, x0, x_t, noise, t, loss_type, bound_terms=True)
+    torch.testing.assert_close(result.bound_terms, bound_term(s, out, x0, x_t, t))
+    if loss_type == "simple":
+        assert training_loss(s, out, x0, x_t, noise, t, loss_type).bound_terms is None  # not computed unless asked
 
 
 def test_hybrid_loss_stops_the_mean_gradient_of_the_bound():
@@ -47,7 +64,7 @@ def test_hybrid_loss_stops_the_mean_gradient_of_the_bound():
     t = torch.tensor([3, 700])
     x_t = s.add_noise(x0, noise, t)
     out = torch.randn(2, 2, 4, 4, requires_grad=True)
-    hybrid = training_loss(s, out, x0, x_t, noise, t, "hybrid").sum()
+    hybrid = training_loss(s, out, x0, x_t, noise, t, "hybrid").per_example.sum()
     (grad_hybrid,) = torch.autograd.grad(hybrid, out)
     mse = ((out[:, :1] - noise) ** 2).mean(dim=(1, 2, 3)).sum()
     (grad_mse,) = torch.autograd.grad(mse, out)
@@ -61,7 +78,7 @@ def test_hybrid_loss_stops_the_mean_gradient_of_the_bound():
 )
 def test_contradictory_objectives_are_rejected(variance_type, loss_type, match):
     with pytest.raises(ValueError, match=match):
-        check_objective(DDPMDocScheduler(variance_type=variance_type), loss_type)
+        check_objective(variance_type, loss_type)
 
 
 def test_uniform_sampler_weights_are_one():

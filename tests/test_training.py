@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_ddpm import DDPMDocPipeline
-from hf_ddpm.checkpointing import latest_checkpoint
+from hf_ddpm.training.checkpointing import latest_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(REPO, "training", "train.py")

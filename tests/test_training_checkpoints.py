@@ -11,7 +11,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from hf_ddpm.checkpointing import (
+from hf_ddpm.training.checkpointing import (
     StopRequest,
     check_resumable,
     complete_checkpoints,

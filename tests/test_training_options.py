@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from hf_ddpm import DDPMDocPipeline, bits_per_dim
-from hf_ddpm.checkpointing import complete_checkpoints
+from hf_ddpm.training.checkpointing import complete_checkpoints
 from hf_ddpm.data import load_image_data
 from hf_ddpm.training import held_out_bound
 from test_training import REPO, TRAIN_PY, _launch, offline, tiny_args, tiny_config, train_script  # noqa: F401

@@ -31,20 +31,19 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
-from hf_ddpm.checkpointing import StopRequest, check_resumable, resolve_resume, save_checkpoint
+from hf_ddpm.training.checkpointing import StopRequest, check_resumable, resolve_resume, save_checkpoint
 from hf_ddpm.data import collate_images, load_image_data
-from hf_ddpm.distributed import check_process_group
+from hf_ddpm.training.distributed import check_process_group
 from hf_ddpm.fourier_unet import check_fourier_periods
-from hf_ddpm.likelihood import bound_term
 from hf_ddpm.losses import LOSS_TYPES, TIMESTEP_SAMPLERS, check_objective, make_timestep_sampler, training_loss
 from hf_ddpm.presets import build_unet, preset_unet_config
 from hf_ddpm.scheduler import LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, VARIANCE_TYPES
 from hf_ddpm.schedules import BETA_SCHEDULES
+from hf_ddpm.images import sample_grid
 from hf_ddpm.training import (
     EpochShuffleSampler,
     TrainingHistory,
     held_out_bound,
-    sample_grid,
     save_loss_plot,
     step_generator,
     write_json,
@@ -149,12 +148,13 @@ def training_step(args, accelerator, unet, scheduler, timestep_sampler, clean, m
     timesteps, weights, noise = timesteps[mine], weights[mine], noise[mine]
     noisy = scheduler.add_noise(clean, noise, timesteps)
     model_output = unet(noisy, timesteps).sample
-    per_example = training_loss(scheduler, model_output, clean, noisy, noise, timesteps, args.loss_type)
+    importance = args.timestep_sampler != "uniform"
+    per_example, terms = training_loss(scheduler, model_output, clean, noisy, noise, timesteps, args.loss_type,
+                                       bound_terms=importance)
     loss = (per_example * weights).mean()
-    if args.timestep_sampler == "uniform":
+    if not importance:
         return loss, None
-    terms = bound_term(scheduler, model_output.detach().float(), clean, noisy, timesteps)
-    return loss, (accelerator.gather(timesteps), accelerator.gather(terms))
+    return loss, (accelerator.gather(timesteps), accelerator.gather(terms.float()))
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -368,7 +368,7 @@ class Run(SimpleNamespace):
 def prepare_run(args, accelerator) -> Run:
     run = Run()
     run.scheduler = build_scheduler(args)  # ValueError naming a bad schedule / variance / prediction type
-    check_objective(run.scheduler, args.loss_type)
+    check_objective(args.variance_type, args.loss_type)
     if args.resolution is not None and args.model_config_name_or_path is None:
         preset_unet_config(args.resolution)  # a resolution without a preset fails before the data is read
     run.data = load_image_data(
