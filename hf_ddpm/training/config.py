@@ -195,6 +195,11 @@ class OutputConfig:
         check_at_least("num_samples", self.num_samples, 1)
         check_at_least("num_inference_steps", self.num_inference_steps, 1)
         check_choice("logger", self.logger, LOGGERS)
+        if self.logger != "none":  # a tracker that is not installed fails now, not after the data is read
+            from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+            if not {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}[self.logger]():
+                raise ParameterError("logger", f"{self.logger}: the package is not installed (pip install {self.logger})")
 
     @property
     def logging_path(self) -> str:
