@@ -18,6 +18,8 @@ import sys
 
 import torch
 
+from .timestep_plan import MIN_STRATIFIED_TIMESTEPS
+
 
 def _device(name: str | None) -> str:
     return name or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,16 +124,19 @@ def add_evaluate_parser(subparsers) -> None:
 
 
 def timestep_count(spec: str, num_train_timesteps: int) -> int | None:
-    """``--timesteps``: ``"all"`` → None (every timestep, the exact bound); ``"K"`` → K (4 ≤ K ≤ T; see
-    :func:`hf_ddpm.training.estimate_timesteps`)."""
+    """``--timesteps``: ``"all"`` → None (every timestep, the exact bound); ``"K"`` → K (at least
+    ``MIN_STRATIFIED_TIMESTEPS``, at most T; see :meth:`hf_ddpm.timestep_plan.TimestepPlan.stratified`)."""
     if spec == "all":
         return None
     try:
         count = int(spec)
     except ValueError:
         count = 0
-    if not 4 <= count <= num_train_timesteps:
-        raise ValueError(f"--timesteps must be 'all' or an integer in [4, {num_train_timesteps}], got {spec!r}")
+    if not MIN_STRATIFIED_TIMESTEPS <= count <= num_train_timesteps:
+        raise ValueError(
+            f"--timesteps must be 'all' or an integer in [{MIN_STRATIFIED_TIMESTEPS}, {num_train_timesteps}], "
+            f"got {spec!r}"
+        )
     return count
 
 
@@ -222,7 +227,7 @@ def run_evaluate(args) -> None:
             f"{args.model!r} expects {unet.in_channels}"
         )
     quality = sample_quality_of(pipeline, held_out, args) if args.num_samples else None
-    summary = held_out_bound(
+    bound = held_out_bound(
         pipeline.unet,
         pipeline.scheduler,
         held_out.tensor().to(pipeline.device, pipeline.unet.dtype),
@@ -231,7 +236,7 @@ def run_evaluate(args) -> None:
         batch_size=args.batch_size,
     )
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin})")
-    print(summary.describe())
+    print(bound.describe())
     if args.json:
         record = {
             "model": args.model,
@@ -240,7 +245,7 @@ def run_evaluate(args) -> None:
             "data_chosen_by": origin,
             "seed": args.seed,
             "timesteps": args.timesteps,
-            "bound": summary.to_dict(),
+            "bound": bound.to_dict(),
         }
         if quality is not None:
             record["sample_quality"] = quality
@@ -248,7 +253,7 @@ def run_evaluate(args) -> None:
             json.dump(record, handle, indent=2)
         print(f"wrote {args.json}")
     if args.plot:
-        plot_terms(summary, args.plot)
+        plot_terms(bound, args.plot)
         print(f"wrote {args.plot}")
 
 
