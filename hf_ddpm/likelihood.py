@@ -139,6 +139,12 @@ def estimate_bound(
     otherwise fresh ε is drawn for every chunk and timestep from ``generator`` (a list of generators, one per image,
     only with ``batch_size`` None). The terms are computed in float64 from the model's outputs.
     """
+    T = scheduler.config.num_train_timesteps
+    if plan.num_train_timesteps != T or len(plan.chain) != T:
+        raise ValueError(
+            f"plan must cover the scheduler's training chain (num_train_timesteps={T}), got a chain of "
+            f"{len(plan.chain)} steps with num_train_timesteps={plan.num_train_timesteps}"
+        )
     if noise is not None and noise.shape != x0.shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)}, expected the images' shape {tuple(x0.shape)}")
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):

@@ -15,6 +15,8 @@ from hf_ddpm import DDPMDocScheduler, TimestepPlan, VariationalBound, bits_per_d
 from hf_ddpm.training import held_out_bound
 from helpers import tiny_unet
 
+pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
+
 JSON_KEYS = {"bits_per_dim", "standard_error", "prior", "decoder", "rate", "num_images", "num_timesteps",
              "num_train_timesteps", "timesteps", "terms"}  # what metrics.json, the card and `hf-ddpm evaluate` read
 
@@ -116,6 +118,8 @@ def test_chunks_do_not_change_the_bound():
     assert full.standard_error == pytest.approx(float(full.total.std() / math.sqrt(5)), rel=1e-12)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         estimate_bound(model, scheduler, x0, TimestepPlan.full_chain(12), batch_size=0)
+    with pytest.raises(ValueError, match=r"plan must cover the scheduler's training chain \(num_train_timesteps=12\)"):
+        estimate_bound(model, scheduler, x0, TimestepPlan.full_chain(10))
 
 
 def test_held_out_bound_is_bits_per_dim_chunk_by_chunk():
