@@ -486,7 +486,9 @@ REMOTE_CODE_ENTRY = "hf_ddpm_remote.py"
 _REMOTE_MODULES = {
     "schedules": ("hf_ddpm_schedules", "make_betas"),
     "scheduler": ("hf_ddpm_scheduler", "DDPMDocScheduler"),
-    "likelihood": ("hf_ddpm_likelihood", "VariationalBound, bits_per_dim"),
+    "timestep_plan": ("hf_ddpm_timestep_plan", "TimestepPlan"),
+    "variational_bound": ("hf_ddpm_variational_bound", "VariationalBound"),
+    "likelihood": ("hf_ddpm_likelihood", "bits_per_dim, estimate_bound"),
     "pipelines.pipeline_ddpm_doc": ("hf_ddpm_pipeline", "DDPMDocPipeline"),
     "fourier_unet": ("hf_ddpm_fourier_unet", FOURIER_UNET),
 }

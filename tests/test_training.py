@@ -85,6 +85,8 @@ def test_outputs_of_a_run(tmp_path, tiny_config):
     assert saved["test_bits_per_dim_timesteps"] == 4 and saved["num_test_images"] == 359
     assert saved["test_bits_per_dim"] == pytest.approx(metrics.test_bits_per_dim)
     assert saved["test_bits_per_dim_stderr"] > 0
+    assert saved["threads_per_process"] == 1  # OMP_NUM_THREADS=1, set for the tests (conftest), is a user's choice
+    assert saved["threads_per_process"] == metrics.threads_per_process and "1 thread" in saved["hardware"]
     assert [entry["step"] for entry in saved["eval_log"]] == [3]
     from PIL import Image
 

@@ -20,9 +20,9 @@ def periodic_evaluation(trainer, step: int, logs: dict, *, sample: bool, evaluat
         os.makedirs(os.path.join(output.output_dir, "samples"), exist_ok=True)
         grid.save(os.path.join(output.output_dir, "samples", f"step-{step:06d}.png"))
     if evaluate:
-        summary = held_out_bound(trainer.evaluation_unet(), trainer.scheduler, trainer.eval_images,
+        bound = held_out_bound(trainer.evaluation_unet(), trainer.scheduler, trainer.eval_images,
                                  num_timesteps=output.eval_timesteps, seed=trainer.config.optim.seed)
-        logs.update(eval_bits_per_dim=summary.bits_per_dim, eval_bits_per_dim_stderr=summary.standard_error)
+        logs.update(eval_bits_per_dim=bound.bits_per_dim, eval_bits_per_dim_stderr=bound.standard_error)
         trainer.history.evaluations.append({"step": step, **logs})
-        tqdm.write(f"step {step}: held-out bound ≈ {summary.bits_per_dim:.4f} ± {summary.standard_error:.4f} "
-                   f"bits/dim ({summary.num_timesteps} timesteps)")
+        tqdm.write(f"step {step}: held-out bound ≈ {bound.bits_per_dim:.4f} ± {bound.standard_error:.4f} "
+                   f"bits/dim ({bound.num_timesteps} timesteps)")

@@ -33,12 +33,10 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     grid.save(os.path.join(output.output_dir, SAMPLE_GRID))
     sampling_seconds = time.time() - sampling_started
     eval_started = time.time()
-    summary = held_out_bound(pipeline.unet, trainer.scheduler, trainer.eval_images,
+    bound = held_out_bound(pipeline.unet, trainer.scheduler, trainer.eval_images,
                              num_timesteps=output.final_eval_timesteps, seed=config.optim.seed)
     eval_seconds = time.time() - eval_started
     save_loss_plot(trainer.history, os.path.join(output.output_dir, LOSS_PLOT))
-    full = summary.num_timesteps == summary.num_train_timesteps
-    exact = summary.num_timesteps // 2
     results = RunResults(
         global_step=step,
         global_batch_size=config.optim.train_batch_size * accelerator.num_processes
@@ -51,13 +49,11 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
         sampling_seconds=sampling_seconds,
         eval_seconds=eval_seconds,
         total_seconds=time.time() - trainer.started,
-        test_bits_per_dim=summary.bits_per_dim,
-        test_bits_per_dim_stderr=summary.standard_error,
-        test_bits_per_dim_timesteps=summary.num_timesteps,
-        test_bits_per_dim_method="full bound over all timesteps" if full else
-        f"unbiased estimate from {summary.num_timesteps} timesteps: the {exact} smallest exactly, "
-        f"{summary.num_timesteps - exact} drawn uniformly without replacement from the rest",
-        test_bound=summary.to_dict(),
+        test_bits_per_dim=bound.bits_per_dim,
+        test_bits_per_dim_stderr=bound.standard_error,
+        test_bits_per_dim_timesteps=bound.num_timesteps,
+        test_bits_per_dim_method=bound.plan.describe(),
+        test_bound=bound.to_dict(),
         test_split=f"{trainer.data.name}, {trainer.data.eval_split} ({len(trainer.eval_images)} images)",
         num_test_images=len(trainer.eval_images),
         final_train_loss=trainer.history.recent_mean(100),
@@ -70,8 +66,8 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     record = RunRecord(config, results, images={"samples": SAMPLE_GRID, "loss": LOSS_PLOT})
     record.save(output.output_dir)
     _write_card(output.output_dir, record)
-    print(summary.describe())
-    print(f"held-out bound: {summary.bits_per_dim:.4f} ± {summary.standard_error:.4f} bits/dim "
+    print(bound.describe())
+    print(f"held-out bound: {bound.bits_per_dim:.4f} ± {bound.standard_error:.4f} bits/dim "
           f"({results.test_bits_per_dim_method}); outputs in {output.output_dir}")
     return record
 
