@@ -110,17 +110,12 @@ class Trainer:
         return choice
 
     def _dataloader(self, config: RunConfig):
-        """Shuffled batches whose order is a function of (seed, epoch); Accelerate shards them over processes. The
-        training images are decoded once and kept when they fit in ``keep_decoded_mib``."""
-        compute, optim = config.compute, config.optim
+        """:func:`training_dataloader`, checked to give every process at least one optimizer step per epoch."""
+        optim, compute = config.optim, config.compute
         if compute.keep_decoded_mib > 0 and not self.data.train.keep_decoded(compute.keep_decoded_mib * 2**20):
             self.accelerator.print(f"the training images exceed keep_decoded_mib={compute.keep_decoded_mib}: "
                                    "decoding per item")
-        loader = torch.utils.data.DataLoader(
-            self.data.train, batch_size=optim.train_batch_size,
-            sampler=EpochShuffleSampler(len(self.data.train), optim.seed),
-            num_workers=compute.dataloader_num_workers, drop_last=True,
-        )
+        loader = training_dataloader(self.data.train, config)
         needed = self.accelerator.num_processes * optim.gradient_accumulation_steps
         if len(loader) < needed:
             raise ParameterError("train_batch_size", f"{optim.train_batch_size} × {self.accelerator.num_processes} "
@@ -289,6 +284,14 @@ class Trainer:
             self.scheduler.config))
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
+
+
+def training_dataloader(dataset, config: RunConfig) -> torch.utils.data.DataLoader:
+    """Shuffled full batches whose order is a function of (seed, epoch) (Accelerate shards them over processes)."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=config.optim.train_batch_size, sampler=EpochShuffleSampler(len(dataset), config.optim.seed),
+        num_workers=config.compute.dataloader_num_workers, drop_last=True,
+    )
 
 
 def _unet_config(unet) -> dict:
