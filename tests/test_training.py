@@ -20,17 +20,10 @@ from hf_ddpm.training.checkpointing import latest_checkpoint
 from hf_ddpm.training.config import RunConfig
 from hf_ddpm.training.trainer import Trainer
 from helpers import TINY_UNET
-from training_support import REPO, TRAIN_PY, as_flags, launch, raw_weights, tiny_settings, train_tiny, write_tiny_config
+from training_support import REPO, TRAIN_PY, as_flags, launch, raw_weights, tiny_settings, train_tiny
 
 
-@pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
-    return write_tiny_config(tmp_path_factory.mktemp("config"))
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("hub_offline")
 
 
 def assert_same_tensors(a: dict, b: dict):

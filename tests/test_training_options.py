@@ -27,19 +27,12 @@ from hf_ddpm.training import held_out_bound
 from hf_ddpm.training.checkpointing import complete_checkpoints
 from hf_ddpm.training.config import RunConfig
 from hf_ddpm.training.trainer import Trainer
-from training_support import REPO, TRAIN_PY, as_flags, launch, tiny_settings, train_tiny, write_tiny_config
+from training_support import REPO, TRAIN_PY, as_flags, launch, tiny_settings, train_tiny
 
 STEPS = 3
 
 
-@pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
-    return write_tiny_config(tmp_path_factory.mktemp("config"))
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("hub_offline")
 
 
 def instrumented_run(config, out, **extra) -> dict:
