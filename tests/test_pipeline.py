@@ -52,7 +52,9 @@ def test_per_image_generators_make_images_independent_of_the_batch():
     pipe = quiet(DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler()))
     both = pipe(batch_size=2, num_inference_steps=10, output_type="np", generator=[torch.Generator().manual_seed(s) for s in (5, 6)]).images
     second = pipe(batch_size=1, num_inference_steps=10, output_type="np", generator=[torch.Generator().manual_seed(6)]).images
-    np.testing.assert_allclose(both[1:], second, atol=1e-6)
+    # The UNet sees a batch of 2 or of 1, whose kernels round differently (≈ 1e-6 here after 10 steps); noise drawn
+    # from a shared generator instead of each image's own would move the image by O(0.1).
+    np.testing.assert_allclose(both[1:], second, atol=1e-4)
 
 
 def test_save_and_load_round_trip(tmp_path):

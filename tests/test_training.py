@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hf_ddpm import DDPMDocPipeline
 from hf_ddpm.errors import ParameterError
@@ -88,7 +90,6 @@ def test_outputs_of_a_run(tmp_path, tiny_config):
     assert sum(evaluation["eval_class_histogram"]) == 8 and evaluation["eval_fd_name"] == "FD (digits classifier)"
     assert evaluation["eval_class_chi2"] == pytest.approx(class_balance_chi2(evaluation["eval_class_histogram"]))
     assert evaluation["eval_fd"] > 0 and 1 <= evaluation["eval_score"] <= 10
-    from PIL import Image
 
     grid = Image.open(out / "samples.png")
     assert grid.size == (88, 88)  # 2×2 images of 8 px with 2-px borders, enlarged 4× for viewing
@@ -222,13 +223,15 @@ def test_bad_input_on_the_command_line_is_one_error_line_naming_the_flag(tmp_pat
     broken = tmp_path / "images" / "train"
     broken.mkdir(parents=True)
     (broken / "broken.png").write_bytes(b"not a png")
+    for i in range(3):  # enough images to hold some out, so that every one is decoded
+        Image.fromarray(np.full((8, 8), 50 * i, np.uint8)).save(broken / f"{i}.png")
     cases = {
         "--resolution 7 has no UNet preset": ["--resolution", "7"],
         "--dataset_name 'tiny-org/not-cached': could not be loaded": ["--dataset_name", "tiny-org/not-cached"],
         "--train_data_dir ": ["--train_data_dir", str(tmp_path / "images")],
         "--resume_from_checkpoint ": ["--resume_from_checkpoint", str(tmp_path / "nowhere")],
         "--learning_rate must lie in (0, inf), got -1.0": ["--learning_rate", "-1"],
-        "--fourier_periods must be 'none' or comma-separated positive numbers": ["--fourier_periods", "16,x"],
+        "argument --fourier_periods: must be 'none' or comma-separated positive numbers": ["--fourier_periods", "16,x"],
         "--loss_type 'simple' does not train the variance": ["--loss_type", "simple"],
     }
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

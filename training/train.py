@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag(out, "eval_steps", type=int, help="a held-out bound estimate every N steps (0: only at the end)")
     flag(out, "eval_timesteps", type=int, help="timesteps of each bound estimate during training")
     flag(out, "eval_samples", type=int, help="samples judged at each evaluation during training (0: none)")
-    flag(out, "eval_inference_steps", type=int, help="steps of the respaced chain that draws them")
+    flag(out, "eval_inference_steps", type=int, help="steps of the respaced chain that draws them (default: 100, or "
+                                                     "--num_train_timesteps if fewer)")
     flag(out, "feature_model", help="transformers image model (Hub id or folder) for FD and precision/recall "
                                     "(default: the built-in digits evaluator)")
     flag(out, "classifier", help="image classifier (Hub id, folder or 'digits') for the score and class histogram "

@@ -186,7 +186,7 @@ class OutputConfig:
     eval_steps: int = 1000
     eval_timesteps: int = 100
     eval_samples: int = 200
-    eval_inference_steps: int = 100
+    eval_inference_steps: int | None = None  # None: min(100, num_train_timesteps)
     feature_model: str | None = None
     classifier: str | None = None
     final_eval_timesteps: int | None = None
@@ -204,7 +204,7 @@ class OutputConfig:
         check_at_least("num_inference_steps", self.num_inference_steps, 1)
         if self.eval_samples != 0:  # FD and precision/recall need more samples than neighbours (k = 3)
             check_at_least("eval_samples", self.eval_samples, 4)
-        check_at_least("eval_inference_steps", self.eval_inference_steps, 1)
+        check_at_least("eval_inference_steps", self.eval_inference_steps, 1, optional=True)
         check_choice("logger", self.logger, LOGGERS)
         if self.logger != "none":  # a tracker that is not installed fails now, not after the data is read
             from accelerate.utils import is_tensorboard_available, is_wandb_available
@@ -262,7 +262,7 @@ class RunConfig:
         check_objective(self.process.variance_type, self.objective.loss_type)
         for name in ("num_inference_steps", "eval_inference_steps"):
             steps = getattr(self.output, name)
-            if steps > self.process.num_train_timesteps:
+            if steps is not None and steps > self.process.num_train_timesteps:
                 raise ParameterError(name, f"must not exceed num_train_timesteps ({self.process.num_train_timesteps}), "
                                            f"got {steps}")
         if self.compute.mixed_precision == "fp16":
@@ -270,6 +270,12 @@ class RunConfig:
 
             if not torch.cuda.is_available():
                 raise ParameterError("mixed_precision", "'fp16' needs a GPU; use 'bf16' or 'no' on a CPU")
+
+    @property
+    def eval_chain_steps(self) -> int:
+        """The steps of the chain that draws the samples judged during training (``eval_inference_steps``, by default
+        100 or T if fewer)."""
+        return self.output.eval_inference_steps or min(100, self.process.num_train_timesteps)
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> "RunConfig":

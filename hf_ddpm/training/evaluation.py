@@ -54,15 +54,14 @@ def training_sample_quality(trainer) -> dict:
     against the held-out images: FD, score, class histogram and its χ² against even classes, precision, recall."""
     from ..metrics import class_balance_chi2, sample_quality
 
-    output = trainer.config.output
-    samples, _ = sample_grid(trainer.pipeline(), output.eval_samples, output.eval_inference_steps,
-                             trainer.config.optim.seed)
+    output, steps = trainer.config.output, trainer.config.eval_chain_steps
+    samples, _ = sample_grid(trainer.pipeline(), output.eval_samples, steps, trainer.config.optim.seed)
     reference = ((trainer.eval_images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     quality = sample_quality(samples, reference, feature_model=output.feature_model, classifier=output.classifier,
                              device=trainer.accelerator.device, progress=False)
     histogram = quality["class_histogram"]
     return {
-        "eval_quality_setting": f"{output.eval_samples} samples, {output.eval_inference_steps}-step chain",
+        "eval_quality_setting": f"{output.eval_samples} samples, {steps}-step chain",
         "eval_fd": quality["fd"], "eval_fd_name": quality["fd_name"], "eval_score": quality["inception_score"],
         "eval_class_histogram": histogram, "eval_class_chi2": None if histogram is None else class_balance_chi2(histogram),
         "eval_precision": quality["precision"], "eval_recall": quality["recall"],
