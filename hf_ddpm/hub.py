@@ -483,6 +483,7 @@ def files_to_push(folder: str | os.PathLike) -> list[str]:
 REMOTE_CODE_DIR = "remote_code"
 REMOTE_CODE_ENTRY = "hf_ddpm_remote.py"
 _REMOTE_MODULES = {
+    "options": ("hf_ddpm_options", "VARIANCE_TYPES"),
     "schedules": ("hf_ddpm_schedules", "make_betas"),
     "scheduler": ("hf_ddpm_scheduler", "DDPMDocScheduler"),
     "likelihood": ("hf_ddpm_likelihood", "VariationalBound, bits_per_dim"),
