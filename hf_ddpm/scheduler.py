@@ -19,15 +19,10 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .options import (  # the option tables stay importable from here
-    BETA_SCHEDULES,
-    LEARNED_VARIANCE_TYPES,
-    PREDICTION_TYPES,
-    TIMESTEP_SPACINGS,
-    VARIANCE_TYPES,
-    check_choice,
-)
-from .schedules import ChainTables, make_betas, rescale_to_zero_terminal_snr, spaced_timesteps
+# The option tables stay importable from here (training/train.py and others import them from this module).
+from .options import BETA_SCHEDULES, LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, TIMESTEP_SPACINGS, VARIANCE_TYPES
+from .options import check_choice
+from .schedules import ChainTables, custom_timesteps, make_betas, rescale_to_zero_terminal_snr, spaced_timesteps
 
 
 @dataclass
@@ -64,16 +59,19 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
 
     Configuration (names and defaults are diffusers' ``DDPMScheduler``'s; what each choice of ``beta_schedule``,
     ``variance_type``, ``prediction_type`` and ``timestep_spacing`` means is stated once, in ``hf_ddpm.options``):
-        num_train_timesteps: T, the number of diffusion steps (≥ 2).
+        num_train_timesteps: T, the number of diffusion steps (≥ 1; see ``ChainTables`` for T = 1's decoder).
         beta_start, beta_end, beta_schedule: the β schedule; or ``trained_betas``: T values in (0, 1).
         variance_type: Σ_θ = σ_t² I. ``"learned"`` outputs are log-variances, as in the paper's and improved DDPM's
             code (diffusers reads them as variances); ``"learned_range"`` outputs are v ∈ [−1, 1] with
             log σ_t² = (v+1)/2 · log β_t + (1−v)/2 · log β̃_t (improved DDPM, Eq. 15).
         prediction_type: what the network predicts (ε, x_0 or v).
         clip_sample, clip_sample_range: clip x̂_0 to [−range, range] before forming the mean (Eq. 7).
-        thresholding, dynamic_thresholding_ratio, sample_max_value: Imagen's dynamic thresholding of x̂_0.
+        thresholding, dynamic_thresholding_ratio, sample_max_value: Imagen's dynamic thresholding of x̂_0, the
+            threshold clamped to [1, sample_max_value] as diffusers does (so exactly sample_max_value when it is < 1).
         timestep_spacing, steps_offset: how ``set_timesteps`` spaces fewer sampling steps.
-        rescale_betas_zero_snr: rescale β so that ᾱ_T = 0 (needs a prediction type other than ``"epsilon"``).
+        rescale_betas_zero_snr: rescale β so that ᾱ_T = 0. With ε-prediction x̂_0 is undefined at that one timestep:
+            a step, loss or bound term that needs it there raises an error naming it; chains that never visit it
+            (e.g. ``"leading"`` spacing) sample as in diffusers.
 
     Differences from diffusers' ``DDPMScheduler``, chosen deliberately:
         * Every table is computed once in float64 (diffusers recomputes β_t = 1 − ᾱ_t/ᾱ_{t−1} in float32 inside
@@ -86,7 +84,9 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
           square root of log β_t and produces NaN): ``VARIANCE_TYPES[name].diffusers_difference``.
         * The last step never adds noise; diffusers adds it whenever the last timestep is > 0 (``"trailing"``
           spacing, ``steps_offset`` > 0, custom timesteps), which with ``fixed_large`` leaves noise in the image.
-        * Invalid options and inputs raise ``ValueError`` naming the value.
+        * ε-prediction at ᾱ = 0 (zero terminal SNR) raises an error; diffusers divides by √ᾱ = 0 there.
+        * Invalid options and inputs raise ``ValueError`` naming the value (timestep tensors that are not host values
+          are checked where they live, without reading them back: ``ChainTables.index``).
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -127,8 +127,8 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
 
     def _validate_config(self) -> None:
         c = self.config
-        if not (isinstance(c.num_train_timesteps, (int, np.integer)) and c.num_train_timesteps >= 2):
-            raise ValueError(f"num_train_timesteps must be an integer ≥ 2, got {c.num_train_timesteps!r}")
+        if not (isinstance(c.num_train_timesteps, (int, np.integer)) and c.num_train_timesteps >= 1):
+            raise ValueError(f"num_train_timesteps must be an integer ≥ 1, got {c.num_train_timesteps!r}")
         if c.trained_betas is None:
             check_choice("beta_schedule", c.beta_schedule, BETA_SCHEDULES)
         elif len(c.trained_betas) != c.num_train_timesteps:
@@ -140,16 +140,16 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
         check_choice("timestep_spacing", c.timestep_spacing, TIMESTEP_SPACINGS)
         if not 0.0 < c.dynamic_thresholding_ratio <= 1.0:
             raise ValueError(f"dynamic_thresholding_ratio must be in (0, 1], got {c.dynamic_thresholding_ratio!r}")
-        if c.thresholding and c.sample_max_value < 1.0:
-            raise ValueError(f"sample_max_value must be ≥ 1 for thresholding, got {c.sample_max_value!r}")
+        if c.thresholding and not c.sample_max_value > 0:
+            raise ValueError(f"sample_max_value must be > 0 for thresholding, got {c.sample_max_value!r}")
         if c.clip_sample and c.clip_sample_range <= 0:
             raise ValueError(f"clip_sample_range must be > 0, got {c.clip_sample_range!r}")
         if not (isinstance(c.steps_offset, (int, np.integer)) and 0 <= c.steps_offset < c.num_train_timesteps):
             raise ValueError(f"steps_offset must be an integer in [0, num_train_timesteps), got {c.steps_offset!r}")
-        if c.rescale_betas_zero_snr and c.prediction_type == "epsilon":
+        if c.rescale_betas_zero_snr and c.num_train_timesteps < 2:
             raise ValueError(
-                "rescale_betas_zero_snr=True makes ᾱ_T = 0, where x_0 cannot be recovered from a predicted ε; "
-                "use prediction_type='v_prediction' or 'sample'"
+                "rescale_betas_zero_snr=True needs num_train_timesteps ≥ 2: it keeps ᾱ_1 and sets ᾱ_T = 0, "
+                f"got num_train_timesteps={c.num_train_timesteps}"
             )
 
     def _validate_betas(self, betas: np.ndarray) -> None:
@@ -189,13 +189,7 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
         if num_inference_steps is not None and timesteps is not None:
             raise ValueError("pass at most one of num_inference_steps or timesteps")
         if timesteps is not None:
-            descending = np.asarray(timesteps.cpu() if torch.is_tensor(timesteps) else timesteps, dtype=np.int64)
-            if descending.ndim != 1 or descending.size == 0:
-                raise ValueError(f"timesteps must be a non-empty list of integers, got {timesteps!r}")
-            if np.any(np.diff(descending) >= 0):
-                raise ValueError(f"timesteps must be strictly descending, got {descending.tolist()}")
-            for t in descending.tolist():
-                self.train_tables.host_index(t)
+            descending = custom_timesteps(timesteps, T)
         elif num_inference_steps is not None:
             if not (isinstance(num_inference_steps, (int, np.integer)) and 1 <= num_inference_steps <= T):
                 raise ValueError(
@@ -232,15 +226,10 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
         """The timestep after ``timestep`` in the sampling chain (−1 after the last one). Not a per-step path: a
         tensor of timesteps is read back to the host."""
-        chain = self._chain.timesteps.tolist()
-
-        def previous(t: int) -> int:
-            k = self._chain.host_index(t)
-            return chain[k - 1] if k > 0 else -1
-
         if torch.is_tensor(timestep):
-            return torch.tensor([previous(t) for t in timestep.reshape(-1).tolist()], device=timestep.device).view(timestep.shape)
-        return previous(int(timestep))
+            previous = [self._chain.previous_timestep(t) for t in timestep.reshape(-1).tolist()]
+            return torch.tensor(previous, device=timestep.device).view(timestep.shape)
+        return self._chain.previous_timestep(int(timestep))
 
     # ------------------------------------------------------------------ q: the forward process
 
@@ -296,6 +285,7 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
     def _p(self, chain: ChainTables, k: int | torch.Tensor, model_output: torch.Tensor, x_t: torch.Tensor) -> Gaussian:
         """p_θ(x_{t−1} | x_t) at chain index k: the one path shared by ``step``, the losses and the bound."""
         prediction, variance_output = self.split_model_output(model_output, x_t)
+        self._require_x0_defined(chain, k)
         c = self.config
         if c.prediction_type == "epsilon" and not (c.clip_sample or c.thresholding):
             # Eq. 11: μ_θ = 1/√α_t · x_t − β_t/(√α_t √(1−ᾱ_t)) · ε_θ, without forming x̂_0 first.
@@ -307,6 +297,22 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
             a, b = chain.read(k, x_t, "posterior_mean_x0_coef", "posterior_mean_xt_coef")
             mean = _combine(a, pred_original_sample, b, x_t)  # Eq. 7: μ̃_t(x_t, x̂_0)
         return Gaussian(mean, *self._model_variance(chain, k, variance_output, x_t), pred_original_sample)
+
+    def _require_x0_defined(self, chain: ChainTables, k: int | torch.Tensor) -> None:
+        """ε-prediction cannot give x̂_0 where ᾱ = 0 (the last timestep under zero terminal SNR): refuse there,
+        on the host for a host timestep, on the device (no read-back) for index tensors."""
+        if self.config.prediction_type != "epsilon" or not chain.ends_at_zero_snr:
+            return
+        T, last = self.config.num_train_timesteps, len(chain) - 1
+        message = (
+            f"prediction_type='epsilon' cannot recover x̂_0 at timestep {T - 1}, where ᾱ = 0 "
+            "(rescale_betas_zero_snr=True); use prediction_type='v_prediction' or 'sample', or a chain that stops "
+            f"short of timestep {T - 1} (e.g. timestep_spacing='leading')"
+        )
+        if isinstance(k, torch.Tensor):
+            torch._assert_async((k != last).all(), message)
+        elif k == last:
+            raise ValueError(message)
 
     def _predict_original(self, chain: ChainTables, k, prediction: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """x̂_0 from the network's prediction: Eq. 15 for ε, the output itself for x_0, or from v."""
@@ -325,6 +331,7 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
             x0 = pred_original_sample
             flat = x0.reshape(x0.shape[0], -1)
             flat = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
+            # s clamped to [1, sample_max_value]: torch.clamp gives sample_max_value when it is below 1, as diffusers
             s = torch.quantile(flat.abs(), c.dynamic_thresholding_ratio, dim=1).clamp(1.0, c.sample_max_value)
             s = s.view(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
             return torch.maximum(torch.minimum(x0, s), -s) / s

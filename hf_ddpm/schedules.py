@@ -71,6 +71,24 @@ def spaced_timesteps(num_train_timesteps: int, K: int, timestep_spacing: str, st
     return np.round(T - np.arange(K) * (T / K)).astype(np.int64) - 1  # trailing
 
 
+def custom_timesteps(timesteps, num_train_timesteps: int) -> np.ndarray:
+    """Caller-given sampling timesteps (a list or tensor) as a strictly descending int64 array, validated."""
+    descending = np.asarray(timesteps.cpu() if torch.is_tensor(timesteps) else timesteps, dtype=np.int64)
+    if descending.ndim != 1 or descending.size == 0:
+        raise ValueError(f"timesteps must be a non-empty list of integers, got {timesteps!r}")
+    if np.any(np.diff(descending) >= 0):
+        raise ValueError(f"timesteps must be strictly descending, got {descending.tolist()}")
+    for t in (int(descending[0]), int(descending[-1])):
+        _check_timestep(t, num_train_timesteps)
+    return descending
+
+
+def _check_timestep(t: int, num_train_timesteps: int) -> None:
+    """The one range check of a host timestep."""
+    if not 0 <= t < num_train_timesteps:
+        raise ValueError(f"timesteps must lie in [0, {num_train_timesteps}) (num_train_timesteps), got {t}")
+
+
 @dataclass(frozen=True, eq=False)
 class ChainTables:
     """Every per-step quantity of one chain, float64, entry ``k`` for chain step ``k`` (ascending), and the map from
@@ -165,9 +183,7 @@ class ChainTables:
 
     def host_index(self, timestep: int) -> int:
         """Chain index of one train timestep given as a host integer (``ValueError`` naming it if invalid)."""
-        T = self.num_train_timesteps
-        if not 0 <= timestep < T:
-            raise ValueError(f"timesteps must lie in [0, {T}) (num_train_timesteps), got {timestep}")
+        _check_timestep(timestep, self.num_train_timesteps)
         k = self._positions[timestep]
         if k < 0:
             raise ValueError(
@@ -176,24 +192,27 @@ class ChainTables:
             )
         return k
 
+    def previous_timestep(self, timestep: int) -> int:
+        """The chain's timestep before ``timestep`` in ascending order — the next one sampled (−1 after the first)."""
+        k = self.host_index(timestep)
+        return int(self.timesteps[k - 1]) if k > 0 else -1
+
     def index(self, timesteps: int | torch.Tensor, like: torch.Tensor) -> int | torch.Tensor:
         """Chain index k of train ``timesteps`` for a batch ``like``: an ``int`` for one host timestep (a Python or
         NumPy integer, or a one-element CPU tensor), else an int64 tensor on ``like``'s device, one per sample (or one
-        for all)."""
+        for all), validated where it lives with ``torch._assert_async`` — never read back to the host, so no
+        host–device synchronisation (it raises at once on CPU, at the next synchronisation on CUDA)."""
         if not isinstance(timesteps, torch.Tensor) or (timesteps.is_cpu and timesteps.numel() == 1):
             return self.host_index(int(timesteps))
         t = timesteps.to(device=like.device, dtype=torch.long).reshape(-1)
         if t.shape[0] not in (1, like.shape[0]):
             raise ValueError(f"per-sample timesteps must have shape ({like.shape[0]},), got {tuple(timesteps.shape)}")
         T = self.num_train_timesteps
-        low, high = int(t.min()), int(t.max())
-        if low < 0 or high >= T:
-            raise ValueError(f"timesteps must lie in [0, {T}) (num_train_timesteps), got values from {low} to {high}")
+        torch._assert_async(((t >= 0) & (t < T)).all(), f"timesteps must lie in [0, {T}) (num_train_timesteps)")
         if len(self) == T:  # the full chain: k = t
             return t
         k = self._positions_on(like.device).index_select(0, t)
-        if bool((k < 0).any()):
-            raise ValueError(f"timestep values {t.tolist()} are not all in the current schedule {self.timesteps.flip(0).tolist()}")
+        torch._assert_async((k >= 0).all(), f"timesteps are not all in the current schedule of {len(self)} steps")
         return k
 
     def _positions_on(self, device: torch.device) -> torch.Tensor:
