@@ -226,7 +226,7 @@ class ChainTables:
         """Columns ``names`` at chain index ``k`` (from :meth:`index`), in ``like``'s dtype on its device: 0-d
         tensors for an ``int`` k, ``[B, 1, …]`` tensors broadcasting against ``like`` for an index tensor. They come
         from one copy of the table per device and dtype, made on first use; treat them as read-only."""
-        key = (like.get_device(), like.dtype)
+        key = (like.device, like.dtype)
         copy = self._copies.get(key)
         if copy is None:
             copy = self._copies[key] = _TableCopy(self, like.device, like.dtype)
