@@ -485,6 +485,7 @@ REMOTE_CODE_DIR = "remote_code"
 REMOTE_CODE_ENTRY = "hf_ddpm_remote.py"
 _REMOTE_MODULES = {
     "errors": ("hf_ddpm_errors", "ParameterError"),
+    "options": ("hf_ddpm_options", "VARIANCE_TYPES"),
     "schedules": ("hf_ddpm_schedules", "make_betas"),
     "scheduler": ("hf_ddpm_scheduler", "DDPMDocScheduler"),
     "timestep_plan": ("hf_ddpm_timestep_plan", "TimestepPlan"),

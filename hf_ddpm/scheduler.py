@@ -19,15 +19,10 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .schedules import BETA_SCHEDULES, ChainTables, make_betas, rescale_to_zero_terminal_snr
-
-VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
-LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
-
-Scalar = float  # a table entry read at one python-int chain index
-Coefficient = float | torch.Tensor  # … or at a [B] index tensor, broadcast to the sample's rank
+# The option tables stay importable from here (training/train.py and others import them from this module).
+from .options import BETA_SCHEDULES, LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, TIMESTEP_SPACINGS, VARIANCE_TYPES
+from .options import check_choice
+from .schedules import ChainTables, custom_timesteps, make_betas, rescale_to_zero_terminal_snr, spaced_timesteps
 
 
 @dataclass
@@ -38,69 +33,45 @@ class DDPMDocSchedulerOutput(BaseOutput):
     pred_original_sample: torch.Tensor | None = None
 
 
-class GaussianParams(NamedTuple):
-    """A diagonal Gaussian: mean, variance and log-variance (the variance may be omitted where unused)."""
+class Gaussian(NamedTuple):
+    """A diagonal Gaussian over x_{t−1}, N(mean, variance·I), for q(x_{t−1} | x_t, x_0) and p_θ(x_{t−1} | x_t) alike.
+
+    ``pred_original_sample`` is the x_0 the mean is the posterior mean of (Eq. 7): the given x_0 for q, the model's
+    x̂_0 for p_θ. At a chain's first step q is a point mass: ``variance`` is β̃ = 0 there while ``log_variance`` is
+    clipped to p_θ's decoder variance, so that KL(q ‖ p_θ) stays finite. Variances are tensors in the inputs' dtype
+    broadcasting against ``mean`` (0-d for one timestep, [B, 1, …] per sample, full-size when learned)."""
 
     mean: torch.Tensor
-    variance: Coefficient | None
-    log_variance: Coefficient
-
-
-class ReverseStep(NamedTuple):
-    """p_θ(x_{t−1} | x_t) = N(mean, exp(log_variance)) and the x̂_0 its mean was built from."""
-
-    mean: torch.Tensor
-    log_variance: Coefficient
+    variance: torch.Tensor
+    log_variance: torch.Tensor
     pred_original_sample: torch.Tensor
 
 
-def _combine(a: Coefficient, x: torch.Tensor, b: Coefficient, y: torch.Tensor) -> torch.Tensor:
-    """a·x + b·y in two elementwise passes (a, b: python floats or tensors broadcastable to x)."""
-    if isinstance(b, float):
-        return torch.mul(x, a).add_(y, alpha=b)
-    return torch.addcmul(x * a, y, b)
-
-
-class TableReader:
-    """Reads the columns of one chain at a chain index: python floats for an ``int`` index (so a batch-1 step does
-    no tensor work for its coefficients), ``[B, 1, …]`` tensors for a ``[B]`` index tensor, gathered from one copy
-    of the tables per device and dtype, made on first use."""
-
-    def __init__(self, columns: dict[str, torch.Tensor]):
-        self._row = {name: i for i, name in enumerate(columns)}
-        self._stacked = torch.stack(list(columns.values()))  # float64 [columns, K]
-        self._floats = {name: values.tolist() for name, values in columns.items()}
-        self._copies: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-    def read(self, name: str, k: int | torch.Tensor, like: torch.Tensor) -> Coefficient:
-        """Column ``name`` at chain index ``k`` (int, or [B] tensor), shaped to broadcast against ``like``."""
-        if isinstance(k, int):
-            return self._floats[name][k]
-        key = (like.device, like.dtype)
-        if key not in self._copies:
-            self._copies[key] = self._stacked.to(device=like.device, dtype=like.dtype)
-        values = self._copies[key][self._row[name]].index_select(0, k.to(like.device))
-        return values.view(-1, *([1] * (like.ndim - 1)))
+def _combine(a: torch.Tensor, x: torch.Tensor, b: torch.Tensor, y: torch.Tensor, sign: int = 1) -> torch.Tensor:
+    """a·x + sign·b·y in two elementwise passes (a, b: tensors broadcasting against x and y)."""
+    if sign == 1:
+        return torch.mul(x, a).addcmul_(y, b)
+    return torch.mul(x, a).addcmul_(y, b, value=sign)
 
 
 class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
     """The DDPM noise schedule, forward process q and ancestral reverse step p_θ (Ho et al. 2020).
 
-    Configuration (names and defaults are diffusers' ``DDPMScheduler``'s):
-        num_train_timesteps: T, the number of diffusion steps (≥ 2).
-        beta_start, beta_end, beta_schedule: β schedule, one of ``"linear"`` (the paper's), ``"scaled_linear"``,
-            ``"squaredcos_cap_v2"`` (cosine), ``"sigmoid"``; or ``trained_betas``: T values in (0, 1).
-        variance_type: Σ_θ = σ_t² I with ``"fixed_small"`` σ_t² = β̃_t, ``"fixed_large"`` σ_t² = β_t
-            (``"*_log"``: the same variances, the names kept for configuration compatibility), or learned:
-            ``"learned"`` — the network's extra channels are the log-variance log σ_t² (as in the paper's and
-            improved DDPM's code; diffusers reads them as a variance), ``"learned_range"`` — they are v ∈ [−1, 1]
-            with log σ_t² = (v+1)/2 · log β_t + (1−v)/2 · log β̃_t (improved DDPM, Eq. 15).
-        prediction_type: the network predicts ``"epsilon"`` (ε, Eq. 11), ``"sample"`` (x_0) or ``"v_prediction"``
-            (v = √ᾱ_t ε − √(1−ᾱ_t) x_0).
+    Configuration (names and defaults are diffusers' ``DDPMScheduler``'s; what each choice of ``beta_schedule``,
+    ``variance_type``, ``prediction_type`` and ``timestep_spacing`` means is stated once, in ``hf_ddpm.options``):
+        num_train_timesteps: T, the number of diffusion steps (≥ 1; see ``ChainTables`` for T = 1's decoder).
+        beta_start, beta_end, beta_schedule: the β schedule; or ``trained_betas``: T values in (0, 1).
+        variance_type: Σ_θ = σ_t² I. ``"learned"`` outputs are log-variances, as in the paper's and improved DDPM's
+            code (diffusers reads them as variances); ``"learned_range"`` outputs are v ∈ [−1, 1] with
+            log σ_t² = (v+1)/2 · log β_t + (1−v)/2 · log β̃_t (improved DDPM, Eq. 15).
+        prediction_type: what the network predicts (ε, x_0 or v).
         clip_sample, clip_sample_range: clip x̂_0 to [−range, range] before forming the mean (Eq. 7).
-        thresholding, dynamic_thresholding_ratio, sample_max_value: Imagen's dynamic thresholding of x̂_0.
+        thresholding, dynamic_thresholding_ratio, sample_max_value: Imagen's dynamic thresholding of x̂_0, the
+            threshold clamped to [1, sample_max_value] as diffusers does (so exactly sample_max_value when it is < 1).
         timestep_spacing, steps_offset: how ``set_timesteps`` spaces fewer sampling steps.
-        rescale_betas_zero_snr: rescale β so that ᾱ_T = 0 (needs a prediction type other than ``"epsilon"``).
+        rescale_betas_zero_snr: rescale β so that ᾱ_T = 0. With ε-prediction x̂_0 is undefined at that one timestep:
+            a step, loss or bound term that needs it there raises an error naming it; chains that never visit it
+            (e.g. ``"leading"`` spacing) sample as in diffusers.
 
     Differences from diffusers' ``DDPMScheduler``, chosen deliberately:
         * Every table is computed once in float64 (diffusers recomputes β_t = 1 − ᾱ_t/ᾱ_{t−1} in float32 inside
@@ -109,11 +80,13 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
           types, and log β̃ is clipped there the same way, as in the paper's code (diffusers: β_1 for
           ``fixed_large`` and log(1e-20) for the learned range). No noise is added at the last step, so this
           changes the bound's L_0, not the samples.
-        * ``"learned"`` outputs are log-variances (see above); ``"fixed_large_log"`` samples with σ_t = √β_t
-          (diffusers takes the square root of log β_t and produces NaN).
+        * ``"learned"`` reads log-variances; ``"fixed_large_log"`` samples with σ_t = √β_t (diffusers takes the
+          square root of log β_t and produces NaN): ``VARIANCE_TYPES[name].diffusers_difference``.
         * The last step never adds noise; diffusers adds it whenever the last timestep is > 0 (``"trailing"``
           spacing, ``steps_offset`` > 0, custom timesteps), which with ``fixed_large`` leaves noise in the image.
-        * Invalid options and inputs raise ``ValueError`` naming the value.
+        * ε-prediction at ᾱ = 0 (zero terminal SNR) raises an error; diffusers divides by √ᾱ = 0 there.
+        * Invalid options and inputs raise ``ValueError`` naming the value (timestep tensors that are not host values
+          are checked where they live, without reading them back: ``ChainTables.index``).
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -144,44 +117,39 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
             betas = rescale_to_zero_terminal_snr(betas)
         self._validate_betas(betas)
         self._betas = betas
-        self.train_tables = ChainTables.from_betas(betas)
-        self._train = self._reader(self.train_tables)
+        self.train_tables = ChainTables.from_betas(betas, large_variance=VARIANCE_TYPES[variance_type].large)
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None
         self.custom_timesteps = False
-        self._use_chain(self.train_tables, self._train, device=None)
+        self._install(self.train_tables, device=None)
 
     # ------------------------------------------------------------------ validation
 
     def _validate_config(self) -> None:
         c = self.config
-        if not (isinstance(c.num_train_timesteps, (int, np.integer)) and c.num_train_timesteps >= 2):
-            raise ValueError(f"num_train_timesteps must be an integer ≥ 2, got {c.num_train_timesteps!r}")
-        if c.trained_betas is None and c.beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {c.beta_schedule!r}")
-        if c.trained_betas is not None and len(c.trained_betas) != c.num_train_timesteps:
+        if not (isinstance(c.num_train_timesteps, (int, np.integer)) and c.num_train_timesteps >= 1):
+            raise ValueError(f"num_train_timesteps must be an integer ≥ 1, got {c.num_train_timesteps!r}")
+        if c.trained_betas is None:
+            check_choice("beta_schedule", c.beta_schedule, BETA_SCHEDULES)
+        elif len(c.trained_betas) != c.num_train_timesteps:
             raise ValueError(
                 f"trained_betas has {len(c.trained_betas)} values but num_train_timesteps is {c.num_train_timesteps}"
             )
-        for name, value, choices in (
-            ("variance_type", c.variance_type, VARIANCE_TYPES),
-            ("prediction_type", c.prediction_type, PREDICTION_TYPES),
-            ("timestep_spacing", c.timestep_spacing, TIMESTEP_SPACINGS),
-        ):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        check_choice("variance_type", c.variance_type, VARIANCE_TYPES)
+        check_choice("prediction_type", c.prediction_type, PREDICTION_TYPES)
+        check_choice("timestep_spacing", c.timestep_spacing, TIMESTEP_SPACINGS)
         if not 0.0 < c.dynamic_thresholding_ratio <= 1.0:
             raise ValueError(f"dynamic_thresholding_ratio must be in (0, 1], got {c.dynamic_thresholding_ratio!r}")
-        if c.thresholding and c.sample_max_value < 1.0:
-            raise ValueError(f"sample_max_value must be ≥ 1 for thresholding, got {c.sample_max_value!r}")
+        if c.thresholding and not c.sample_max_value > 0:
+            raise ValueError(f"sample_max_value must be > 0 for thresholding, got {c.sample_max_value!r}")
         if c.clip_sample and c.clip_sample_range <= 0:
             raise ValueError(f"clip_sample_range must be > 0, got {c.clip_sample_range!r}")
         if not (isinstance(c.steps_offset, (int, np.integer)) and 0 <= c.steps_offset < c.num_train_timesteps):
             raise ValueError(f"steps_offset must be an integer in [0, num_train_timesteps), got {c.steps_offset!r}")
-        if c.rescale_betas_zero_snr and c.prediction_type == "epsilon":
+        if c.rescale_betas_zero_snr and c.num_train_timesteps < 2:
             raise ValueError(
-                "rescale_betas_zero_snr=True makes ᾱ_T = 0, where x_0 cannot be recovered from a predicted ε; "
-                "use prediction_type='v_prediction' or 'sample'"
+                "rescale_betas_zero_snr=True needs num_train_timesteps ≥ 2: it keeps ᾱ_1 and sets ᾱ_T = 0, "
+                f"got num_train_timesteps={c.num_train_timesteps}"
             )
 
     def _validate_betas(self, betas: np.ndarray) -> None:
@@ -196,43 +164,7 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
                 f"beta_end={self.config.beta_end!r}, trained_betas given: {self.config.trained_betas is not None})"
             )
 
-    def _validate_timesteps(self, t: np.ndarray | int, what: str) -> None:
-        T = self.config.num_train_timesteps
-        low, high = (t, t) if isinstance(t, int) else (t.min(), t.max())
-        if low < 0 or high >= T:
-            raise ValueError(f"{what} must lie in [0, {T}) (num_train_timesteps), got values from {low} to {high}")
-
-    # ------------------------------------------------------------------ tables
-
-    def _reader(self, tables: ChainTables) -> TableReader:
-        """The table reader of a chain: its columns plus those that depend on ``variance_type``.
-
-        ``fixed_log_variance`` is log σ_t² of the fixed variance types; ``sampling_std`` is σ_t for ancestral
-        sampling (0 at the chain's first step, Algorithm 2: no noise at the last iteration); ``vlb_weight`` is
-        λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)), the weight that turns ‖ε − ε_θ‖² into L_{t−1} (Eq. 12).
-        """
-        columns = {name: getattr(tables, name) for name in ChainTables.column_names()}
-        columns["log_betas"] = torch.log(tables.betas)
-        large = self.config.variance_type in ("fixed_large", "fixed_large_log")
-        fixed_log_variance = tables.log_betas_clipped if large else tables.posterior_log_variance_clipped
-        columns["fixed_log_variance"] = fixed_log_variance
-        sampling_std = torch.exp(0.5 * fixed_log_variance)
-        sampling_std[0] = 0.0
-        columns["sampling_std"] = sampling_std
-        columns["vlb_weight"] = tables.betas**2 / (
-            2.0 * torch.exp(fixed_log_variance) * tables.alphas * (1.0 - tables.alphas_cumprod)
-        )
-        return TableReader(columns)
-
-    def _use_chain(self, tables: ChainTables, reader: TableReader, device) -> None:
-        """Make ``tables`` the sampling chain: ``timesteps`` descending, and the timestep → chain-index map."""
-        self._chain = tables
-        self._chain_reader = reader
-        self._position = np.full(self.config.num_train_timesteps, -1, dtype=np.int64)
-        self._position[tables.timesteps.numpy()] = np.arange(len(tables))
-        self._position_list = self._position.tolist()
-        self._position_tensors: dict[torch.device, torch.Tensor] = {}
-        self.timesteps = tables.timesteps.flip(0).to(device)
+    # ------------------------------------------------------------------ chains
 
     @property
     def betas(self) -> torch.Tensor:
@@ -249,7 +181,27 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
         """ᾱ_t of the training process (float64)."""
         return self.train_tables.alphas_cumprod
 
-    # ------------------------------------------------------------------ sampling chain
+    def chain(self, num_inference_steps: int | None = None, timesteps: list[int] | None = None) -> ChainTables:
+        """The chain ``set_timesteps`` would install, without installing it (same validation, same spacing); with
+        neither argument, the training chain. A pure function of the configuration: pass the result as ``chain=`` to
+        ``q_posterior`` and ``p_mean_variance`` for the respaced process that ``step`` samples on it."""
+        T = self.config.num_train_timesteps
+        if num_inference_steps is not None and timesteps is not None:
+            raise ValueError("pass at most one of num_inference_steps or timesteps")
+        if timesteps is not None:
+            descending = custom_timesteps(timesteps, T)
+        elif num_inference_steps is not None:
+            if not (isinstance(num_inference_steps, (int, np.integer)) and 1 <= num_inference_steps <= T):
+                raise ValueError(
+                    f"num_inference_steps must be an integer in [1, {T}] (num_train_timesteps), got {num_inference_steps!r}"
+                )
+            c = self.config
+            descending = spaced_timesteps(T, int(num_inference_steps), c.timestep_spacing, c.steps_offset)
+        else:
+            return self.train_tables
+        if len(descending) == T:  # strictly descending in [0, T): all of them
+            return self.train_tables
+        return ChainTables.from_betas(self._betas, descending[::-1], large_variance=VARIANCE_TYPES[self.config.variance_type].large)
 
     def set_timesteps(
         self,
@@ -260,110 +212,50 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
         """Choose the sampling chain: ``num_inference_steps`` spaced by ``config.timestep_spacing``, or custom
         strictly descending ``timesteps``. A shorter chain is sampled with its own respaced β'_k (see
         ``ChainTables.from_betas``), so each step is still an exact posterior step of the respaced process."""
-        T = self.config.num_train_timesteps
         if (num_inference_steps is None) == (timesteps is None):
             raise ValueError("pass exactly one of num_inference_steps or timesteps to set_timesteps")
-        if timesteps is not None:
-            descending = np.asarray(timesteps.cpu() if torch.is_tensor(timesteps) else timesteps, dtype=np.int64)
-            if descending.ndim != 1 or descending.size == 0:
-                raise ValueError(f"timesteps must be a non-empty list of integers, got {timesteps!r}")
-            if np.any(np.diff(descending) >= 0):
-                raise ValueError(f"timesteps must be strictly descending, got {descending.tolist()}")
-            self._validate_timesteps(descending, "timesteps")
-            self.custom_timesteps, self.num_inference_steps = True, len(descending)
-        else:
-            if not (isinstance(num_inference_steps, (int, np.integer)) and 1 <= num_inference_steps <= T):
-                raise ValueError(
-                    f"num_inference_steps must be an integer in [1, {T}] (num_train_timesteps), got {num_inference_steps!r}"
-                )
-            descending = self._spaced_timesteps(int(num_inference_steps))
-            self.custom_timesteps, self.num_inference_steps = False, int(num_inference_steps)
-        chain = ChainTables.from_betas(self._betas, descending[::-1])
-        self._use_chain(chain, self._reader(chain), device)
+        chain = self.chain(num_inference_steps, timesteps)
+        self._install(chain, device)
+        self.custom_timesteps, self.num_inference_steps = timesteps is not None, len(chain)
 
-    def _spaced_timesteps(self, K: int) -> np.ndarray:
-        """K descending timesteps by ``timestep_spacing`` (Lin et al. 2023, Table 2)."""
-        T, spacing = self.config.num_train_timesteps, self.config.timestep_spacing
-        if spacing == "linspace":
-            return np.round(np.linspace(0, T - 1, K))[::-1].astype(np.int64)
-        if spacing == "leading":
-            descending = (np.arange(K) * (T // K))[::-1].astype(np.int64) + self.config.steps_offset
-            if descending[0] >= T:
-                raise ValueError(
-                    f"steps_offset={self.config.steps_offset} with {K} leading-spaced steps reaches timestep "
-                    f"{descending[0]} ≥ num_train_timesteps={T}"
-                )
-            return descending
-        return np.round(T - np.arange(K) * (T / K)).astype(np.int64) - 1  # trailing
-
-    def _chain_index(self, timestep: int | torch.Tensor, like: torch.Tensor) -> int | torch.Tensor:
-        """Chain index k of a timestep of the current chain: an int, or a [B] tensor for per-sample timesteps."""
-        if torch.is_tensor(timestep) and timestep.numel() > 1:
-            if timestep.shape != (like.shape[0],):
-                raise ValueError(f"per-sample timesteps must have shape ({like.shape[0]},), got {tuple(timestep.shape)}")
-            self._validate_timesteps(timestep.cpu().numpy(), "timestep")
-            if like.device not in self._position_tensors:
-                self._position_tensors[like.device] = torch.from_numpy(self._position).to(like.device)
-            k = self._position_tensors[like.device][timestep.to(like.device)]
-            if bool((k < 0).any()):
-                raise ValueError(f"timestep values {timestep.tolist()} are not all in the current schedule {self.timesteps.tolist()}")
-            return k
-        t = int(timestep)
-        self._validate_timesteps(t, "timestep")
-        k = self._position_list[t]
-        if k < 0:
-            raise ValueError(f"timestep {t} is not in the current schedule (call set_timesteps, or pass one of {self.timesteps.tolist()})")
-        return k
+    def _install(self, chain: ChainTables, device) -> None:
+        """Make ``chain`` the sampling chain, with ``timesteps`` descending."""
+        self._chain = chain
+        self.timesteps = chain.timesteps.flip(0).to(device)
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
-        """The timestep after ``timestep`` in the sampling chain (−1 after the last one)."""
-        chain = self._chain.timesteps
+        """The timestep after ``timestep`` in the sampling chain (−1 after the last one). Not a per-step path: a
+        tensor of timesteps is read back to the host."""
         if torch.is_tensor(timestep):
-            self._validate_timesteps(timestep.cpu().numpy(), "timestep")
-            k = torch.from_numpy(self._position)[timestep.cpu()]
-            if bool((k < 0).any()):
-                raise ValueError(f"timestep {timestep.tolist()} is not in the current schedule")
-            return torch.where(k > 0, chain[(k - 1).clamp(min=0)], torch.full_like(k, -1)).to(timestep.device)
-        k = self._chain_index(timestep, self._chain.timesteps)
-        return int(chain[k - 1]) if k > 0 else -1
+            previous = [self._chain.previous_timestep(t) for t in timestep.reshape(-1).tolist()]
+            return torch.tensor(previous, device=timestep.device).view(timestep.shape)
+        return self._chain.previous_timestep(int(timestep))
 
     # ------------------------------------------------------------------ q: the forward process
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor | int) -> torch.Tensor:
         """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (Eq. 4), ``timesteps`` an int or one per sample."""
-        k = self._train_index(timesteps, original_samples)
-        return _combine(
-            self._train.read("sqrt_alphas_cumprod", k, original_samples),
-            original_samples,
-            self._train.read("sqrt_one_minus_alphas_cumprod", k, original_samples),
-            noise,
-        )
+        k = self.train_tables.index(timesteps, original_samples)
+        a, b = self.train_tables.read(k, original_samples, "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")
+        return _combine(a, original_samples, b, noise)
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor | int) -> torch.Tensor:
         """The v-prediction target v = √ᾱ_t ε − √(1 − ᾱ_t) x_0 (``sample`` is x_0)."""
-        k = self._train_index(timesteps, sample)
-        return _combine(
-            self._train.read("sqrt_alphas_cumprod", k, sample),
-            noise,
-            -self._train.read("sqrt_one_minus_alphas_cumprod", k, sample),
-            sample,
+        k = self.train_tables.index(timesteps, sample)
+        a, b = self.train_tables.read(k, sample, "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")
+        return _combine(a, noise, b, sample, -1)
+
+    def q_posterior(
+        self, x0: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor | int, *, chain: ChainTables | None = None
+    ) -> Gaussian:
+        """q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I) (Eqs. 6–7) at train ``timesteps`` (int or per sample) on ``chain``
+        (default: the training chain; a chain from ``self.chain(...)`` gives the respaced process's posterior)."""
+        chain = self.train_tables if chain is None else chain
+        k = chain.index(timesteps, x_t)
+        a, b, variance, log_variance = chain.read(
+            k, x_t, "posterior_mean_x0_coef", "posterior_mean_xt_coef", "posterior_variance", "posterior_log_variance_clipped"
         )
-
-    def q_posterior(self, original_samples: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor | int) -> GaussianParams:
-        """q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I) (Eqs. 6–7) of the training process. ``variance`` is β̃_t
-        (0 at t = 0); ``log_variance`` is clipped there to the second step's value."""
-        k = self._train_index(timesteps, sample)
-        read = self._train.read
-        mean = _combine(read("posterior_mean_x0_coef", k, sample), original_samples, read("posterior_mean_xt_coef", k, sample), sample)
-        return GaussianParams(mean, read("posterior_variance", k, sample), read("posterior_log_variance_clipped", k, sample))
-
-    def _train_index(self, timesteps: torch.Tensor | int, like: torch.Tensor) -> int | torch.Tensor:
-        """Training-chain index (= the timestep itself) as an int or a [B] int64 tensor on ``like``'s device."""
-        if torch.is_tensor(timesteps) and timesteps.numel() > 1:
-            self._validate_timesteps(timesteps.cpu().numpy(), "timesteps")
-            return timesteps.to(device=like.device, dtype=torch.long).flatten()
-        self._validate_timesteps(int(timesteps), "timesteps")
-        return int(timesteps)
+        return Gaussian(_combine(a, x0, b, x_t), variance, log_variance, x0)
 
     # ------------------------------------------------------------------ p_θ: the reverse process
 
@@ -382,14 +274,55 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
             return prediction, variance_output
         return model_output, None
 
-    def _predict_original(self, read, prediction: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+    def p_mean_variance(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, timesteps: torch.Tensor | int, *, chain: ChainTables | None = None
+    ) -> Gaussian:
+        """p_θ(x_{t−1} | x_t) at train ``timesteps`` (int or per sample) on ``chain`` (default: the training chain;
+        a chain from ``self.chain(...)`` gives exactly the distribution ``step`` samples from on it)."""
+        chain = self.train_tables if chain is None else chain
+        return self._p(chain, chain.index(timesteps, x_t), model_output, x_t)
+
+    def _p(self, chain: ChainTables, k: int | torch.Tensor, model_output: torch.Tensor, x_t: torch.Tensor) -> Gaussian:
+        """p_θ(x_{t−1} | x_t) at chain index k: the one path shared by ``step``, the losses and the bound."""
+        prediction, variance_output = self.split_model_output(model_output, x_t)
+        self._require_x0_defined(chain, k)
+        c = self.config
+        if c.prediction_type == "epsilon" and not (c.clip_sample or c.thresholding):
+            # Eq. 11: μ_θ = 1/√α_t · x_t − β_t/(√α_t √(1−ᾱ_t)) · ε_θ, without forming x̂_0 first.
+            r, e = chain.read(k, x_t, "recip_sqrt_alphas", "mean_eps_coef")
+            mean = _combine(r, x_t, e, prediction, -1)
+            pred_original_sample = self._predict_original(chain, k, prediction, x_t)
+        else:
+            pred_original_sample = self._clip_original(self._predict_original(chain, k, prediction, x_t))
+            a, b = chain.read(k, x_t, "posterior_mean_x0_coef", "posterior_mean_xt_coef")
+            mean = _combine(a, pred_original_sample, b, x_t)  # Eq. 7: μ̃_t(x_t, x̂_0)
+        return Gaussian(mean, *self._model_variance(chain, k, variance_output, x_t), pred_original_sample)
+
+    def _require_x0_defined(self, chain: ChainTables, k: int | torch.Tensor) -> None:
+        """ε-prediction cannot give x̂_0 where ᾱ = 0 (the last timestep under zero terminal SNR): refuse there,
+        on the host for a host timestep, on the device (no read-back) for index tensors."""
+        if self.config.prediction_type != "epsilon" or not chain.ends_at_zero_snr:
+            return
+        T, last = self.config.num_train_timesteps, len(chain) - 1
+        message = (
+            f"prediction_type='epsilon' cannot recover x̂_0 at timestep {T - 1}, where ᾱ = 0 "
+            "(rescale_betas_zero_snr=True); use prediction_type='v_prediction' or 'sample', or a chain that stops "
+            f"short of timestep {T - 1} (e.g. timestep_spacing='leading')"
+        )
+        if isinstance(k, torch.Tensor):
+            torch._assert_async((k != last).all(), message)
+        elif k == last:
+            raise ValueError(message)
+
+    def _predict_original(self, chain: ChainTables, k, prediction: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """x̂_0 from the network's prediction: Eq. 15 for ε, the output itself for x_0, or from v."""
         kind = self.config.prediction_type
-        if kind == "epsilon":
-            return _combine(read("sqrt_recip_alphas_cumprod"), sample, -read("sqrt_recipm1_alphas_cumprod"), prediction)
         if kind == "sample":
             return prediction
-        return _combine(read("sqrt_alphas_cumprod"), sample, -read("sqrt_one_minus_alphas_cumprod"), prediction)
+        names = ("sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod") if kind == "epsilon" else (
+            "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")
+        a, b = chain.read(k, x_t, *names)
+        return _combine(a, x_t, b, prediction, -1)
 
     def _clip_original(self, pred_original_sample: torch.Tensor) -> torch.Tensor:
         """Dynamic thresholding (Imagen, Saharia et al. 2022) or clipping of x̂_0, as configured."""
@@ -398,6 +331,7 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
             x0 = pred_original_sample
             flat = x0.reshape(x0.shape[0], -1)
             flat = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
+            # s clamped to [1, sample_max_value]: torch.clamp gives sample_max_value when it is below 1, as diffusers
             s = torch.quantile(flat.abs(), c.dynamic_thresholding_ratio, dim=1).clamp(1.0, c.sample_max_value)
             s = s.view(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
             return torch.maximum(torch.minimum(x0, s), -s) / s
@@ -405,38 +339,18 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
             return pred_original_sample.clamp(-c.clip_sample_range, c.clip_sample_range)
         return pred_original_sample
 
-    def _reverse_step(self, reader: TableReader, k, model_output: torch.Tensor, sample: torch.Tensor) -> ReverseStep:
-        """p_θ(x_{t−1} | x_t) on a chain: the one path shared by ``step``, the losses and the bound."""
-        prediction, variance_output = self.split_model_output(model_output, sample)
-
-        def read(name):
-            return reader.read(name, k, sample)
-
-        c = self.config
-        if c.prediction_type == "epsilon" and not (c.clip_sample or c.thresholding):
-            # Eq. 11: μ_θ = 1/√α_t · (x_t − β_t/√(1−ᾱ_t) · ε_θ), without forming x̂_0 first.
-            r = read("recip_sqrt_alphas")
-            mean = _combine(r, sample, -r * read("eps_coef"), prediction)
-            pred_original_sample = self._predict_original(read, prediction, sample)
-        else:
-            pred_original_sample = self._clip_original(self._predict_original(read, prediction, sample))
-            # Eq. 7: μ̃_t(x_t, x̂_0)
-            mean = _combine(read("posterior_mean_x0_coef"), pred_original_sample, read("posterior_mean_xt_coef"), sample)
-        return ReverseStep(mean, self._model_log_variance(read, variance_output), pred_original_sample)
-
-    def _model_log_variance(self, read, variance_output: torch.Tensor | None) -> Coefficient:
-        """log σ_t² of p_θ in every variance mode (the fixed ones from the tables)."""
+    def _model_variance(self, chain: ChainTables, k, variance_output: torch.Tensor | None, x_t: torch.Tensor):
+        """(σ_t², log σ_t²) of p_θ in every variance mode: the fixed ones from the tables, the learned ones from the
+        network (``"learned"``: its output is log σ_t²)."""
         kind = self.config.variance_type
-        if kind == "learned":
-            return variance_output
+        if kind not in LEARNED_VARIANCE_TYPES:
+            return chain.read(k, x_t, "fixed_variance", "fixed_log_variance")
+        log_variance = variance_output
         if kind == "learned_range":  # improved DDPM Eq. 15 with v = (output + 1) / 2
             frac = (variance_output + 1.0) / 2.0
-            return _combine(read("log_betas"), frac, read("posterior_log_variance_clipped"), 1.0 - frac)
-        return read("fixed_log_variance")
-
-    def p_mean_variance(self, model_output: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor | int) -> ReverseStep:
-        """p_θ(x_{t−1} | x_t) of the training process at ``timesteps`` (int or per sample), for losses and the bound."""
-        return self._reverse_step(self._train, self._train_index(timesteps, sample), model_output, sample)
+            log_beta, log_beta_tilde = chain.read(k, x_t, "log_betas", "posterior_log_variance_clipped")
+            log_variance = _combine(log_beta, frac, log_beta_tilde, 1.0 - frac)
+        return torch.exp(log_variance), log_variance
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
         """DDPM feeds x_t to the network unscaled."""
@@ -452,28 +366,29 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
     ) -> DDPMDocSchedulerOutput | tuple:
         """One ancestral step x_t → x_{t−1} = μ_θ(x_t, t) + σ_t z (Algorithm 2).
 
-        ``timestep`` is an int (or 0-d tensor) of the current schedule, or a ``[B]`` tensor of per-sample
-        timesteps. z is drawn with ``randn_tensor`` in the shape and dtype of the sample, from ``generator``
-        (one, or one per sample), and only when noise is added: for an int timestep never at the last step, so a
-        seeded chain consumes the generator as diffusers' ``DDPMScheduler`` does; for per-sample timesteps always,
-        with σ = 0 for the samples at their last step.
+        ``timestep`` is one timestep of the current schedule (an int, or a one-element tensor) or a ``[B]`` tensor
+        of per-sample timesteps. z is drawn with ``randn_tensor`` in the shape and dtype of the sample, from
+        ``generator`` (one, or one per sample), and only when noise is added: for a host timestep (an int or a CPU
+        tensor) never at the last step, so a seeded chain consumes the generator as diffusers' ``DDPMScheduler``
+        does; for timesteps on a device or per sample always, with σ = 0 for the samples at their last step (no
+        value is read back from the device).
         """
-        k = self._chain_index(timestep, sample)
-        mean, log_variance, pred_original_sample = self._reverse_step(self._chain_reader, k, model_output, sample)
-        per_sample = torch.is_tensor(k)
+        chain = self._chain
+        k = chain.index(timestep, sample)
+        p = self._p(chain, k, model_output, sample)
+        prev_sample = p.mean
+        per_sample = isinstance(k, torch.Tensor)
         if per_sample or k > 0:
             z = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-            if self.config.variance_type in LEARNED_VARIANCE_TYPES:
-                std = torch.exp(0.5 * log_variance)
-                if per_sample:
-                    std = torch.where((k > 0).view(-1, *([1] * (sample.ndim - 1))), std, torch.zeros_like(std))
-                mean = mean.addcmul_(z, std)
+            if self.config.variance_type not in LEARNED_VARIANCE_TYPES:
+                (std,) = chain.read(k, sample, "sampling_std")  # σ_t, 0 at the chain's first step
             else:
-                std = self._chain_reader.read("sampling_std", k, sample)
-                mean = mean.add_(z, alpha=std) if isinstance(std, float) else mean.addcmul_(z, std)
+                std = p.variance.sqrt()
+                std = std * (k > 0).view(-1, *([1] * (sample.ndim - 1))) if per_sample else std
+            prev_sample = prev_sample.addcmul_(z, std)
         if not return_dict:
-            return (mean, pred_original_sample)
-        return DDPMDocSchedulerOutput(prev_sample=mean, pred_original_sample=pred_original_sample)
+            return (prev_sample, p.pred_original_sample)
+        return DDPMDocSchedulerOutput(prev_sample=prev_sample, pred_original_sample=p.pred_original_sample)
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps

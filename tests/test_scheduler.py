@@ -8,6 +8,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from hf_ddpm import DDPMDocScheduler
+from hf_ddpm.options import PREDICTION_TYPES, VARIANCE_TYPES
 from hf_ddpm.schedules import make_betas
 
 pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
@@ -296,9 +297,9 @@ def test_save_and_load(tmp_path):
         (dict(beta_end=1.5), r"betas must lie in \(0, 1\)"),
         (dict(beta_start=0.0), r"betas must lie in \(0, 1\)"),
         (dict(trained_betas=[0.1] * 999), "trained_betas has 999 values"),
-        (dict(num_train_timesteps=1), "num_train_timesteps must be an integer"),
-        (dict(rescale_betas_zero_snr=True), "v_prediction"),
-        (dict(thresholding=True, sample_max_value=0.5), "sample_max_value"),
+        (dict(num_train_timesteps=0), "num_train_timesteps must be an integer ≥ 1"),
+        (dict(num_train_timesteps=1, rescale_betas_zero_snr=True), "needs num_train_timesteps ≥ 2"),
+        (dict(thresholding=True, sample_max_value=0.0), "sample_max_value must be > 0"),
     ],
 )
 def test_invalid_configuration_is_named(kwargs, match):
@@ -328,3 +329,87 @@ def test_invalid_inputs_are_named():
         s.previous_timestep(torch.tensor([-1, 500]))
     with pytest.raises(ValueError, match="leading-spaced"):
         DDPMDocScheduler(steps_offset=999).set_timesteps(2)
+
+
+@pytest.mark.parametrize("variance_type", list(VARIANCE_TYPES))
+@pytest.mark.parametrize("prediction_type", list(PREDICTION_TYPES))
+def test_one_step_process_samples_as_diffusers_and_decodes_with_beta_1(variance_type, prediction_type):
+    """T = 1: the chain is the decoder alone. It samples as diffusers does (no noise at the last step), and its
+    decoder variance is β_1 for every fixed type and at both ends of learned_range (no second step's β̃ exists)."""
+    config = dict(num_train_timesteps=1, beta_start=0.3, variance_type=variance_type, prediction_type=prediction_type)
+    ours = DDPMDocScheduler(**config)
+    theirs = DDPMScheduler(**config)
+    learned = variance_type.startswith("learned")
+    transform = (lambda o: torch.cat([o[:, :3], o[:, 3:].exp()], dim=1)) if variance_type == "learned" else None
+    assert_same_samples(run_chain(ours, 1), run_chain(theirs, 1, transform_output=transform))
+    assert ours.timesteps.tolist() == [0] and ours.chain(1) is ours.chain() is ours.train_tables
+    x_t = torch.randn(SHAPE, dtype=torch.float64)
+    out = torch.cat([torch.randn(SHAPE, dtype=torch.float64), torch.full(SHAPE, 0.3, dtype=torch.float64)], 1) if learned else torch.randn(SHAPE, dtype=torch.float64)
+    p = ours.p_mean_variance(out, x_t, 0)
+    if variance_type != "learned":
+        torch.testing.assert_close(p.log_variance.expand(SHAPE), torch.full(SHAPE, math.log(0.3), dtype=torch.float64), rtol=1e-15, atol=0)
+    q = ours.q_posterior(p.pred_original_sample, x_t, 0)
+    assert float(q.variance) == 0.0 and torch.equal(q.mean, p.pred_original_sample)  # x_0 itself: a point mass
+
+
+def test_one_step_bound_is_prior_plus_decoder():
+    """The bound of T = 1 is L_T + L_0, L_0 the discretised Gaussian of Eq. 13 with σ² = β_1 around x̂_0, here
+    against scipy's normal CDF in float64."""
+    from scipy import stats
+
+    from hf_ddpm import bits_per_dim
+
+    s = DDPMDocScheduler(num_train_timesteps=1, beta_start=0.01, clip_sample=False)
+    x0 = torch.tensor([-1.0, -0.2, 0.0, 0.6, 1.0], dtype=torch.float64).view(1, 1, 1, 5).round(decimals=2)
+    x0 = torch.round((x0 + 1) * 127.5) / 127.5 - 1
+    eps = torch.randn(x0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = lambda x, t: 0.9 * eps  # noqa: E731 (a fixed imperfect ε_θ)
+    bound = bits_per_dim(model, s, x0, noise=eps)
+    ab = 1 - 0.01
+    x1 = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps
+    mean = ((x1 - math.sqrt(1 - ab) * 0.9 * eps) / math.sqrt(ab)).numpy().ravel()
+    x, sigma = x0.numpy().ravel(), math.sqrt(0.01)
+    upper = np.where(x > 0.999, np.inf, (x + 1 / 255 - mean) / sigma)
+    lower = np.where(x < -0.999, -np.inf, (x - 1 / 255 - mean) / sigma)
+    decoder = -np.mean(np.log(stats.norm.cdf(upper) - stats.norm.cdf(lower))) / math.log(2)
+    prior = np.mean(0.5 * (-math.log(1 - ab) - 1 + (1 - ab) + ab * x**2)) / math.log(2)
+    assert bound.terms.shape == (1, 1)
+    assert float(bound.terms[0, 0]) == pytest.approx(decoder, rel=1e-9)
+    assert float(bound.total[0]) == pytest.approx(prior + decoder, rel=1e-9)
+
+
+def test_thresholding_below_one_thresholds_at_sample_max_value():
+    """diffusers clamps the dynamic threshold s to [1, sample_max_value]; below 1 that is sample_max_value itself."""
+    s = DDPMDocScheduler(thresholding=True, sample_max_value=0.5, prediction_type="sample", clip_sample=False)
+    x0 = torch.linspace(-3, 3, 2 * 3 * 8 * 8).view(SHAPE)
+    p = s.p_mean_variance(x0, torch.zeros(SHAPE), 500)
+    assert torch.equal(p.pred_original_sample, x0.clamp(-0.5, 0.5) / 0.5)
+
+
+def test_zero_snr_epsilon_refuses_only_where_alpha_bar_is_zero():
+    """ε-prediction under zero terminal SNR: only timestep T−1 (ᾱ = 0) has no x̂_0. Chains that skip it sample as
+    diffusers does; a step, loss or bound term there raises, naming the timestep and the fix (on the host for a
+    host timestep, from the device check for per-sample tensors)."""
+    from hf_ddpm.losses import training_loss
+
+    config = dict(rescale_betas_zero_snr=True, prediction_type="epsilon")
+    s = DDPMDocScheduler(**config)
+    s.set_timesteps(50)  # leading: 980 … 0
+    assert int(s.timesteps[0]) == 980
+    assert_same_samples(run_chain(DDPMDocScheduler(**config), 50), run_chain(DDPMScheduler(**config), 50))
+    x0, noise = torch.rand(SHAPE) * 2 - 1, torch.randn(SHAPE)
+    t = torch.tensor([999, 3])
+    x_t = s.add_noise(x0, noise, t)  # the forward process is defined everywhere
+    assert torch.isfinite(training_loss(s, noise, x0, x_t, noise, t, "simple")).all()  # the ε target needs no x̂_0
+    message = r"cannot recover x̂_0 at timestep 999, where ᾱ = 0.*v_prediction"
+    with pytest.raises(ValueError, match=message):
+        s.p_mean_variance(noise, x_t, 999)
+    with pytest.raises(RuntimeError, match=message):
+        s.p_mean_variance(noise, x_t, t)
+    with pytest.raises(RuntimeError, match=message):
+        training_loss(s, noise, x0, x_t, noise, t, "vlb")
+    assert torch.isfinite(s.p_mean_variance(noise, x_t, torch.tensor([998, 3])).mean).all()
+    trailing = DDPMDocScheduler(**config, timestep_spacing="trailing")
+    trailing.set_timesteps(10)
+    with pytest.raises(ValueError, match=message):
+        trailing.step(noise, trailing.timesteps[0], x_t)
