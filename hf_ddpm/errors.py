@@ -44,6 +44,10 @@ def check_interval(parameter: str, value, low: float, high: float, *, closed_low
 
 
 def check_choice(parameter: str, value, choices) -> None:
-    """``value`` one of ``choices``."""
-    if value not in choices:
+    """``value`` one of ``choices`` (a sequence, or a mapping keyed by the choices)."""
+    try:
+        known = value in choices
+    except TypeError:  # unhashable, e.g. a list for a mapping's keys
+        known = False
+    if not known:
         raise ParameterError(parameter, f"must be one of {tuple(choices)}, got {value!r}")

@@ -8,7 +8,6 @@ Each table is a dict keyed by the option's name, so ``name in VARIANCE_TYPES`` a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -84,9 +83,3 @@ TIMESTEP_SPACINGS: dict[str, str] = {
 def describe_beta_schedule(beta_schedule: str, beta_start: float, beta_end: float) -> str:
     """The description of ``beta_schedule`` with the configuration's β_1 and β_T filled in."""
     return BETA_SCHEDULES[beta_schedule].format(beta_start=beta_start, beta_end=beta_end)
-
-
-def check_choice(name: str, value, choices: Mapping[str, object]) -> None:
-    """Raise ``ValueError`` naming the parameter, the value and the choices unless ``value`` is one of ``choices``."""
-    if not (isinstance(value, str) and value in choices):
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")

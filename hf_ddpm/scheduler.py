@@ -20,8 +20,8 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 # The option tables stay importable from here (training/train.py and others import them from this module).
+from .errors import check_choice
 from .options import BETA_SCHEDULES, LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, TIMESTEP_SPACINGS, VARIANCE_TYPES
-from .options import check_choice
 from .schedules import ChainTables, custom_timesteps, make_betas, rescale_to_zero_terminal_snr, spaced_timesteps
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-from .options import BETA_SCHEDULES, check_choice
+from .errors import check_choice
+from .options import BETA_SCHEDULES
 
 COSINE_MAX_BETA = 0.999  # the cosine schedule caps β_t to keep the last steps invertible (improved DDPM, Eq. 17)
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ParameterError, check_at_least, check_choice, check_interval
 from ..fourier_unet import check_fourier_periods
 from ..losses import LOSS_TYPES, TIMESTEP_SAMPLERS, check_objective
-from ..scheduler import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES, DDPMDocScheduler
+from ..scheduler import DDPMDocScheduler
 from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -88,10 +88,7 @@ class ProcessConfig:
     clip_sample: bool = fixed(True)
 
     def __post_init__(self):
-        check_choice("beta_schedule", self.beta_schedule, BETA_SCHEDULES)
-        check_choice("variance_type", self.variance_type, VARIANCE_TYPES)
-        check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
-        self.scheduler()  # the scheduler's own checks (β in (0, 1), T, …), now rather than after the data is read
+        self.scheduler()  # the scheduler checks its options (choices, β in (0, 1), T, …), now, not after loading data
 
     def scheduler(self) -> DDPMDocScheduler:
         return DDPMDocScheduler(**dataclasses.asdict(self))
