@@ -489,6 +489,7 @@ _REMOTE_MODULES = {
     "schedules": ("hf_ddpm_schedules", "make_betas"),
     "scheduler": ("hf_ddpm_scheduler", "DDPMDocScheduler"),
     "timestep_plan": ("hf_ddpm_timestep_plan", "TimestepPlan"),
+    "host_transfers": ("hf_ddpm_host_transfers", "to_device"),
     "variational_bound": ("hf_ddpm_variational_bound", "VariationalBound"),
     "likelihood": ("hf_ddpm_likelihood", "bits_per_dim, estimate_bound"),
     "pipelines.pipeline_ddpm_doc": ("hf_ddpm_pipeline", "DDPMDocPipeline"),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import ParameterError, check_choice
+from .host_transfers import HostCopy, to_device
 from .likelihood import bound_term, mean_over_dims
 from .scheduler import LEARNED_VARIANCE_TYPES, DDPMDocScheduler
 
@@ -96,11 +97,12 @@ class UniformSampler:
         return np.full(self.num_timesteps, 1.0 / self.num_timesteps)
 
     def sample(self, batch_size: int, device=None, generator: torch.Generator | None = None):
-        """(timesteps [B] int64, weights [B] float32 = 1 / (T p_t)), drawn on the CPU then moved to ``device``."""
+        """(timesteps [B] int64, weights [B] float32 = 1 / (T p_t)), drawn on the CPU then moved to ``device``
+        without waiting for it (:func:`~hf_ddpm.host_transfers.to_device`)."""
         p = torch.from_numpy(self.probabilities())
         t = torch.multinomial(p, batch_size, replacement=True, generator=generator)
         weights = 1.0 / (self.num_timesteps * p[t])
-        return t.to(device), weights.float().to(device)
+        return to_device(t, device), to_device(weights.float(), device)
 
     def update(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
         """Uniform sampling learns nothing from the losses."""
@@ -114,15 +116,22 @@ class UniformSampler:
 
 class ImportanceSampler(UniformSampler):
     """p_t ∝ √E[L_t²] over the last ``history`` losses seen at each t, mixed with ``uniform_mix`` of the
-    uniform distribution (improved DDPM, Sec. 3.3). Uniform until every t has a full history."""
+    uniform distribution (improved DDPM, Sec. 3.3). Uniform until every t has a full history.
+
+    :meth:`update` reads nothing back from the device: it starts copying the losses to the host
+    (:class:`~hf_ddpm.host_transfers.HostCopy`), and they enter the history at the next :meth:`probabilities`,
+    :meth:`sample` or :meth:`state_dict`, in the order they came — so every read sees the history it would see had
+    they entered at once, on every device, and a checkpoint holds every loss recorded before it."""
 
     def __init__(self, num_timesteps: int, history: int = 10, uniform_mix: float = 0.001):
         super().__init__(num_timesteps)
         self.uniform_mix = uniform_mix
         self._losses = np.zeros((num_timesteps, history))
         self._counts = np.zeros(num_timesteps, dtype=np.int64)
+        self._arriving: list[tuple[HostCopy, HostCopy]] = []  # (timesteps, losses) on their way to the host
 
     def probabilities(self) -> np.ndarray:
+        self._record_arrived()
         history = self._losses.shape[1]
         if (self._counts < history).any():
             return super().probabilities()
@@ -131,20 +140,31 @@ class ImportanceSampler(UniformSampler):
         return (1.0 - self.uniform_mix) * p + self.uniform_mix / self.num_timesteps
 
     def update(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
-        """Record per-example losses (detached; all processes' in a distributed run) at their timesteps."""
+        """Record per-example losses (detached; all processes' in a distributed run) at their timesteps.
+
+        On a GPU, call it as soon as the losses exist (before the backward pass): the copy then runs while the
+        device works on, and the next :meth:`sample` finds it done."""
+        self._arriving.append((HostCopy(timesteps), HostCopy(losses.detach().double())))
+
+    def _record_arrived(self) -> None:
+        """Move the losses given to :meth:`update` into the history, oldest first: each t keeps its last ``history``."""
         history = self._losses.shape[1]
-        for t, loss in zip(timesteps.tolist(), losses.detach().double().cpu().tolist()):
-            if self._counts[t] == history:
-                self._losses[t, :-1] = self._losses[t, 1:]
-                self._losses[t, -1] = loss
-            else:
-                self._losses[t, self._counts[t]] = loss
-                self._counts[t] += 1
+        for timesteps, losses in self._arriving:
+            for t, loss in zip(timesteps.tolist(), losses.tolist()):
+                if self._counts[t] == history:
+                    self._losses[t, :-1] = self._losses[t, 1:]
+                    self._losses[t, -1] = loss
+                else:
+                    self._losses[t, self._counts[t]] = loss
+                    self._counts[t] += 1
+        self._arriving.clear()
 
     def state_dict(self) -> dict:
+        self._record_arrived()
         return {"losses": self._losses.copy(), "counts": self._counts.copy()}
 
     def load_state_dict(self, state: dict) -> None:
+        self._arriving.clear()
         self._losses = np.array(state["losses"], dtype=np.float64)
         self._counts = np.array(state["counts"], dtype=np.int64)
 

@@ -10,6 +10,7 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..host_transfers import to_device
 from ..likelihood import estimate_bound
 from ..scheduler import DDPMDocScheduler
 from ..timestep_plan import TimestepPlan
@@ -86,19 +87,23 @@ class DDPMDocPipeline(DiffusionPipeline):
         device = self._execution_device
         image = randn_tensor(self._image_shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
         self.scheduler.set_timesteps(num_inference_steps)
-        timesteps = self.scheduler.timesteps
-        # One float32 sum of the UNet output per step, kept on the device: NaN or ±inf anywhere makes it non-finite,
-        # and a sum is one reduction (isfinite is four full-size kernels); no synchronisation until the loop is over.
+        timesteps = self.scheduler.timesteps  # descending, on the host
+        # Algorithm 2. Nothing in the loop waits for the device: the scheduler takes each timestep as a host int
+        # (checked and looked up on the host; noise drawn as diffusers draws it), the UNet the same timesteps moved
+        # to the device once, before the loop. One float32 sum of the UNet output per step is kept on the device:
+        # NaN or ±inf anywhere makes it non-finite, and a sum is one reduction (isfinite is four full-size kernels);
+        # they are read once, after the loop.
+        unet_timesteps = to_device(timesteps, device)
         output_sums = []
-        for i, t in enumerate(self.progress_bar(timesteps)):
-            model_output = self.unet(image, t).sample
+        for i, t in enumerate(self.progress_bar(timesteps.tolist())):
+            model_output = self.unet(image, unet_timesteps[i]).sample
             output_sums.append(model_output.sum(dtype=torch.float32))
             step = self.scheduler.step(model_output, t, image, generator=generator)
             image = step.prev_sample
             if callback_on_step_end is not None:
                 tensors = {"image": image, "pred_original_sample": step.pred_original_sample}
                 kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
-                image = (callback_on_step_end(self, i, t, kwargs) or {}).get("image", image)
+                image = (callback_on_step_end(self, i, timesteps[i], kwargs) or {}).get("image", image)
         nonfinite = ~torch.isfinite(torch.stack(output_sums))
         if nonfinite.any():
             first = int(nonfinite.nonzero()[0])

@@ -113,3 +113,36 @@ def test_importance_sampler_state_round_trips():
     assert math.isclose(b.probabilities().sum(), 1.0)
     with pytest.raises(ValueError, match="timestep_sampler must be one of"):
         make_timestep_sampler("stratified", 4)
+
+
+def test_importance_sampler_history_is_the_same_at_every_read_as_if_recorded_at_once():
+    """update() only starts copying the losses to the host; they enter the history at the next read, oldest first.
+    Every read (probabilities, state_dict) sees exactly the history of the rule written out here — each t keeps its
+    last `history` losses in the order they came — whether reads happen after every update or after several; a
+    checkpoint taken between an update and the next sample holds that update (exact resume); and the copy is a
+    snapshot (the caller's tensor may change afterwards)."""
+    T, history = 6, 3
+    rng = np.random.default_rng(0)
+    updates = [(torch.from_numpy(rng.integers(0, T, 8)), torch.from_numpy(rng.random(8)).float()) for _ in range(12)]
+    kept = {t: [] for t in range(T)}  # the rule, transcribed independently
+
+    def expected_probabilities():
+        if any(len(v) < history for v in kept.values()):
+            return np.full(T, 1 / T)
+        p = np.array([np.sqrt(np.mean(np.square(kept[t]))) for t in range(T)])
+        return 0.999 * p / p.sum() + 0.001 / T
+
+    every, batched = ImportanceSampler(T, history), ImportanceSampler(T, history)
+    for i, (t, loss) in enumerate(updates):
+        for step, value in zip(t.tolist(), loss.double().tolist()):
+            kept[step] = (kept[step] + [value])[-history:]
+        every.update(t, loss)
+        batched.update(t, loss.clone())
+        loss.fill_(1e6)  # the sampler copied the values when it was given them
+        np.testing.assert_allclose(every.probabilities(), expected_probabilities(), rtol=1e-12)
+        if i % 4 == 3:  # three updates arrive at this read
+            resumed = ImportanceSampler(T, history)
+            resumed.load_state_dict(batched.state_dict())
+            np.testing.assert_array_equal(resumed.probabilities(), every.probabilities())
+            np.testing.assert_array_equal(batched.probabilities(), every.probabilities())
+    assert not np.allclose(every.probabilities(), 1 / T)  # warm by the end: the history was compared, not the default

@@ -1,7 +1,9 @@
 """One training step (Algorithm 1) and the network that evaluations run on.
 
 :func:`training_step` draws t and ε for a micro-batch from (seed, micro-step), noises the images (Eq. 4), runs the
-network and returns the weighted loss with the timesteps and bound terms the importance sampler learns from.
+network and returns the weighted loss with the timesteps and bound terms the importance sampler learns from — all
+without a host–device synchronisation: t, the weights and ε are drawn on the host and copied to the device without
+waiting (:func:`~hf_ddpm.host_transfers.to_device`), and nothing is read back.
 :class:`EvaluationNetwork` is a float32 copy of the UNet, made before Accelerate wraps the training one, into which
 the EMA (or raw) weights are copied for sampling, the held-out bound and the saved pipeline — so evaluating never
 touches the training network, its mixed-precision forward or its optimizer state.
@@ -13,8 +15,8 @@ import copy
 from typing import NamedTuple
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
+from ..host_transfers import to_device
 from ..losses import training_loss
 from .data_order import step_generator
 
@@ -32,15 +34,14 @@ def training_step(accelerator, unet, scheduler, timestep_sampler, clean: torch.T
                   micro_step: int, loss_type: str, importance: bool) -> StepResult:
     """Algorithm 1 on one micro-batch of clean images x_0 (this process's share of the global micro-batch).
 
-    t and ε are drawn for the whole global micro-batch from (seed, micro_step) and each process takes its slice, so a
-    run's draws do not depend on how its global batch is split over processes."""
+    t and ε are drawn on the host for the whole global micro-batch from (seed, micro_step) and each process takes its
+    slice, so a run's draws depend neither on how its global batch is split over processes nor on the device."""
     generator = step_generator(seed, micro_step)
     size, rank, processes = clean.shape[0], accelerator.process_index, accelerator.num_processes
     timesteps, weights = timestep_sampler.sample(size * processes, clean.device, generator=generator)
-    noise = randn_tensor((size * processes, *clean.shape[1:]), generator=generator, device=clean.device,
-                         dtype=clean.dtype)
+    noise = torch.randn((size * processes, *clean.shape[1:]), generator=generator, dtype=clean.dtype)
     mine = slice(rank * size, (rank + 1) * size)
-    timesteps, weights, noise = timesteps[mine], weights[mine], noise[mine]
+    timesteps, weights, noise = timesteps[mine], weights[mine], to_device(noise[mine], clean.device)
     noisy = scheduler.add_noise(clean, noise, timesteps)
     model_output = unet(noisy, timesteps).sample
     per_example, terms = training_loss(scheduler, model_output, clean, noisy, noise, timesteps, loss_type,
