@@ -62,20 +62,28 @@ class Timing:
     cpu: float
 
 
-def interleaved_timings(contenders: dict[str, Callable[[], object]], rounds: int, block_s: float) -> dict[str, Timing]:
+def interleaved_timings(contenders: dict[str, Callable[[], object]], rounds: int, block_s: float,
+                        synchronize: Callable[[], None] | None = None) -> dict[str, Timing]:
     """Time blocks of calls of each contender, interleaved over ``rounds`` (the order rotating every round).
 
     Each block is timed on the wall clock and on the process CPU clock. On a machine shared with other work, the
     wall clock includes the time this process waited for a core; the CPU time of a one-thread run does not, so it
-    is the steadier measure of what a call costs (with more threads it adds up the work of all of them)."""
+    is the steadier measure of what a call costs (with more threads it adds up the work of all of them).
+    ``synchronize`` (e.g. ``torch.cuda.synchronize``): called before and after every block, so that the wall clock
+    of a block covers the device's work, not only its queueing; blocks are then sized on the wall clock."""
+    sync = synchronize or (lambda: None)
+    clock = time.perf_counter if synchronize else time.process_time
     numbers = {}
     for name, f in contenders.items():  # warm up, then size a block to about block_s (one call if block_s = 0)
         f()
-        if block_s > 0:  # sized on the CPU clock: a wall-clock estimate is inflated whenever the process waits
-            start = time.process_time()
+        if block_s > 0:  # without a device, sized on the CPU clock: a wall-clock estimate is inflated whenever the
+            # process waits
+            sync()
+            start = clock()
             for _ in range(20):
                 f()
-            numbers[name] = max(1, int(block_s / max((time.process_time() - start) / 20, 1e-7)))
+            sync()
+            numbers[name] = max(1, int(block_s / max((clock() - start) / 20, 1e-7)))
         else:
             numbers[name] = 1
     wall, cpu = {name: [] for name in contenders}, {name: [] for name in contenders}
@@ -86,9 +94,11 @@ def interleaved_timings(contenders: dict[str, Callable[[], object]], rounds: int
         for r in range(rounds):
             for name in names[r % len(names):] + names[: r % len(names)]:
                 f, n = contenders[name], numbers[name]
+                sync()
                 wall_start, cpu_start = time.perf_counter(), time.process_time()
                 for _ in range(n):
                     f()
+                sync()
                 cpu[name].append((time.process_time() - cpu_start) / n)
                 wall[name].append((time.perf_counter() - wall_start) / n)
     finally:
@@ -105,20 +115,22 @@ def make_schedulers(variance_type: str, clip_sample: bool) -> tuple[DDPMDocSched
     return ours, theirs
 
 
-def step_contenders(shape: tuple[int, ...], variance_type: str, clip_sample: bool):
-    """The three callables timed for one configuration, and max |ours − diffusers| of one step from one seed."""
+def step_contenders(shape: tuple[int, ...], variance_type: str, clip_sample: bool, device="cpu",
+                    dtype: torch.dtype = torch.float32):
+    """The three callables timed for one configuration, and max |ours − diffusers| of one step from one seed; sample,
+    model output and noise in ``dtype`` on ``device``, drawn from generators on ``device``."""
     ours, theirs = make_schedulers(variance_type, clip_sample)
     g = torch.Generator().manual_seed(1234)
-    sample, model_output = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    sample, model_output = (torch.randn(shape, generator=g).to(device, dtype) for _ in range(2))
     t = theirs.timesteps[MID_CHAIN]
     if int(t) != int(ours.timesteps[MID_CHAIN]) or int(t) == 0:
         raise RuntimeError(f"the two 1000-step schedules disagree at index {MID_CHAIN}")
-    ours_out = ours.step(model_output, t, sample, generator=torch.Generator().manual_seed(0)).prev_sample
-    theirs_out = theirs.step(model_output, t, sample, generator=torch.Generator().manual_seed(0)).prev_sample
-    max_diff = (ours_out - theirs_out).abs().max().item()
+    ours_out = ours.step(model_output, t, sample, generator=torch.Generator(device).manual_seed(0)).prev_sample
+    theirs_out = theirs.step(model_output, t, sample, generator=torch.Generator(device).manual_seed(0)).prev_sample
+    max_diff = (ours_out.float() - theirs_out.float()).abs().max().item()
 
-    g_ours, g_theirs, g_limit = (torch.Generator().manual_seed(s) for s in (1, 2, 3))
-    z, out = torch.empty(shape), torch.empty(shape)
+    g_ours, g_theirs, g_limit = (torch.Generator(device).manual_seed(s) for s in (1, 2, 3))
+    z, out = torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype)
 
     def limit():
         torch.randn(shape, generator=g_limit, out=z)

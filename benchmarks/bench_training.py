@@ -55,13 +55,14 @@ def run_config(opts):
 
 
 def image_folder(opts) -> str:
-    """An image folder with ``train/`` and ``test/``: the digits' splits at resolution 8, else random RGB images."""
+    """An image folder with ``train/`` and ``test/``: the digits' splits at resolution 8, else random RGB images
+    (``--num_images``: only that many in ``train/``, 16 in ``test/``)."""
     import numpy as np
     from PIL import Image
 
     from hf_ddpm.data import digits_split
 
-    root = os.path.join(opts.workdir, f"images{opts.resolution}")
+    root = os.path.join(opts.workdir, f"images{opts.resolution}" + (f"-{opts.num_images}" if opts.num_images else ""))
     if not os.path.isdir(root):
         rng = np.random.default_rng(0)
         for split in ("train", "test"):
@@ -71,6 +72,8 @@ def image_folder(opts) -> str:
             else:
                 count = max(4 * opts.batch_size, 256) if split == "train" else 16
                 arrays = rng.integers(0, 256, (count, opts.resolution, opts.resolution, 3), dtype=np.uint8)
+            if opts.num_images:  # a smaller folder: the first num_images to train on, 16 held out
+                arrays = arrays[: opts.num_images if split == "train" else 16]
             for i, array in enumerate(arrays):
                 Image.fromarray(array).save(os.path.join(root, split, f"{i:05d}.png"))
     return root
@@ -231,7 +234,19 @@ def child(opts) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def main():
+def measure(name: str, opts) -> dict:
+    """One measurement of the loop ``name`` in a fresh process: throughput, peak memory, device, threads."""
+    command = [sys.executable, __file__, "--child", name] + [
+        f"--{k}={v}" for k, v in vars(opts).items() if k != "child" and v is not None
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
+    if output.returncode != 0 or not lines:
+        raise RuntimeError(f"{name} failed:\n{output.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=60, help="timed optimizer steps per measurement")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
@@ -241,23 +256,26 @@ def main():
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per loop (default: the trainer's choice, the usable cores)")
+    parser.add_argument("--num_images", type=int, default=None,
+                        help="training images in the folder (default: the digits' train split at resolution 8, else "
+                        "max(4 × batch, 256) random images)")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "hf_ddpm_bench_training"))
     parser.add_argument("--child", default=None, choices=list(LOOPS), help=argparse.SUPPRESS)
-    opts = parser.parse_args()
+    return parser
+
+
+def main():
+    opts = build_parser().parse_args()
     os.makedirs(opts.workdir, exist_ok=True)
     if opts.child:
         return child(opts)
     results = {name: [] for name in LOOPS}
     for round_index in range(opts.rounds):
         for name in list(LOOPS) if round_index % 2 == 0 else list(reversed(LOOPS)):
-            command = [sys.executable, __file__, "--child", name] + [
-                f"--{k}={v}" for k, v in vars(opts).items() if k != "child" and v is not None
-            ]
-            output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-            lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-            if output.returncode != 0 or not lines:
-                sys.exit(f"{name} failed:\n{output.stderr[-3000:]}")
-            results[name].append(json.loads(lines[-1][len("RESULT "):]))
+            try:
+                results[name].append(measure(name, opts))
+            except RuntimeError as error:
+                sys.exit(str(error))
             print(f"round {round_index + 1} {name:14s} {results[name][-1]['throughput']:8.1f} images/s", flush=True)
     rows = {}
     for name, runs in results.items():
