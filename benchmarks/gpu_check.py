@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -352,14 +353,10 @@ def pipeline_loop(device: torch.device, steps: int):
     are once per call, outside it)."""
     pipe = DDPMDocPipeline(unet=bench_scheduler.small_unet().to(device), scheduler=DDPMDocScheduler())
     pipe.set_progress_bar_config(disable=True)
-    guard = []
 
-    def switch(p, i, t, kwargs):
-        if i == 0:
-            guard.append(syncs_are_errors(device))
-            guard[-1].__enter__()
-        if i == steps - 1:
-            guard.pop().__exit__(None, None, None)
+    def switch(p, i, t, kwargs):  # after step i: on for the steps that follow, off after the last
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("error" if i < steps - 1 else "default")
         return {}
 
     def call():
@@ -367,14 +364,16 @@ def pipeline_loop(device: torch.device, steps: int):
             pipe(batch_size=2, num_inference_steps=steps, output_type="pt", callback_on_step_end=switch,
                  generator=torch.Generator(device).manual_seed(0))
         finally:
-            while guard:
-                guard.pop().__exit__(None, None, None)
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
     return call
 
 
 def trainer_micro_steps(device: torch.device, precision: str, sampler_name: str, loss_type: str, variance_type: str):
-    """Micro-steps as Trainer.train runs them, on the 8×8 preset UNet: training_step, the sampler's update, backward,
-    gradient clipping, fused AdamW, zero_grad, the foreach EMA update."""
+    """Micro-steps in the order Trainer.train runs them, on the 8×8 preset UNet: training_step, backward, gradient
+    clipping, fused AdamW, zero_grad, the importance sampler's update, the foreach EMA update (not its loss history's
+    ``.item()``). The sampler's wait for its copy at the next ``sample`` is an event wait, which
+    ``set_sync_debug_mode`` does not flag: see the README on where to call ``update``."""
     AcceleratorState._reset_state(True)
     accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
     learned = variance_type.startswith("learned")
@@ -393,12 +392,12 @@ def trainer_micro_steps(device: torch.device, precision: str, sampler_name: str,
     def micro_step():
         result = training_step(accelerator, unet, scheduler, sampler, clean, seed=0, micro_step=next(counter),
                                loss_type=loss_type, importance=importance)
-        if importance:
-            sampler.update(result.timesteps, result.bound_terms)
         accelerator.backward(result.loss)
         accelerator.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if importance:
+            sampler.update(result.timesteps, result.bound_terms)
         ema.step(unet.parameters())
     return lambda: [micro_step() for _ in range(3)]
 
@@ -408,7 +407,7 @@ def trainer_loop_syncs(device: torch.device, sizes: Sizes, workdir: str) -> tupl
     from the end of its first step to the end of its last: (syncs per step, where they come from)."""
     opts = training_options(sizes, "no", workdir)
     opts.resolution, opts.batch_size, opts.steps, opts.warmup, opts.num_images = 8, 16, 5, 1, 64
-    caught, steps = [], opts.steps + opts.warmup
+    steps = opts.steps + opts.warmup
 
     class CountingTrainer(Trainer):
         def _periodic_work(self, step, logs):
@@ -419,8 +418,10 @@ def trainer_loop_syncs(device: torch.device, sizes: Sizes, workdir: str) -> tupl
     trainer = CountingTrainer(bench_training.run_config(opts))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.train()
-    torch.cuda.set_sync_debug_mode("default")
+        try:
+            trainer.train()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchronizing" in str(w.message)]
     where = Counter(f"{os.path.relpath(w.filename)}:{w.lineno}" for w in syncs)
     return len(syncs) / (steps - 1), where
@@ -442,16 +443,16 @@ def section_syncs(report: Report, device: torch.device, sizes: Sizes, workdir: s
             paths[f"trainer micro-step, {label}, {sampler_name} t, {loss_type}"] = partial(
                 trainer_micro_steps, device, precision, sampler_name, loss_type, variance_type)
     for name, build in paths.items():
-        call = build()
-        call()  # warm-up: tables and positions copied to the device once, kernels and pinned buffers allocated
-        synchronize(device)
         try:
+            call = build()
+            call()  # warm-up: tables and positions copied to the device once, kernels and pinned buffers allocated
+            synchronize(device)
             with syncs_are_errors(device):
                 call()
             synchronize(device)  # device-side checks (torch._assert_async) report here
             found = "0" if checked else "not checked (CPU)"
-        except RuntimeError as error:
-            found = str(error).strip().splitlines()[0][:120]
+        except RuntimeError as error:  # "called a synchronizing CUDA operation", or whatever else went wrong
+            found = f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0][:120]
         report.row(name, found, report.verdict(found in ("0", "not checked (CPU)"), f"(e) {name}"))
     if checked:
         per_step, where = trainer_loop_syncs(device, sizes, workdir)
@@ -490,7 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for key in args.sections:
         section_started = time.perf_counter()
-        SECTIONS[key](report, device, sizes, args.workdir)
+        try:
+            SECTIONS[key](report, device, sizes, args.workdir)
+        except Exception as error:  # noqa: BLE001 — the other sections' tables still come out
+            traceback.print_exc()
+            report.failures.append(f"({key}) stopped: {type(error).__name__}: {str(error).strip()[:300]}")
         print(f"\n({key}: {time.perf_counter() - section_started:.0f} s)", flush=True)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; " + (
         "all parity and synchronisation checks passed" if not report.failures else
