@@ -26,8 +26,9 @@ class HostCopy:
     """The values a tensor holds now, copied to the host without waiting, read later with :meth:`tolist`.
 
     From CUDA: a non-blocking copy into pinned host memory, queued behind the work that computes the tensor, and an
-    event queued after it; :meth:`tolist` waits for that event only, which is long past when the copy was started
-    a step's work earlier. From anywhere else: a copy made at once (later changes to the tensor do not reach it)."""
+    event queued after it; :meth:`tolist` waits for that event only — long past if the copy was started a step's
+    work earlier, the whole queue if it was started just before. From anywhere else: a copy made at once. Either way
+    later changes to the tensor do not reach it."""
 
     def __init__(self, tensor: torch.Tensor):
         tensor = tensor.detach()
