@@ -31,6 +31,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
+from hf_ddpm.errors import ParameterError
 from hf_ddpm.training.checkpointing import StopRequest, check_resumable, resolve_resume, save_checkpoint
 from hf_ddpm.data import collate_images, load_image_data
 from hf_ddpm.training.distributed import check_process_group
@@ -48,6 +49,8 @@ from hf_ddpm.training import (
     step_generator,
     write_json,
 )
+from hf_ddpm.training.config import HubConfig, RunConfig
+from hf_ddpm.training.record import RunRecord, RunResults
 
 # The tuned default for the built-in digits (see the README's training results): the flags' defaults.
 DIGITS_DEFAULTS = dict(
@@ -337,11 +340,15 @@ def sample_metrics(samples, run) -> dict:
 
 
 def write_card(args, accelerator, metrics, step, train_seconds) -> None:
-    """The model card README.md in the output folder (``hf_ddpm.hub``)."""
-    hub.write_model_card(
-        args.output_dir, args=args, metrics=metrics, global_step=step, wall_time_s=train_seconds,
-        num_processes=accelerator.num_processes, sample_grid="samples.png", loss_plot="loss.png",
-    )
+    """The run record (training_run.json, metrics.json) and the model card README.md rendered from it."""
+    processes = accelerator.num_processes
+    on_gpu = torch.cuda.is_available()
+    hardware = (f"{processes} × {torch.cuda.get_device_name(0)}" if on_gpu else
+                f"CPU ({os.cpu_count()} cores), {processes} process{'es' if processes != 1 else ''}")
+    results = RunResults(**metrics, threads_per_process=0 if on_gpu else torch.get_num_threads(), hardware=hardware)
+    record = RunRecord(RunConfig.from_settings(vars(args)), results, images={"samples": "samples.png", "loss": "loss.png"})
+    record.save(args.output_dir)
+    hub.write_model_card(args.output_dir, record)
 
 
 def push(args, run) -> None:
@@ -414,7 +421,9 @@ def prepare_run(args, accelerator) -> Run:
         if state is not None:
             accelerator.register_for_checkpointing(state)
     run.eval_images = run.data.eval.tensor().to(accelerator.device)
-    run.pusher = hub.CheckpointPusher.from_args(args) if accelerator.is_main_process else None
+    run.pusher = None
+    if args.push_every_checkpoint and accelerator.is_main_process:
+        run.pusher = hub.CheckpointPusher(args.hub_model_id, token=args.hub_token, private=args.hub_private_repo)
     return run
 
 
@@ -549,13 +558,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--num_inference_steps", type=int, default=1000, help="ancestral steps per sample")
     out.add_argument("--logger", default="none", choices=["none", "tensorboard", "wandb"])
     out.add_argument("--logging_dir", default="logs", help="relative to --output_dir")
-    hub.add_hub_arguments(p)
+    group = p.add_argument_group("Hugging Face Hub")
+    group.add_argument("--push_to_hub", action="store_true",
+                       help="Push the final pipeline, model card and sample grids to the Hub in one commit.")
+    group.add_argument("--hub_model_id", type=str, default=None,
+                       help="Repo to push to: 'user/name', 'org/name' or 'name' (your namespace). Created if missing.")
+    group.add_argument("--hub_token", type=str, default=None,
+                       help="Hub token (default: $HF_TOKEN or the token saved by `hf auth login`).")
+    group.add_argument("--hub_private_repo", action="store_true", help="Create the repo as private.")
+    group.add_argument("--push_every_checkpoint", action="store_true",
+                       help="Also push the (EMA) pipeline at every checkpoint, in the background (needs --push_to_hub).")
     args = p.parse_args(argv)
     check_args(p, args)
     args.logging_dir = os.path.join(args.output_dir, args.logging_dir)
     if args.train_data_dir is not None:  # recorded in training_run.json: `hf-ddpm evaluate` must find it from anywhere
         args.train_data_dir = os.path.abspath(os.path.expanduser(args.train_data_dir))
-    hub.check_hub_arguments(args)
+    try:  # contradictory or malformed Hub flags, before any work or network call
+        HubConfig(push_to_hub=args.push_to_hub, hub_model_id=args.hub_model_id, hub_token=args.hub_token,
+                  hub_private_repo=args.hub_private_repo, push_every_checkpoint=args.push_every_checkpoint)
+    except ParameterError as error:
+        raise ValueError(error.with_name(f"--{error.parameter}")) from None
     return args
 
 
