@@ -13,13 +13,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import __version__
+from ..data import DIGITS_LEVELS, DIGITS_NAMES, DIGITS_RESOLUTION, DIGITS_TEST_EVERY
 from ..fourier_unet import input_channels
+from ..losses import HYBRID_VLB_WEIGHT
 from ..training.config import DataConfig, RunConfig
 from ..training.record import RunRecord, RunResults
-from .card_text import DIFFUSERS_VARIANCE_DIFFERENCE, PRECISION_TEXT, SAMPLER_TEXT, loss_text
+from . import card_text
 from .saved_pipeline import FOURIER_UNET, Network, Process, read_pipeline_configs
 
-BUILTIN_DIGITS = "digits"
 # Captions of the images a run record names, by role (any other role is captioned with its name).
 FIGURE_CAPTIONS = {"loss": "Training loss"}
 
@@ -42,12 +44,13 @@ class DataSource:
         if data.train_data_dir:
             folder = Path(data.train_data_dir).name
             return cls(f"the images in a local folder ({folder})", index_type="imagefolder", index_name=folder)
-        if name and name != BUILTIN_DIGITS and not Path(name).exists():
-            return cls(name, hub_id=name, config_name=data.dataset_config_name, index_type=name, index_name=name)
-        if name and name != BUILTIN_DIGITS:
+        if name is None or name in DIGITS_NAMES:
+            size = DIGITS_RESOLUTION
+            return cls(f"scikit-learn's handwritten digits ({size}×{size}, {DIGITS_LEVELS + 1} grey levels)",
+                       index_type="sklearn-digits", index_name="scikit-learn digits")
+        if Path(name).exists():
             return cls(f"a local dataset ({Path(name).name})", index_type="local", index_name=Path(name).name)
-        return cls("scikit-learn's handwritten digits (8×8, 17 grey levels)", index_type="sklearn-digits",
-                   index_name="scikit-learn digits")
+        return cls(name, hub_id=name, config_name=data.dataset_config_name, index_type=name, index_name=name)
 
     @property
     def digits(self) -> bool:
@@ -78,36 +81,31 @@ class CardFacts:
     """Everything the card states, for the pipeline saved in a folder and its run record (None: saved by hand)."""
 
     repo_id: str
-    version: str
     network: Network
     process: Process
     record: RunRecord | None
     data: DataSource
     sample_metrics: tuple[SampleMetric, ...]
     figures: tuple[Figure, ...]
-    hybrid_weight: float
+    version: str = __version__  # of hf-ddpm, which rendered the card
+    hybrid_weight: float = HYBRID_VLB_WEIGHT  # λ of the hybrid loss
 
     @classmethod
     def gather(cls, folder: Path, record: RunRecord | None, repo_id: str | None) -> "CardFacts":
         """The facts of the pipeline in ``folder``; ``repo_id`` (default: the record's ``hub_model_id``, else the
         folder's name) is the repo the usage snippets load."""
-        from .. import __version__
-        from ..losses import HYBRID_VLB_WEIGHT
-
         _, unet, scheduler = read_pipeline_configs(folder)
         process = Process.read(scheduler)
         results = record.results if record else None
         quality = results.sample_quality if results else None
         return cls(
             repo_id=repo_id or (record and record.config.hub.hub_model_id) or folder.resolve().name,
-            version=__version__,
             network=Network.read(folder / "unet", unet),
             process=process,
             record=record,
             data=DataSource.of(record.config.data if record else None),
             sample_metrics=_sample_metrics(quality) if quality else (),
             figures=tuple(_figures(folder, record, process.num_train_timesteps)) if record else (),
-            hybrid_weight=HYBRID_VLB_WEIGHT,
         )
 
     @property
@@ -128,17 +126,19 @@ class CardFacts:
 
     @property
     def loss_text(self) -> str:
-        return loss_text(self.loss_type, self.process.target_symbol) if self.config else "not recorded"
+        return card_text.loss_text(self.loss_type, self.process.target_symbol) if self.config else "not recorded"
 
     @property
     def sampler_text(self) -> str:
-        return SAMPLER_TEXT[self.config.objective.timestep_sampler] if self.config else "not recorded"
+        return card_text.SAMPLER_TEXT[self.config.objective.timestep_sampler] if self.config else "not recorded"
 
     @property
     def eval_description(self) -> str:
         if self.results:
             return self.results.test_split
-        return "the digits' test split (index i % 5 == 4)" if self.data.digits else "held-out images"
+        if self.data.digits:
+            return f"the digits' test split (index i % {DIGITS_TEST_EVERY} == {DIGITS_TEST_EVERY - 1})"
+        return "held-out images"
 
     @property
     def augmentation(self) -> str:
@@ -172,12 +172,12 @@ class CardFacts:
             n = results.num_processes
             per = f"{results.global_batch_size} per step ({per} × {n} process{'es' if n != 1 else ''})"
         rows.append(("batch", per))
-        lr = f"{optim.learning_rate:g}, {optim.lr_scheduler} schedule"
-        rows.append(("learning rate (AdamW)", lr + (f", {optim.lr_warmup_steps} warm-up steps" if optim.lr_warmup_steps else "")))
+        warmup = f", {optim.lr_warmup_steps} warm-up steps" if optim.lr_warmup_steps else ""
+        rows.append(("learning rate (AdamW)", f"{optim.learning_rate:g}, {optim.lr_scheduler} schedule{warmup}"))
         ema = (f"yes (diffusers' EMAModel, max_decay {optim.ema_max_decay:g}, inv_gamma {optim.ema_inv_gamma:g}, "
                f"power {optim.ema_power:g}); the weights here are the EMA weights")
         rows.append(("EMA", ema if optim.use_ema else "no"))
-        rows.append(("precision", PRECISION_TEXT[config.compute.mixed_precision]))
+        rows.append(("precision", card_text.PRECISION_TEXT[config.compute.mixed_precision]))
         if results:
             rows += [("hardware", results.hardware), ("training wall time", _duration_text(results.train_seconds))]
         rows.append(("seed", str(optim.seed)))
@@ -195,8 +195,8 @@ class CardFacts:
                 f"(`UNet2DModel.from_pretrained` refuses its weights, whose first convolution reads "
                 f"{input_channels(channels, self.network.fourier_periods)} channels, the image's {channels} and its "
                 "Fourier features)")
-        if self.process.variance_type in DIFFUSERS_VARIANCE_DIFFERENCE:
-            reasons.append(DIFFUSERS_VARIANCE_DIFFERENCE[self.process.variance_type])
+        if self.process.variance_type in card_text.DIFFUSERS_VARIANCE_DIFFERENCE:
+            reasons.append(card_text.DIFFUSERS_VARIANCE_DIFFERENCE[self.process.variance_type])
         return reasons
 
 

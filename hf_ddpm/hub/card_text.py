@@ -2,9 +2,9 @@
 
 The scheduler's options (``VARIANCE_TYPES``, ``PREDICTION_TYPES``, ``BETA_SCHEDULES``) and the trainer's
 (``LOSS_TYPES``, ``TIMESTEP_SAMPLERS``, ``MIXED_PRECISIONS``) are described here and nowhere else in the card code;
-``tests/test_hub_card.py`` renders a card for every option of each list, so an option added to a list without a text
-here fails there. (The scheduler's options are moving beside their descriptions in ``hf_ddpm/options.py``; the card
-will then read those.)
+``tests/test_hub_card.py`` checks that each table covers exactly its option list, so an option added to a list
+without a text here fails there. (The scheduler's options are moving beside their descriptions, in
+``hf_ddpm/options.py`` on the scheduler's branch; the card will then read those.)
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from ..errors import ParameterError
+from ..training.record import RUN_FILE, RunRecord
 from .card import CARD_FILE, render_model_card
-from .saved_pipeline import read_pipeline_configs
 from .remote_code import remote_code_files
+from .saved_pipeline import read_pipeline_configs
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,6 @@ def push_output_folder(
 def _card_text(folder: Path, repo_id: str) -> str:
     """The card to upload for ``repo_id``: rendered from the folder's run record, else its own ``README.md``, else
     (a pipeline saved by hand) rendered from the saved configs alone."""
-    from ..training.record import RUN_FILE, RunRecord
-
     if not (folder / RUN_FILE).is_file() and (folder / CARD_FILE).is_file():
         return (folder / CARD_FILE).read_text(encoding="utf-8")
     return str(render_model_card(folder, RunRecord.load(folder), repo_id=repo_id))

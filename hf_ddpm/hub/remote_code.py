@@ -26,6 +26,8 @@ import importlib.util
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import hf_ddpm
+
 REMOTE_CODE_DIR = "remote_code"
 REMOTE_CODE_ENTRY = "hf_ddpm_remote.py"
 # The classes a diffusers-only user takes from the bundle by name (the model card's recipes).
@@ -36,8 +38,6 @@ def remote_code_files() -> dict[str, bytes]:
     """This installation's bundle: ``{"remote_code/<file>.py": source}``, the entry file ``hf_ddpm_remote.py``
     exporting :data:`REMOTE_CODE_CLASSES`. Nothing in ``model_index.json`` points here, so hf-ddpm users never run
     these files."""
-    import hf_ddpm
-
     entries: dict[str, list[str]] = {}
     for name in REMOTE_CODE_CLASSES:
         entries.setdefault(getattr(hf_ddpm, name).__module__, []).append(name)
@@ -96,13 +96,13 @@ def flat_name(module: str) -> str:
 
 def _bundled_import(node: ast.AST, module: str, is_package: bool, root: str, path: Path):
     """``(target module, aliases)`` when ``node`` imports from a module of ``root``; None for any other node."""
-    where = f"remote code bundle: {path}:{getattr(node, 'lineno', '?')}"
+    if not isinstance(node, (ast.Import, ast.ImportFrom)):
+        return None
+    where = f"remote code bundle: {path}:{node.lineno}"
     if isinstance(node, ast.Import):
         for alias in node.names:
             if _inside(alias.name, root):
                 raise RuntimeError(f"{where}: `import {alias.name}` cannot be bundled; import names from it instead")
-        return None
-    if not isinstance(node, ast.ImportFrom):
         return None
     if node.level == 0:
         if not _inside(node.module, root):
