@@ -1,6 +1,6 @@
 """Pushing to the Hub through huggingface_hub's real client, down to HTTP, against a Hub stand-in on 127.0.0.1.
 
-The stand-in implements the endpoints ``HfApi.create_repo`` and ``HfApi.create_commit`` call (repo creation,
+The stand-in implements the endpoints ``HfApi.create_repo`` and ``HfApi.upload_folder`` call (repo creation,
 README metadata validation, preupload — answered "regular" so contents travel inline in the commit — and the
 NDJSON commit), records every upload, and can be told to fail. Nothing of hf_ddpm is mocked.
 """
