@@ -37,6 +37,7 @@ setup(
         "Jinja2>=3.0",  # model card rendering (hf_ddpm.hub)
         "PyYAML>=5.1",  # model card metadata check (hf_ddpm.hub)
     ],
-    extras_require={"test": ["pytest>=7", "tensorboard>=2.10", "wandb>=0.16"]},  # --logger tests (offline wandb)
+    # tensorboard, wandb: the --logger tests (offline wandb); mpmath: high-precision references of the bound's terms
+    extras_require={"test": ["pytest>=7", "tensorboard>=2.10", "wandb>=0.16", "mpmath>=1.0"]},
     entry_points={"console_scripts": ["hf-ddpm=hf_ddpm.cli:main"]},
 )

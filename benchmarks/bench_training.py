@@ -24,13 +24,12 @@ Three loops:
   progress bar and ``accelerator.log`` each step.
 * ``diffusers_loop`` — the same loop fed by ``training/train.py``'s DataLoader instead: the difference between
   the two rows is the data path alone.
-* ``ours`` — ``training/train.py``'s ``train`` function itself, reading the same folder with ``--train_data_dir``.
+* ``ours`` — ``Trainer.train``, the loop ``training/train.py`` runs, reading the same folder with ``--train_data_dir``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -42,25 +41,17 @@ import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_PY = os.path.join(REPO, "training", "train.py")
+def run_config(opts):
+    """The run both loops train: ``training/train.py``'s configuration with a fixed variance and L_simple."""
+    from hf_ddpm.training.config import RunConfig
 
-
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("hf_ddpm_train_script", TRAIN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def common_flags(opts) -> list[str]:
-    flags = ["--variance_type", "fixed_small", "--loss_type", "simple", "--timestep_sampler", "uniform",
-             "--train_batch_size", str(opts.batch_size), "--max_train_steps", str(opts.warmup + opts.steps),
-             "--mixed_precision", opts.mixed_precision, "--learning_rate", "1e-4", "--lr_warmup_steps", "0",
-             "--checkpointing_steps", "0", "--eval_steps", "0", "--save_images_steps", "0",
-             "--output_dir", os.path.join(opts.workdir, "unused"), "--center_crop", "--fourier_periods", "none",
-             "--train_data_dir", image_folder(opts), "--resolution", str(opts.resolution)]
-    return flags
+    return RunConfig.from_settings(dict(
+        variance_type="fixed_small", loss_type="simple", timestep_sampler="uniform", train_batch_size=opts.batch_size,
+        max_train_steps=opts.warmup + opts.steps, mixed_precision=opts.mixed_precision, learning_rate=1e-4,
+        lr_warmup_steps=0, checkpointing_steps=0, eval_steps=0, save_images_steps=0, center_crop=True,
+        output_dir=os.path.join(opts.workdir, "unused"), fourier_periods=(), train_data_dir=image_folder(opts),
+        resolution=opts.resolution, num_threads=opts.threads,
+    ))
 
 
 def image_folder(opts) -> str:
@@ -130,55 +121,58 @@ class StepTimer:
 
 
 def run_ours(opts) -> dict:
-    """Time ``train`` of training/train.py on the prepared run (the script's own set-up)."""
-    script = load_train_script()
-    args = script.parse_args(common_flags(opts))
-    accelerator = script.build_accelerator(args)
-    torch.manual_seed(args.seed)
-    run = script.prepare_run(args, accelerator)
-    run.start_step = 0
-    timer = StepTimer(accelerator.device)
-    original = script.periodic_work
+    """Time ``Trainer.train``, the loop of training/train.py, on its own set-up."""
+    from hf_ddpm.training.trainer import Trainer
 
-    def periodic_work(*a, **k):  # the script's own per-step bookkeeping, plus the clock
-        original(*a, **k)
-        timer.tick(run.images_seen)
+    class TimedTrainer(Trainer):
+        def _periodic_work(self, step, logs):  # the loop's own per-step bookkeeping, plus the clock
+            super()._periodic_work(step, logs)
+            timer.tick(self.images_seen)
 
-    script.periodic_work = periodic_work
-    script.train(args, accelerator, run, 0)
-    return {"throughput": timer.throughput(opts.warmup), "device": str(accelerator.device)}
+    trainer = TimedTrainer(run_config(opts))
+    timer = StepTimer(trainer.accelerator.device)
+    trainer.train()
+    return {"throughput": timer.throughput(opts.warmup), "device": str(trainer.accelerator.device)}
 
 
 def run_diffusers_example(opts, own_data: bool = True) -> dict:
     """The loop of diffusers' train_unconditional.py, on the same run set-up; with its own data path, or with
     training/train.py's DataLoader (``own_data=False``)."""
     import torch.nn.functional as F
+    from accelerate import Accelerator
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    script = load_train_script()
-    args = script.parse_args(common_flags(opts))
-    accelerator = script.build_accelerator(args)
-    torch.manual_seed(args.seed)
-    data = script.load_image_data(dataset_name=args.dataset_name, train_data_dir=args.train_data_dir,
-                                  resolution=args.resolution, seed=args.seed)  # as prepare_run loads it
-    model = script.build_unet(data.resolution, data.channels)  # the same preset UNet, same seed
+    from hf_ddpm.data import load_image_data
+    from hf_ddpm.presets import build_unet
+    from hf_ddpm.training.machine import cpu_threads
+    from hf_ddpm.training.trainer import training_dataloader
+
+    config = run_config(opts)
+    torch.set_num_threads(cpu_threads(config.compute.num_threads).threads)  # as the Trainer does
+    accelerator = Accelerator(mixed_precision=config.compute.mixed_precision)
+    torch.manual_seed(config.optim.seed)
+    data = load_image_data(train_data_dir=config.data.train_data_dir, resolution=config.data.resolution,
+                           center_crop=True, seed=config.optim.seed)  # as the Trainer loads it
+    model = build_unet(data.resolution, data.channels)  # the same preset UNet, same seed
+    batch_size = config.optim.train_batch_size
     if own_data:
-        loader = example_dataloader(args.train_data_dir, data.resolution, data.channels, args.train_batch_size,
+        loader = example_dataloader(config.data.train_data_dir, data.resolution, data.channels, batch_size,
                                     os.path.join(opts.workdir, "datasets-cache"))
     else:
-        loader = script.build_dataloader(args, data)
-    max_train_steps = args.max_train_steps
+        data.train.keep_decoded(config.compute.keep_decoded_mib * 2**20)
+        loader = training_dataloader(data.train, config)
+    max_train_steps = config.optim.max_train_steps
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.999),
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.learning_rate, betas=(0.9, 0.999),
                                   weight_decay=1e-6, eps=1e-8)
     lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=0,
                                  num_training_steps=max_train_steps)
     ema_model = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
-    weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
+    weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.compute.mixed_precision]
     timer = StepTimer(accelerator.device)
     progress_bar = tqdm(total=max_train_steps, disable=not accelerator.is_local_main_process)
     global_step = images_seen = 0
@@ -233,6 +227,7 @@ LOOPS = {  # name: (function, table label)
 def child(opts) -> None:
     result = LOOPS[opts.child][0](opts)
     result["peak_memory_mib"] = peak_memory_mib(result["device"])
+    result["threads"] = torch.get_num_threads()
     print("RESULT " + json.dumps(result))
 
 
@@ -244,6 +239,8 @@ def main():
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--resolution", type=int, default=8)
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per loop (default: the trainer's choice, the usable cores)")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "hf_ddpm_bench_training"))
     parser.add_argument("--child", default=None, choices=list(LOOPS), help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -254,7 +251,7 @@ def main():
     for round_index in range(opts.rounds):
         for name in list(LOOPS) if round_index % 2 == 0 else list(reversed(LOOPS)):
             command = [sys.executable, __file__, "--child", name] + [
-                f"--{k}={v}" for k, v in vars(opts).items() if k not in ("child",)
+                f"--{k}={v}" for k, v in vars(opts).items() if k != "child" and v is not None
             ]
             output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
@@ -266,8 +263,9 @@ def main():
     for name, runs in results.items():
         rows[name] = (statistics.median(r["throughput"] for r in runs), max(r["peak_memory_mib"] for r in runs))
     device = results["ours"][0]["device"]
+    threads = results["ours"][0]["threads"]
     print(f"\nresolution {opts.resolution}, batch {opts.batch_size}, precision {opts.mixed_precision}, device {device}, "
-          f"torch threads {torch.get_num_threads()}, {opts.steps} timed steps × {opts.rounds} rounds")
+          f"torch threads {threads}, {opts.steps} timed steps × {opts.rounds} rounds")
     print("| loop | images/s (median) | peak memory (MiB) |")
     print("|---|---:|---:|")
     for name, (_, label) in LOOPS.items():

@@ -3,10 +3,12 @@
 import diffusers as _diffusers
 
 from .fourier_unet import FourierUNet2DModel
-from .likelihood import VariationalBound, bits_per_dim
+from .likelihood import bits_per_dim, estimate_bound
 from .losses import ImportanceSampler, UniformSampler, training_loss
 from .pipelines import DDPMDocPipeline
 from .scheduler import DDPMDocScheduler, DDPMDocSchedulerOutput
+from .timestep_plan import TimestepPlan
+from .variational_bound import VariationalBound
 
 # DiffusionPipeline.from_pretrained looks model_index.json's "_class_name" up as an attribute of the diffusers module
 # and never imports the library a repository names; exposing the class there makes plain
@@ -20,8 +22,10 @@ __all__ = [
     "DDPMDocSchedulerOutput",
     "FourierUNet2DModel",
     "ImportanceSampler",
+    "TimestepPlan",
     "UniformSampler",
     "VariationalBound",
     "bits_per_dim",
+    "estimate_bound",
     "training_loss",
 ]

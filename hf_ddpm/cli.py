@@ -19,6 +19,9 @@ import sys
 
 import torch
 
+from .errors import ParameterError
+from .timestep_plan import MIN_STRATIFIED_TIMESTEPS
+
 
 def _device(name: str | None) -> str:
     return name or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -123,57 +126,45 @@ def add_evaluate_parser(subparsers) -> None:
 
 
 def timestep_count(spec: str, num_train_timesteps: int) -> int | None:
-    """``--timesteps``: ``"all"`` → None (every timestep, the exact bound); ``"K"`` → K (4 ≤ K ≤ T; see
-    :func:`hf_ddpm.training.estimate_timesteps`)."""
+    """``--timesteps``: ``"all"`` → None (every timestep, the exact bound); ``"K"`` → K (at least
+    ``MIN_STRATIFIED_TIMESTEPS``, at most T; see :meth:`hf_ddpm.timestep_plan.TimestepPlan.stratified`)."""
     if spec == "all":
         return None
     try:
         count = int(spec)
     except ValueError:
         count = 0
-    if not 4 <= count <= num_train_timesteps:
-        raise ValueError(f"--timesteps must be 'all' or an integer in [4, {num_train_timesteps}], got {spec!r}")
+    if not MIN_STRATIFIED_TIMESTEPS <= count <= num_train_timesteps:
+        raise ValueError(
+            f"--timesteps must be 'all' or an integer in [{MIN_STRATIFIED_TIMESTEPS}, {num_train_timesteps}], "
+            f"got {spec!r}"
+        )
     return count
-
-
-def training_data_settings(model: str) -> dict:
-    """The data flags of the run that trained ``model`` (a local folder holding the trainer's training_run.json):
-    dataset_name / dataset_config_name / train_data_dir / validation_fraction / seed; {} when not recorded."""
-    from .training.record import RUN_FILE
-
-    path = os.path.join(model, RUN_FILE)
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as handle:
-        settings = json.load(handle).get("settings", {})
-    keys = ("dataset_name", "dataset_config_name", "train_data_dir", "validation_fraction", "seed")
-    return {key: settings[key] for key in keys if settings.get(key) is not None}
 
 
 def held_out_source(args) -> tuple[dict, str]:
     """``load_eval_images`` keyword arguments for ``hf-ddpm evaluate``, and where they came from.
 
-    Explicit flags win; without ``--dataset``/``--train-data-dir`` the model's training data is used (so the
-    held-out split is the one training held out, with its fraction and seed), else the digits."""
-    trained = training_data_settings(args.model) if args.dataset is None and args.train_data_dir is None else {}
-    if "train_data_dir" in trained:
-        source = {"dataset_name": None, "train_data_dir": trained["train_data_dir"]}
-    elif trained:
-        source = {"dataset_name": trained.get("dataset_name"), "train_data_dir": None}
+    Explicit flags win; without ``--dataset``/``--train-data-dir`` the data of the run that trained the model (its
+    ``training_run.json``) is used, so the held-out split is the one training held out, with its fraction and seed;
+    else the digits."""
+    from .training.record import RUN_FILE, RunRecord
+
+    flagged = args.dataset is not None or args.train_data_dir is not None
+    record = None if flagged or not os.path.isdir(args.model) else RunRecord.load(args.model)
+    if record is not None:
+        data = record.config.data
+        source = dict(dataset_name=data.dataset_name, train_data_dir=data.train_data_dir,
+                      dataset_config_name=args.dataset_config or data.dataset_config_name)
+        fraction, seed = data.validation_fraction, record.config.optim.seed
+        origin = f"the training run ({os.path.join(args.model, RUN_FILE)})"
     else:
-        source = {"dataset_name": args.dataset if args.train_data_dir is None else None}
-        source["train_data_dir"] = args.train_data_dir
-    fraction = args.validation_fraction if args.validation_fraction is not None else trained.get("validation_fraction")
-    seed = args.split_seed if args.split_seed is not None else trained.get("seed", 0)
-    source.update(
-        dataset_config_name=args.dataset_config or trained.get("dataset_config_name"),
-        validation_fraction=0.1 if fraction is None else fraction,
-        seed=seed,
-    )
-    if trained:
-        origin = f"the training run ({os.path.join(args.model, 'training_run.json')})"
-    else:
-        origin = "the flags" if args.dataset or args.train_data_dir else "default (no training_run.json)"
+        source = dict(dataset_name=args.dataset, train_data_dir=args.train_data_dir,
+                      dataset_config_name=args.dataset_config)
+        fraction, seed = 0.1, 0
+        origin = "the flags" if flagged else f"default (no {RUN_FILE})"
+    source.update(validation_fraction=fraction if args.validation_fraction is None else args.validation_fraction,
+                  seed=seed if args.split_seed is None else args.split_seed)
     return source, origin
 
 
@@ -198,7 +189,7 @@ def sample_quality_of(pipeline, held_out, args) -> dict:
 def run_evaluate(args) -> None:
     from .data import load_eval_images
     from .evaluation import plot_terms
-    from .training import held_out_bound
+    from .training.held_out import held_out_bound
 
     pipeline = load_pipeline(args.model, args.device)
     unet = pipeline.unet.config
@@ -214,16 +205,16 @@ def run_evaluate(args) -> None:
             resolution=unet.sample_size if isinstance(unet.sample_size, int) else None,
             num_images=args.num_images,
         )
-    except ValueError as error:
+    except ParameterError as error:
         hint = f"data chosen by {origin}; --dataset / --train-data-dir choose other data"
-        raise ValueError(f"{error} ({hint})") from error
+        raise ParameterError(error.parameter, f"{error.detail} ({hint})") from error
     if held_out.channels != unet.in_channels:
         raise ValueError(
             f"the data ({held_out.name}, split {held_out.split!r}) has {held_out.channels} channel(s) but --model "
             f"{args.model!r} expects {unet.in_channels}"
         )
     quality = sample_quality_of(pipeline, held_out, args) if args.num_samples else None
-    summary = held_out_bound(
+    bound = held_out_bound(
         pipeline.unet,
         pipeline.scheduler,
         held_out.tensor().to(pipeline.device, pipeline.unet.dtype),
@@ -232,7 +223,7 @@ def run_evaluate(args) -> None:
         batch_size=args.batch_size,
     )
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin})")
-    print(summary.describe())
+    print(bound.describe())
     if args.json:
         record = {
             "model": args.model,
@@ -241,7 +232,7 @@ def run_evaluate(args) -> None:
             "data_chosen_by": origin,
             "seed": args.seed,
             "timesteps": args.timesteps,
-            "bound": summary.to_dict(),
+            "bound": bound.to_dict(),
         }
         if quality is not None:
             record["sample_quality"] = quality
@@ -249,7 +240,7 @@ def run_evaluate(args) -> None:
             json.dump(record, handle, indent=2)
         print(f"wrote {args.json}")
     if args.plot:
-        plot_terms(summary, args.plot)
+        plot_terms(bound, args.plot)
         print(f"wrote {args.plot}")
 
 
@@ -293,12 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The library's parameters whose flags are not spelled "--" + the name with dashes.
+FLAGS = {"dataset_name": "--dataset", "dataset_config_name": "--dataset-config", "eval_split": "--split",
+         "num_timesteps": "--timesteps"}
+
+
+def flag_of(parameter: str) -> str:
+    """The ``hf-ddpm`` flag of a library parameter (``train_data_dir`` → ``--train-data-dir``)."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run ``hf-ddpm``; a ValueError (bad input) is reported as a one-line error with exit status 2."""
+    """Run ``hf-ddpm``; bad input (a ValueError; a library ``ParameterError`` with the flag it came from) is
+    reported as one ``error:`` line with exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args)
+    except ParameterError as error:
+        parser.exit(2, f"hf-ddpm {args.command}: error: {error.with_name(flag_of(error.parameter))}\n")
     except ValueError as error:
         parser.exit(2, f"hf-ddpm {args.command}: error: {error}\n")
     return 0

@@ -26,6 +26,8 @@ import torch
 from diffusers import ModelMixin, UNet2DModel  # noqa: F401 — ModelMixin: see below
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
+from .errors import ParameterError
+
 # A pipeline's model_index.json names this module as the unet's library; diffusers' loader then looks the base
 # classes it knows (ModelMixin, …) up as attributes of this module to find from_pretrained, so ModelMixin is
 # imported here.
@@ -50,13 +52,13 @@ def input_channels(image_channels: int, periods) -> int:
 
 
 def check_fourier_periods(periods) -> tuple[float, ...]:
-    """The periods as a tuple of positive floats; a ValueError naming the bad value otherwise."""
+    """The periods as a tuple of positive floats; a ``ParameterError`` naming the bad value otherwise."""
     try:
         values = tuple(float(period) for period in periods)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"fourier_periods must be a sequence of positive numbers, got {periods!r}") from error
+        raise ParameterError("fourier_periods", f"must be a sequence of positive numbers, got {periods!r}") from error
     if not values or any(not math.isfinite(v) or v <= 0 for v in values):
-        raise ValueError(f"fourier_periods must be a non-empty sequence of positive numbers, got {periods!r}")
+        raise ParameterError("fourier_periods", f"must be a non-empty sequence of positive numbers, got {periods!r}")
     return values
 
 

@@ -3,18 +3,23 @@
 −log p_θ(x_0) ≤ L_T + Σ_{t>1} L_{t−1} + L_0 (Eq. 5), with
 L_T = KL(q(x_T | x_0) ‖ N(0, I)), L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)) and the discretised
 Gaussian decoder L_0 = −log p_θ(x_0 | x_1) over the 256 bins of 8-bit data scaled to [−1, 1] (Eq. 13).
-Every per-term value is averaged over the data dimensions and divided by ln 2: bits/dim.
+Every per-term value is averaged over the data dimensions and divided by ln 2: bits/dim, computed in float64.
+
+This module holds the terms and the one loop that evaluates a model on images under a
+:class:`~hf_ddpm.timestep_plan.TimestepPlan` (:func:`estimate_bound`; :func:`bits_per_dim` for one batch); the result
+is a :class:`~hf_ddpm.variational_bound.VariationalBound`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .scheduler import DDPMDocScheduler
+from .timestep_plan import TimestepPlan
+from .variational_bound import VariationalBound
 
 BIN_HALF_WIDTH = 1.0 / 255.0  # half of an 8-bit bin on [−1, 1]
 EDGE = 1.0 - BIN_HALF_WIDTH  # pixels beyond ±EDGE sit in the open-ended edge bins
@@ -62,11 +67,11 @@ def mean_over_dims(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(1, x.ndim)))
 
 
-def prior_bpd(scheduler: DDPMDocScheduler, x0: torch.Tensor) -> torch.Tensor:
-    """L_T = KL(q(x_T | x_0) ‖ N(0, I)) per image, bits/dim (a constant of the data when β is fixed)."""
-    tables = scheduler.train_tables
-    alpha_bar_T = float(tables.alphas_cumprod[-1])
-    kl = normal_kl(math.sqrt(alpha_bar_T) * x0, math.log1p(-alpha_bar_T), torch.zeros_like(x0), 0.0)
+def prior_bpd(scheduler: DDPMDocScheduler, x0: torch.Tensor, timestep: int) -> torch.Tensor:
+    """L_T = KL(q(x_t | x_0) ‖ N(0, I)) per image at a chain's last ``timestep`` (T − 1 for the training chain),
+    bits/dim (a constant of the data when β is fixed)."""
+    alpha_bar = float(scheduler.train_tables.alphas_cumprod[timestep])
+    kl = normal_kl(math.sqrt(alpha_bar) * x0, math.log1p(-alpha_bar), torch.zeros_like(x0), 0.0)
     return mean_over_dims(kl) / math.log(2.0)
 
 
@@ -88,8 +93,8 @@ def bound_term(
         q = scheduler.q_posterior(x0, x_t, timesteps)
         return mean_over_dims(normal_kl(q.mean, q.log_variance, p.mean, p.log_variance))
 
-    def decoder_nll():
-        log_scales = 0.5 * torch.as_tensor(p.log_variance)
+    def decoder_nll():  # log σ = ½ log σ², a float or a float64 tensor: never rounded to float32
+        log_scales = 0.5 * p.log_variance
         return -mean_over_dims(discretized_gaussian_log_likelihood(x0, means=p.mean, log_scales=log_scales))
 
     if isinstance(timesteps, int):  # one timestep for the whole batch: compute only its term
@@ -97,31 +102,62 @@ def bound_term(
     return torch.where(timesteps.to(x0.device) == 0, decoder_nll(), kl()) / math.log(2.0)
 
 
-@dataclass
-class VariationalBound:
-    """The bound per image, in bits/dim.
-
-    ``total`` [B]: L_T + Σ_t L_t — or, when only a subset S of the T timesteps was evaluated,
-    L_T + T/|S| · Σ_{t∈S} L_t, an unbiased estimate of it when S is drawn uniformly at random;
-    ``prior`` [B]: L_T; ``terms`` [B, K]: the per-timestep terms at ``timesteps`` [K] in ascending order
-    (the column of timestep 0 is the decoder L_0, column t > 0 is the paper's L_t).
-    """
-
-    total: torch.Tensor
-    prior: torch.Tensor
-    terms: torch.Tensor
-    timesteps: torch.Tensor
-
-    def mean(self) -> float:
-        """The bound averaged over the images."""
-        return float(self.total.mean())
-
-
 def _as_output_tensor(output) -> torch.Tensor:
     return output.sample if hasattr(output, "sample") else output
 
 
+def _chunk_terms(model, scheduler, x0, timesteps: torch.Tensor, noise, generator) -> torch.Tensor:
+    """[B, K] float64: the terms of images ``x0`` at ``timesteps``, in ascending t, each from one ε (``noise``, or
+    drawn from ``generator``), x_t = add_noise(x_0, ε, t) (Eq. 4) and the model's output at x_t."""
+    x0_64 = x0.double()
+    terms = []
+    for t in timesteps.tolist():
+        eps = noise if noise is not None else randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = scheduler.add_noise(x0, eps, t)
+        t_batch = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
+        model_output = _as_output_tensor(model(x_t, t_batch)).double()
+        terms.append(bound_term(scheduler, model_output, x0_64, x_t.double(), t))
+    return torch.stack(terms, dim=1)
+
+
 @torch.no_grad()
+def estimate_bound(
+    model,
+    scheduler: DDPMDocScheduler,
+    x0: torch.Tensor,
+    plan: TimestepPlan,
+    *,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    batch_size: int | None = None,
+) -> VariationalBound:
+    """The variational bound (Eq. 5) of images ``x0`` (in [−1, 1] on the 8-bit grid) under ``plan``, bits/dim.
+
+    ``model(x_t, t)`` returns the network output (a tensor or an object with ``.sample``, e.g. ``UNet2DModel``).
+    The images go through the model ``batch_size`` at a time (None: all at once); within a chunk every planned
+    timestep is evaluated in ascending order. ``noise``: the ε used at every timestep (a reproducible evaluation);
+    otherwise fresh ε is drawn for every chunk and timestep from ``generator`` (a list of generators, one per image,
+    only with ``batch_size`` None). The terms are computed in float64 from the model's outputs.
+    """
+    T = scheduler.config.num_train_timesteps
+    if plan.num_train_timesteps != T or len(plan.chain) != T:
+        raise ValueError(
+            f"plan must cover the scheduler's training chain (num_train_timesteps={T}), got a chain of "
+            f"{len(plan.chain)} steps with num_train_timesteps={plan.num_train_timesteps}"
+        )
+    if noise is not None and noise.shape != x0.shape:
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected the images' shape {tuple(x0.shape)}")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    chunks = x0.split(batch_size) if batch_size else (x0,)
+    noises = noise.split(batch_size) if noise is not None and batch_size else (noise,) * len(chunks)
+    priors, terms = [], []
+    for chunk, eps in zip(chunks, noises):
+        priors.append(prior_bpd(scheduler, chunk.double(), plan.prior_timestep))
+        terms.append(_chunk_terms(model, scheduler, chunk, plan.timesteps, eps, generator))
+    return VariationalBound(plan, torch.cat(priors), torch.cat(terms))
+
+
 def bits_per_dim(
     model,
     scheduler: DDPMDocScheduler,
@@ -131,34 +167,11 @@ def bits_per_dim(
     generator: torch.Generator | list[torch.Generator] | None = None,
     timesteps: torch.Tensor | list[int] | None = None,
 ) -> VariationalBound:
-    """The variational bound (Eq. 5) of images ``x0`` (in [−1, 1] on the 8-bit grid), bits/dim per image.
+    """The variational bound (Eq. 5) of the batch ``x0`` (in [−1, 1] on the 8-bit grid), bits/dim per image.
 
-    ``model(x_t, t)`` returns the network output (a tensor or an object with ``.sample``, e.g. ``UNet2DModel``).
-    ``noise``: the ε used at every timestep (a reproducible evaluation); otherwise fresh ε is drawn for every
-    timestep from ``generator``. ``timesteps``: evaluate only these timesteps (see ``VariationalBound.total``).
-    The terms are computed in float64 from the model's outputs.
+    ``timesteps``: evaluate only these timesteps, for the unbiased estimate L_T + T/|S| · Σ_{t∈S} L_t when they were
+    drawn uniformly (:meth:`TimestepPlan.uniform`); None: every timestep. ``model``, ``noise``, ``generator``: as in
+    :func:`estimate_bound`.
     """
-    T = scheduler.config.num_train_timesteps
-    if timesteps is None:
-        timesteps = torch.arange(T)
-    timesteps = torch.as_tensor(timesteps, dtype=torch.long).flatten().cpu()
-    if timesteps.numel() == 0 or len(timesteps.unique()) != len(timesteps):
-        raise ValueError("timesteps must be a non-empty set of distinct timesteps")
-    if timesteps.min() < 0 or timesteps.max() >= T:
-        raise ValueError(f"timesteps must lie in [0, {T}), got values from {int(timesteps.min())} to {int(timesteps.max())}")
-    timesteps = timesteps.sort().values
-    if noise is not None and noise.shape != x0.shape:
-        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected the images' shape {tuple(x0.shape)}")
-    x0_64 = x0.double()
-    terms = []
-    for t in timesteps.tolist():
-        eps = noise if noise is not None else randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_t = scheduler.add_noise(x0, eps, t)
-        t_batch = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
-        model_output = _as_output_tensor(model(x_t, t_batch)).double()
-        terms.append(bound_term(scheduler, model_output, x0_64, x_t.double(), t))
-    terms = torch.stack(terms, dim=1)
-    prior = prior_bpd(scheduler, x0_64)
-    return VariationalBound(
-        total=prior + terms.sum(dim=1) * (T / len(timesteps)), prior=prior, terms=terms, timesteps=timesteps
-    )
+    plan = TimestepPlan.uniform(scheduler.config.num_train_timesteps, timesteps)
+    return estimate_bound(model, scheduler, x0, plan, noise=noise, generator=generator)

@@ -23,6 +23,7 @@ import os
 
 from diffusers import UNet2DModel
 
+from .errors import ParameterError
 from .fourier_unet import FourierUNet2DModel
 
 # resolution → (channels per level, res blocks per level, feature resolutions with attention, dropout, groups)
@@ -45,10 +46,9 @@ def output_channels(channels: int, learned_variance: bool) -> int:
 def preset_unet_config(resolution: int, channels: int = 3, *, learned_variance: bool = False) -> dict:
     """``UNet2DModel`` keyword arguments of the preset for ``resolution`` (see the module's table)."""
     if resolution not in _PRESETS:
-        raise ValueError(
-            f"--resolution {resolution} has no UNet preset; the presets serve {list(PRESET_RESOLUTIONS)} "
-            f"(or give a UNet2DModel config with --model_config_name_or_path)"
-        )
+        raise ParameterError("resolution", f"{resolution} has no UNet preset; the presets serve "
+                                           f"{list(PRESET_RESOLUTIONS)} (or give a UNet2DModel config with "
+                                           "model_config_name_or_path)")
     widths, blocks, attention_at, dropout, groups = _PRESETS[resolution]
     has_attention = [resolution // 2**level in attention_at for level in range(len(widths))]
     return dict(
@@ -78,17 +78,16 @@ def load_unet_config(name_or_path: str) -> dict:
             with open(name_or_path, encoding="utf-8") as handle:
                 return json.load(handle)
         except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"--model_config_name_or_path {name_or_path!r} is not a readable JSON file: {error}")
+            raise ParameterError("model_config_name_or_path", f"{name_or_path!r} is not a readable JSON file: {error}")
     errors = []
     for subfolder in (None, "unet"):
         try:
             return dict(UNet2DModel.load_config(name_or_path, subfolder=subfolder))
         except (OSError, ValueError, EnvironmentError) as error:
             errors.append(f"{subfolder or '.'}: {error}")
-    raise ValueError(
-        f"--model_config_name_or_path {name_or_path!r}: no UNet2DModel config found as a file, in a folder or "
-        f"on the Hub (config.json or unet/config.json); " + " | ".join(errors)
-    )
+    raise ParameterError("model_config_name_or_path", f"{name_or_path!r}: no UNet2DModel config found as a file, "
+                                                      "in a folder or on the Hub (config.json or unet/config.json); "
+                                                      + " | ".join(errors))
 
 
 def _check_config(config: dict, resolution: int, channels: int, learned_variance: bool, source: str) -> None:
@@ -96,7 +95,7 @@ def _check_config(config: dict, resolution: int, channels: int, learned_variance
     sample_size = config.get("sample_size")
     sizes = tuple(sample_size) if isinstance(sample_size, (list, tuple)) else (sample_size, sample_size)
     expected = {
-        "sample_size": (sizes, (resolution, resolution), f"the data's --resolution {resolution}"),
+        "sample_size": (sizes, (resolution, resolution), f"the data's resolution {resolution}"),
         "in_channels": (config.get("in_channels"), channels, f"the data's {channels} channel(s)"),
         "out_channels": (
             config.get("out_channels"),
@@ -107,10 +106,8 @@ def _check_config(config: dict, resolution: int, channels: int, learned_variance
     for key, (found, wanted, reason) in expected.items():
         if found != wanted:
             shown = sample_size if key == "sample_size" else found
-            raise ValueError(
-                f"--model_config_name_or_path {source!r} has {key}={shown!r}, but {reason} needs {key}="
-                f"{wanted[0] if key == 'sample_size' else wanted!r}"
-            )
+            raise ParameterError("model_config_name_or_path", f"{source!r} has {key}={shown!r}, but {reason} needs "
+                                                              f"{key}={wanted[0] if key == 'sample_size' else wanted!r}")
 
 
 def build_unet(

@@ -10,8 +10,10 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..likelihood import VariationalBound, bits_per_dim
+from ..likelihood import estimate_bound
 from ..scheduler import DDPMDocScheduler
+from ..timestep_plan import TimestepPlan
+from ..variational_bound import VariationalBound
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
@@ -148,25 +150,20 @@ class DDPMDocPipeline(DiffusionPipeline):
     ) -> VariationalBound:
         """The variational bound (Eq. 5) of real images in bits/dim (quantised to 8 bits first).
 
-        ``timesteps``: evaluate a subset of timesteps for an unbiased estimate (see ``VariationalBound``);
+        ``timesteps``: evaluate a subset of timesteps for an unbiased estimate (``TimestepPlan.uniform``);
         ``generator``: seeds the ε drawn at every timestep; ``batch_size``: images per UNet call.
+        Returns the per-image bound (``.total``, ``.prior``, ``.terms``) on the CPU.
         """
         if not isinstance(self.scheduler, DDPMDocScheduler):
             raise TypeError(f"log_likelihood needs a DDPMDocScheduler, the pipeline has {type(self.scheduler).__name__}")
         x0 = self._images_to_model_range(images)
-        parts = [
-            bits_per_dim(
-                lambda x, t: self.unet(x, t).sample,
-                self.scheduler,
-                chunk.to(device=self._execution_device, dtype=self.unet.dtype),
-                generator=generator,
-                timesteps=timesteps,
-            )
-            for chunk in x0.split(batch_size)
-        ]
-        return VariationalBound(
-            total=torch.cat([p.total for p in parts]).cpu(),
-            prior=torch.cat([p.prior for p in parts]).cpu(),
-            terms=torch.cat([p.terms for p in parts]).cpu(),
-            timesteps=parts[0].timesteps,
+        plan = TimestepPlan.uniform(self.scheduler.config.num_train_timesteps, timesteps)
+        bound = estimate_bound(
+            self.unet,
+            self.scheduler,
+            x0.to(device=self._execution_device, dtype=self.unet.dtype),
+            plan,
+            generator=generator,
+            batch_size=batch_size,
         )
+        return bound.cpu()

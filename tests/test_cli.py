@@ -106,18 +106,43 @@ def test_evaluate_on_a_timestep_subset_is_the_unbiased_estimate(model_dir, tmp_p
     assert parts["prior"] + parts["decoder"] + parts["rate"] == pytest.approx(parts["bits_per_dim"], rel=1e-9)
 
 
+@pytest.fixture(scope="module")
+def bad_folders(tmp_path_factory):
+    """An image folder holding a file that is not an image, and one of two plain grey images (no test split)."""
+    root = tmp_path_factory.mktemp("bad")
+    (root / "corrupt" / "train").mkdir(parents=True)
+    (root / "corrupt" / "train" / "broken.png").write_bytes(b"not a png")
+    (root / "plain" / "train").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(root / "plain" / "train" / f"{i}.png")
+    return root
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--timesteps", "3"], "--timesteps must be 'all' or an integer in \\[4, 20\\]"),
-        (["--split", "validation"], "split must be 'train' or 'test'"),
+        (["--timesteps", "3"], r"--timesteps must be 'all' or an integer in \[4, 20\]"),
+        (["--split", "validation"], r"--split must be 'train' or 'test' for the digits, got 'validation'"),
+        (["--train-data-dir", "{bad}/corrupt", "--split", "train"], r"--train-data-dir '.*corrupt': image 0 \(file .*broken\.png\).* "
+                                                r"cannot be decoded"),
+        (["--dataset", "tiny-org/not-cached"], r"--dataset 'tiny-org/not-cached': could not be loaded"),
+        (["--train-data-dir", "{bad}/plain", "--image-column", "pixels"], r"--image-column 'pixels' is not a column"),
+        (["--train-data-dir", "{bad}/plain", "--validation-fraction", "1.5"],
+         r"--validation-fraction must be in \(0, 1\)"),
+        (["--train-data-dir", "{bad}/nowhere"], r"--train-data-dir '.*nowhere': is not a directory"),
+        (["--num-samples", "-1"], r"--num-samples must be ≥ 0"),
     ],
 )
-def test_evaluate_bad_input_exits_with_a_named_error(model_dir, argv, message, capsys):
+def test_evaluate_bad_input_is_one_error_line_naming_the_flag(model_dir, bad_folders, argv, message, capsys,
+                                                              monkeypatch):
+    """Every refusal of `hf-ddpm evaluate` — the command's own, the data library's (named by its parameters, e.g.
+    train_data_dir) — is one `error:` line naming this command's flag, with exit status 2 and no traceback."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate", "--model", model_dir, *argv])
+        main(["evaluate", "--model", model_dir, *[a.format(bad=bad_folders) for a in argv]])
     assert exit_info.value.code == 2
-    assert re.search(message, capsys.readouterr().err)
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and re.match("hf-ddpm evaluate: error: " + message, errors[0]), errors
 
 
 def test_evaluate_refuses_data_with_other_channels_and_a_missing_model(model_dir, tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch
 from datasets.packaged_modules.parquet.parquet import Parquet
 from PIL import Image
 
-from hf_ddpm.data import ImageDataset, collate_images, digits_split, load_eval_images, load_image_data
+from hf_ddpm.data import ImageDataset, digits_split, load_eval_images, load_image_data
 
 
 def _model_range(uint8_array) -> np.ndarray:
@@ -43,7 +43,7 @@ def test_digits_split_sizes_and_8bit_mapping_match_sklearn():
 
 def test_digits_through_a_dataloader_with_workers_equals_direct_indexing():
     data = load_image_data()
-    loader = torch.utils.data.DataLoader(data.train, batch_size=64, num_workers=2, collate_fn=collate_images)
+    loader = torch.utils.data.DataLoader(data.train, batch_size=64, num_workers=2)
     batches = list(loader)
     assert batches[0].shape == (64, 1, 8, 8) and batches[0].dtype == torch.float32
     direct = torch.stack([data.train[i] for i in range(len(data.train))])
@@ -140,7 +140,7 @@ def test_kept_decoded_images_give_the_same_items_and_respect_the_memory_limit(tm
         for index in range(len(kept)):
             assert np.array_equal(kept.uint8(index), per_item.uint8(index))
     kept.images = _Unreadable(len(kept))  # once the images are kept, the source is not read again
-    loader = torch.utils.data.DataLoader(kept, batch_size=3, num_workers=1, collate_fn=collate_images)
+    loader = torch.utils.data.DataLoader(kept, batch_size=3, num_workers=1)
     torch.testing.assert_close(torch.cat(list(loader)), per_item.tensor(), rtol=0, atol=0)
 
 
@@ -176,15 +176,15 @@ def test_missing_and_non_image_columns_are_named(tmp_path, grey_arrays):
     for label in ("a", "b"):  # class sub-folders give a ClassLabel column 'label'
         _write_folder(tmp_path / "train" / label, grey_arrays[:3])
     common = dict(train_data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
-    with pytest.raises(ValueError, match=r"--image_column 'pixels' is not a column.*\['image', 'label'\]"):
+    with pytest.raises(ValueError, match=r"image_column 'pixels' is not a column.*\['image', 'label'\]"):
         load_image_data(image_column="pixels", **common)
-    with pytest.raises(ValueError, match=r"--image_column 'label'.*not images"):
+    with pytest.raises(ValueError, match=r"image_column 'label'.*not images"):
         load_image_data(image_column="label", **common)
 
 
 def test_empty_sources_are_reported(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="--train_data_dir .*empty"):
+    with pytest.raises(ValueError, match="train_data_dir .*empty"):
         load_image_data(train_data_dir=str(tmp_path / "empty"), cache_dir=str(tmp_path / "c"))
     with pytest.raises(ValueError, match="not a directory"):
         load_image_data(train_data_dir=str(tmp_path / "absent"))
@@ -245,7 +245,7 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path, offline):
     np.testing.assert_allclose(data.eval[2].numpy(), _model_range(arrays[11].transpose(2, 0, 1)), atol=1e-6)
     held_out = load_eval_images("tiny-org/tiny-images", cache_dir=str(cache), split="train", num_images=2)
     np.testing.assert_allclose(held_out.tensor()[0].numpy(), _model_range(arrays[0].transpose(2, 0, 1)), atol=1e-6)
-    with pytest.raises(ValueError, match=r"--dataset_name 'tiny-org/not-cached'.*HF_HUB_OFFLINE"):
+    with pytest.raises(ValueError, match=r"dataset_name 'tiny-org/not-cached'.*HF_HUB_OFFLINE"):
         load_image_data(dataset_name="tiny-org/not-cached", cache_dir=str(cache))
 
 
@@ -265,7 +265,7 @@ def test_local_parquet_dataset_validation_fraction_and_empty_split(tmp_path, off
     assert len(as_bytes(first.train) | as_bytes(first.eval)) == 20
     # a test split with no rows
     _image_table(arrays).select([]).to_parquet(str(folder / "test.parquet"))
-    with pytest.raises(ValueError, match=r"--dataset_name '.*local' could not be loaded.*test.*no data"):
+    with pytest.raises(ValueError, match=r"dataset_name '.*local'.*could not be loaded.*test.*no data"):
         load_image_data(dataset_name=str(folder), cache_dir=str(tmp_path / "c2"))
 
 
@@ -287,7 +287,7 @@ def test_augmentation_does_not_depend_on_dataloader_workers(tmp_path, grey_array
     data.train.set_epoch(3)
     batches = {}
     for workers in (0, 2):
-        loader = torch.utils.data.DataLoader(data.train, batch_size=4, num_workers=workers, collate_fn=collate_images)
+        loader = torch.utils.data.DataLoader(data.train, batch_size=4, num_workers=workers)
         batches[workers] = torch.cat(list(loader))
     torch.testing.assert_close(batches[0], batches[2], rtol=0, atol=0)
     data.train.set_epoch(4)

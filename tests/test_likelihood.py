@@ -2,6 +2,7 @@
 
 import math
 
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -55,18 +56,20 @@ def test_decoder_is_finite_far_in_the_tails():
     assert float(log_p[1]) == pytest.approx(expected, rel=1e-6)
 
 
-def test_prior_term_of_the_paper_schedule_is_about_1e_5_bits_per_dim():
+def test_prior_term_is_the_kl_to_the_standard_normal():
+    """L_T = KL(N(√ᾱ x_0, 1 − ᾱ) ‖ N(0, 1)) per pixel, in bits, with ᾱ of the given chain's last step: against the
+    closed form written out by hand from the paper's β in float64. The O(1) parts of the KL cancel to ~ᾱ²/2, so
+    float64 rounding leaves an absolute error of a few 1e-16 against values ≥ ᾱ_T · mean(x_0²) / 2 ln 2 ≈ 1e-5 at
+    the last step: relative 1e-9 is four orders above it."""
     s = DDPMDocScheduler()
-    alpha_bar_T = float(s.alphas_cumprod[-1])
+    alphas_cumprod = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
     typical = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
     black = -torch.ones(1, 3, 32, 32, dtype=torch.float64)
-    for x0, expected in [(typical, None), (black, 2.9e-5)]:
-        # KL(N(√ᾱ x, 1−ᾱ) ‖ N(0, 1)) per pixel, by hand, in bits
-        by_hand = 0.5 * (-math.log(1 - alpha_bar_T) - 1 + (1 - alpha_bar_T) + alpha_bar_T * x0**2).mean() / math.log(2)
-        assert float(prior_bpd(s, x0)) == pytest.approx(float(by_hand), rel=1e-9)
-        if expected is not None:
-            assert float(prior_bpd(s, x0)) == pytest.approx(expected, rel=0.05)
-    assert 5e-6 < float(prior_bpd(s, typical)) < 2e-5
+    for timestep in (999, 499):
+        ab = alphas_cumprod[timestep]
+        for x0 in (typical, black):
+            by_hand = 0.5 * (-math.log(1 - ab) - 1 + (1 - ab) + ab * x0**2).mean() / math.log(2)
+            assert float(prior_bpd(s, x0, timestep)) == pytest.approx(float(by_hand), rel=1e-9)
 
 
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
@@ -88,6 +91,48 @@ def test_fixed_variance_term_is_lambda_times_squared_epsilon_error(variance_type
         c = 0.5 * (math.log(sigma2) - math.log(post_var) - 1 + post_var / sigma2)
         by_hand = (lam * ((eps - eps_theta) ** 2).mean(dim=(1, 2, 3)) + c) / math.log(2)
         torch.testing.assert_close(term_bits, by_hand, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+def test_decoder_term_keeps_the_exact_sigma_in_float64(variance_type):
+    """L_0 = −log p_θ(x_0 | x_1) (Eq. 13) against bin masses computed at 40 significant digits (mpmath) from the
+    paper's β: σ_1² = β̃ of the second step, β_1 β_2 / (1 − (1 − β_1)(1 − β_2)), for both fixed types (the paper's
+    code clips the decoder's variance there) and μ_θ = (x_1 − √β_1 ε_θ)/√(1 − β_1) (Eq. 11 at t = 1).
+
+    Tolerance, from float64 rounding: μ_θ is formed with a few roundings, |δμ| ≤ 4 ε₆₄ (|x_1| + √β_1 |ε_θ|)/√α_1;
+    a bin's log-mass moves by |∂ log m / ∂μ| = |E[z | bin]|/σ ≤ (max(|z_lo|, |z_hi|) + 1)/σ per unit of μ; the
+    average over pixels adds a few ε₆₄ · L_0. Rounding σ_1 to float32 on the way (as before) errs by ~2e-7."""
+    s = DDPMDocScheduler(variance_type=variance_type, clip_sample=False)
+    b1, b2 = np.linspace(1e-4, 0.02, 1000)[:2]
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 256, (4, 1, 4, 4), generator=g).double() / 127.5 - 1
+    x0[0, 0, 0, :2] = torch.tensor([-1.0, 1.0])  # the two open-ended edge bins
+    eps = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    eps_theta = eps + 0.5 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    x1 = s.add_noise(x0, eps, 0)
+    term = bound_term(s, eps_theta, x0, x1, 0)
+    per_sample = bound_term(s, eps_theta, x0, x1, torch.zeros(len(x0), dtype=torch.long))  # σ_1 as a [B] tensor
+    assert term.dtype == per_sample.dtype == torch.float64
+
+    eps64 = np.finfo(np.float64).eps
+    with mpmath.workdps(40):
+        sigma = mpmath.sqrt(mpmath.mpf(b1) * b2 / (1 - (1 - mpmath.mpf(b1)) * (1 - b2)))
+        half_bin = mpmath.mpf(1) / 255
+        for i in range(len(x0)):
+            nll, tolerance = mpmath.mpf(0), 0.0
+            for x, xt, e in zip(x0[i].flatten().tolist(), x1[i].flatten().tolist(), eps_theta[i].flatten().tolist()):
+                mu = (xt - mpmath.sqrt(b1) * e) / mpmath.sqrt(1 - mpmath.mpf(b1))
+                z_lo, z_hi = (x - half_bin - mu) / sigma, (x + half_bin - mu) / sigma
+                upper = 1 if x == 1 else mpmath.ncdf(z_hi)
+                lower = 0 if x == -1 else mpmath.ncdf(z_lo)
+                nll -= mpmath.log(upper - lower)
+                delta_mu = 4 * eps64 * (abs(xt) + math.sqrt(b1) * abs(e)) / math.sqrt(1 - b1)
+                tolerance += float((max(abs(z_lo), abs(z_hi)) + 1) / sigma) * delta_mu
+            reference = float(nll / x0[i].numel() / mpmath.log(2))
+            tolerance = tolerance / x0[i].numel() / math.log(2) + 16 * eps64 * reference
+            for value in (float(term[i]), float(per_sample[i])):
+                assert abs(value - reference) <= tolerance, (value, reference, tolerance)
+            assert tolerance < 1e-12
 
 
 def bayes_optimal_eps(points, scheduler):
@@ -124,6 +169,7 @@ def test_subset_of_timesteps_is_an_unbiased_estimate():
     noise = torch.randn_like(x0)
     full = bits_per_dim(model, s, x0, noise=noise)
     assert full.terms.shape == (3, 50) and full.timesteps.tolist() == list(range(50))
+    assert full.prior.dtype == full.terms.dtype == full.total.dtype == torch.float64  # from a float32 model
     torch.testing.assert_close(full.total, full.prior + full.terms.sum(1))
     subset = [3, 17, 40]
     part = bits_per_dim(model, s, x0, noise=noise, timesteps=subset)

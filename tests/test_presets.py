@@ -8,6 +8,7 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention
 
+from hf_ddpm.errors import ParameterError
 from hf_ddpm.presets import PRESET_RESOLUTIONS, build_unet, preset_unet_config
 
 
@@ -69,9 +70,10 @@ def test_learned_variance_doubles_the_output_channels():
     assert unet(torch.randn(1, 3, 8, 8), torch.tensor([5])).sample.shape == (1, 6, 8, 8)
 
 
-def test_a_resolution_without_preset_names_the_flag_and_the_choices():
-    with pytest.raises(ValueError, match=r"--resolution 12 .*\[8, 16, 32, 64, 128, 256\].*--model_config_name_or_path"):
+def test_a_resolution_without_preset_names_the_parameter_and_the_choices():
+    with pytest.raises(ParameterError, match=r"resolution 12 .*\[8, 16, 32, 64, 128, 256\].*model_config_name_or_path") as error:
         build_unet(12, 3)
+    assert error.value.parameter == "resolution"
     assert PRESET_RESOLUTIONS == (8, 16, 32, 64, 128, 256)
 
 
@@ -90,13 +92,13 @@ def test_config_from_json_file_folder_and_pipeline_folder(tmp_path):
 
 def test_config_conflicting_with_the_data_is_refused(tmp_path):
     UNet2DModel(**{**preset_unet_config(8, 1), "norm_num_groups": 8}).save_config(tmp_path)
-    with pytest.raises(ValueError, match=r"--model_config_name_or_path .* sample_size=8.*--resolution 16"):
+    with pytest.raises(ParameterError, match=r"model_config_name_or_path .* sample_size=8.*resolution 16"):
         build_unet(16, 1, config_name_or_path=str(tmp_path))
     with pytest.raises(ValueError, match=r"in_channels=1.*3 channel"):
         build_unet(8, 3, config_name_or_path=str(tmp_path))
     with pytest.raises(ValueError, match=r"out_channels=1.*learned variances"):
         build_unet(8, 1, learned_variance=True, config_name_or_path=str(tmp_path))
-    with pytest.raises(ValueError, match=r"--model_config_name_or_path .*no UNet2DModel config"):
+    with pytest.raises(ParameterError, match=r"model_config_name_or_path .*no UNet2DModel config"):
         build_unet(8, 1, config_name_or_path=str(tmp_path / "missing"))
 
 

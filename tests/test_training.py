@@ -1,12 +1,10 @@
-"""training/train.py end to end, with a tiny UNet and a few steps: exact resume, the 2-process DDP run, the launch
-check, Ctrl-C, outputs, and errors that name the flag."""
+"""Training runs with a tiny UNet and a few steps, through the library (``Trainer``) and the command line: exact
+resume, the 2-process DDP run, the launch check, Ctrl-C, outputs, and errors that name the setting."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -14,55 +12,24 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from hf_ddpm import DDPMDocPipeline
+from hf_ddpm.errors import ParameterError
 from hf_ddpm.training.checkpointing import latest_checkpoint
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_PY = os.path.join(REPO, "training", "train.py")
-TINY_UNET = {
-    "sample_size": 8, "in_channels": 1, "out_channels": 2, "block_out_channels": [8, 16], "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-    "norm_num_groups": 4,
-}
-
-
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("hf_ddpm_train_script", TRAIN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_script = load_train_module()
+from hf_ddpm.training.config import RunConfig
+from hf_ddpm.training.trainer import Trainer
+from helpers import TINY_UNET
+from training_support import REPO, TRAIN_PY, as_flags, launch, raw_weights, tiny_settings, train_tiny, write_tiny_config
 
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("config") / "tiny_unet.json"
-    path.write_text(json.dumps(TINY_UNET))
-    return str(path)
+    return write_tiny_config(tmp_path_factory.mktemp("config"))
 
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-def tiny_args(config, output_dir, *extra):
-    """Flags of a run that takes seconds: 20 timesteps (so the importance sampler leaves its warm-up within the
-    first step), batches of 256 (5 steps per epoch), a short chain for the sample grid, a 4-timestep final bound."""
-    return [
-        "--output_dir", str(output_dir), "--model_config_name_or_path", config, "--num_train_timesteps", "20",
-        "--train_batch_size", "256", "--learning_rate", "1e-3", "--lr_warmup_steps", "2", "--eval_steps", "0",
-        "--final_eval_timesteps", "4", "--num_samples", "4", "--num_inference_steps", "5", "--seed", "3",
-        *extra,
-    ]
-
-
-def raw_weights(checkpoint):
-    return load_file(os.path.join(checkpoint, "model.safetensors"))
 
 
 def assert_same_tensors(a: dict, b: dict):
@@ -76,16 +43,13 @@ def test_resume_is_bit_exact(tmp_path, tiny_config):
     weights, EMA weights and optimizer moments. The resume point is mid-epoch (5 steps per epoch), so the data
     order after an epoch boundary and skip_first_batches are both exercised; the importance sampler is active."""
     straight, interrupted, resumed = tmp_path / "straight", tmp_path / "interrupted", tmp_path / "resumed"
-    train_script.main(tiny_args(tiny_config, straight, "--max_train_steps", "8", "--checkpointing_steps", "4"))
-    train_script.main(tiny_args(tiny_config, interrupted, "--max_train_steps", "8", "--checkpointing_steps", "3",
-                                "--checkpoints_total_limit", "5"))
+    train_tiny(tiny_config, straight, max_train_steps=8, checkpointing_steps=4)
+    train_tiny(tiny_config, interrupted, max_train_steps=8, checkpointing_steps=3, checkpoints_total_limit=5)
     os.makedirs(resumed)
     os.rename(interrupted / "checkpoint-3", resumed / "checkpoint-3")  # only the 3-step state survives
-    metrics = train_script.main(
-        tiny_args(tiny_config, resumed, "--max_train_steps", "8", "--checkpointing_steps", "3",
-                  "--resume_from_checkpoint", "latest")
-    )
-    assert metrics["global_step"] == 8 and metrics["images_seen"] == 5 * 256
+    metrics = train_tiny(tiny_config, resumed, max_train_steps=8, checkpointing_steps=3,
+                         resume_from_checkpoint="latest").results
+    assert metrics.global_step == 8 and metrics.images_seen == 5 * 256
     assert_same_tensors(raw_weights(straight / "checkpoint-8"), raw_weights(resumed / "checkpoint-8"))
     optimizer_a = torch.load(straight / "checkpoint-8" / "optimizer.bin", weights_only=False)["state"]
     optimizer_b = torch.load(resumed / "checkpoint-8" / "optimizer.bin", weights_only=False)["state"]
@@ -110,11 +74,8 @@ def test_outputs_of_a_run(tmp_path, tiny_config):
     """The output folder: a loadable pipeline whose scheduler is the configured one, metrics with the held-out bound
     and its standard error, a model card, a sample grid and a loss plot that are real PNGs, pruned checkpoints."""
     out = tmp_path / "run"
-    metrics = train_script.main(
-        tiny_args(tiny_config, out, "--max_train_steps", "6", "--checkpointing_steps", "2", "--checkpoints_total_limit",
-                  "2", "--beta_schedule", "squaredcos_cap_v2", "--save_images_steps", "3", "--eval_steps", "3",
-                  "--eval_timesteps", "5")
-    )
+    metrics = train_tiny(tiny_config, out, max_train_steps=6, checkpointing_steps=2, checkpoints_total_limit=2,
+                         beta_schedule="squaredcos_cap_v2", save_images_steps=3, eval_steps=3, eval_timesteps=5).results
     pipe = DDPMDocPipeline.from_pretrained(out)
     assert pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
     assert pipe.scheduler.config.num_train_timesteps == 20
@@ -122,8 +83,10 @@ def test_outputs_of_a_run(tmp_path, tiny_config):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["global_step"] == 6 and saved["global_batch_size"] == 256 and saved["num_processes"] == 1
     assert saved["test_bits_per_dim_timesteps"] == 4 and saved["num_test_images"] == 359
-    assert saved["test_bits_per_dim"] == pytest.approx(metrics["test_bits_per_dim"])
+    assert saved["test_bits_per_dim"] == pytest.approx(metrics.test_bits_per_dim)
     assert saved["test_bits_per_dim_stderr"] > 0
+    assert saved["threads_per_process"] == 1  # OMP_NUM_THREADS=1, set for the tests (conftest), is a user's choice
+    assert saved["threads_per_process"] == metrics.threads_per_process and "1 thread" in saved["hardware"]
     assert [entry["step"] for entry in saved["eval_log"]] == [3]
     from PIL import Image
 
@@ -135,53 +98,49 @@ def test_outputs_of_a_run(tmp_path, tiny_config):
     assert sorted(p for p in os.listdir(out) if p.startswith("checkpoint-")) == ["checkpoint-4", "checkpoint-6"]
 
 
-def test_resume_from_another_configuration_names_the_flag(tmp_path, tiny_config):
+def test_resume_from_another_configuration_names_the_setting(tmp_path, tiny_config):
     out = tmp_path / "run"
-    train_script.main(tiny_args(tiny_config, out, "--max_train_steps", "2", "--checkpointing_steps", "2"))
-    with pytest.raises(ValueError, match="--beta_schedule was 'linear' there, 'squaredcos_cap_v2' now"):
-        train_script.main(tiny_args(tiny_config, out, "--max_train_steps", "4", "--resume_from_checkpoint", "latest",
-                                    "--beta_schedule", "squaredcos_cap_v2"))
-    with pytest.raises(ValueError, match="--resume_from_checkpoint .*no such checkpoint"):
-        train_script.main(tiny_args(tiny_config, out, "--resume_from_checkpoint", str(tmp_path / "nowhere")))
+    train_tiny(tiny_config, out, max_train_steps=2, checkpointing_steps=2)
+    with pytest.raises(ParameterError, match="beta_schedule was 'linear' there, 'squaredcos_cap_v2' now") as error:
+        train_tiny(tiny_config, out, max_train_steps=4, resume_from_checkpoint="latest",
+                   beta_schedule="squaredcos_cap_v2")
+    assert error.value.parameter == "resume_from_checkpoint"
+    with pytest.raises(ParameterError, match="resume_from_checkpoint .*no such checkpoint"):
+        train_tiny(tiny_config, out, resume_from_checkpoint=str(tmp_path / "nowhere"))
 
 
 @pytest.mark.parametrize(
-    "flags, named",
+    "settings, parameter, message",
     [
-        (["--loss_type", "simple", "--variance_type", "learned"], "--loss_type simple"),
-        (["--loss_type", "hybrid", "--variance_type", "fixed_small"], "--loss_type hybrid"),
-        (["--dataset_name", "digits", "--train_data_dir", "somewhere"], "--dataset_name or --train_data_dir"),
-        (["--num_inference_steps", "2000"], "--num_inference_steps 2000"),
-        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit"),
-        (["--mixed_precision", "fp16"], "--mixed_precision fp16"),
-        (["--fourier_periods", "16,0"], "--fourier_periods must be 'none' or comma-separated positive numbers"),
+        (dict(loss_type="simple", variance_type="learned"), "loss_type", "'simple' does not train the variance"),
+        (dict(loss_type="hybrid", variance_type="fixed_small"), "loss_type", "'hybrid' trains a learned variance"),
+        (dict(dataset_name="digits", train_data_dir="somewhere"), "train_data_dir", "choose one source"),
+        (dict(num_inference_steps=2000), "num_inference_steps", "must not exceed num_train_timesteps"),
+        (dict(checkpoints_total_limit=0), "checkpoints_total_limit", "≥ 1"),
+        (dict(mixed_precision="fp16"), "mixed_precision", "needs a GPU"),
+        (dict(fourier_periods=(16.0, 0.0)), "fourier_periods", "positive numbers"),
+        (dict(learning_rate=-1.0), "learning_rate", r"must lie in \(0, inf\), got -1.0"),
+        (dict(ema_max_decay=1.0), "ema_max_decay", r"must lie in \(0, 1\)"),
+        (dict(train_batch_size=0), "train_batch_size", "≥ 1"),
+        (dict(eval_timesteps=3), "eval_timesteps", "≥ 4"),
+        (dict(validation_fraction=1.5), "validation_fraction", r"\(0, 1\)"),
+        (dict(push_to_hub=True), "hub_model_id", "needed by push_to_hub"),
+        (dict(beta_start=0.5, beta_end=1.5), None, "betas must lie in"),
     ],
 )
-def test_contradictory_flags_are_refused_by_name(flags, named, capsys):
-    if "fp16" in flags and torch.cuda.is_available():
+def test_bad_settings_are_refused_by_name_before_any_work(settings, parameter, message):
+    if settings.get("mixed_precision") == "fp16" and torch.cuda.is_available():
         pytest.skip("fp16 is valid with a GPU")
-    with pytest.raises(SystemExit):
-        train_script.parse_args(flags)
-    assert named in capsys.readouterr().err
+    with pytest.raises(ValueError, match=message) as error:
+        RunConfig.from_settings(settings)
+    assert getattr(error.value, "parameter", None) == parameter or parameter is None
 
 
-def test_hub_flags_are_checked_before_training(capsys):
-    with pytest.raises((SystemExit, ValueError)) as error:
-        train_script.parse_args(["--push_to_hub"])
-    assert "--hub_model_id" in str(error.value) + capsys.readouterr().err
-
-
-def test_unservable_resolution_names_the_flag(tmp_path):
-    with pytest.raises(ValueError, match="--resolution 12"):
-        train_script.main(["--output_dir", str(tmp_path), "--resolution", "12", "--max_train_steps", "1"])
+def test_unservable_resolution_names_the_setting_before_reading_data(tmp_path):
+    with pytest.raises(ParameterError, match="resolution 12 has no UNet preset") as error:
+        Trainer(RunConfig.from_settings(dict(output_dir=str(tmp_path), resolution=12, max_train_steps=1)))
+    assert error.value.parameter == "resolution"
     assert not os.path.exists(tmp_path / "checkpoint-1")
-
-
-def _launch(args, env_extra, timeout=240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **env_extra}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN_PY, *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def test_two_process_ddp_matches_one_process_with_the_global_batch(tmp_path, tiny_config):
@@ -189,11 +148,10 @@ def test_two_process_ddp_matches_one_process_with_the_global_batch(tmp_path, tin
     global batch of 256, so the run must follow the 1-process run with batches of 256 (same images, same draws,
     gradients averaged by DDP) to float rounding; outputs are written once, by the main process."""
     two, one = tmp_path / "two", tmp_path / "one"
-    flags = ["--max_train_steps", "3", "--checkpointing_steps", "3"]
-    result = _launch(tiny_args(tiny_config, two, *flags, "--train_batch_size", "128"),
-                     {"ACCELERATE_USE_CPU": "1"})
+    steps = dict(max_train_steps=3, checkpointing_steps=3)
+    result = launch(tiny_settings(tiny_config, two, **steps, train_batch_size=128), {"ACCELERATE_USE_CPU": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    train_script.main(tiny_args(tiny_config, one, *flags))
+    train_tiny(tiny_config, one, **steps)
     metrics = json.loads((two / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["global_batch_size"] == 256
     assert metrics["global_step"] == 3 and metrics["images_seen"] == 3 * 256
@@ -212,7 +170,7 @@ def load_initial(key):
     from diffusers import UNet2DModel
 
     torch.manual_seed(3)
-    return UNet2DModel.from_config(TINY_UNET).state_dict()[key]
+    return UNet2DModel.from_config({**TINY_UNET, "out_channels": 2}).state_dict()[key]
 
 
 def test_independent_processes_are_stopped(tmp_path, tiny_config):
@@ -223,7 +181,7 @@ def test_independent_processes_are_stopped(tmp_path, tiny_config):
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
          "1", "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN_PY,
-         *tiny_args(tiny_config, tmp_path / "out", "--max_train_steps", "2")],
+         *as_flags(tiny_settings(tiny_config, tmp_path / "out", max_train_steps=2))],
         env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240, cwd=REPO,
     )
     assert result.returncode != 0
@@ -234,8 +192,8 @@ def test_independent_processes_are_stopped(tmp_path, tiny_config):
 def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path, tiny_config):
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, TRAIN_PY, *tiny_args(tiny_config, out, "--max_train_steps", "100000",
-                                              "--checkpointing_steps", "0", "--train_batch_size", "16")],
+        [sys.executable, TRAIN_PY, *as_flags(tiny_settings(tiny_config, out, max_train_steps=100000,
+                                                           checkpointing_steps=0, train_batch_size=16))],
         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, cwd=REPO,
     )
@@ -252,6 +210,37 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path, tiny_config):
     assert checkpoint is not None, (seen + rest)[-2000:]
     step = json.loads(open(os.path.join(checkpoint, "checkpoint.json")).read())["step"]
     assert step >= 1 and f"stopped on request at step {step}" in rest
-    metrics = train_script.main(tiny_args(tiny_config, out, "--max_train_steps", str(step + 1), "--checkpointing_steps",
-                                          "0", "--train_batch_size", "16", "--resume_from_checkpoint", "latest"))
-    assert metrics["global_step"] == step + 1 and metrics["images_seen"] == 16
+    metrics = train_tiny(tiny_config, out, max_train_steps=step + 1, checkpointing_steps=0, train_batch_size=16,
+                         resume_from_checkpoint="latest").results
+    assert metrics.global_step == step + 1 and metrics.images_seen == 16
+
+
+def test_bad_input_on_the_command_line_is_one_error_line_naming_the_flag(tmp_path, tiny_config):
+    """What a user of training/train.py sees: exit status 2 and one `error:` line naming the flag, no traceback —
+    for values refused by the configuration and for data, presets and checkpoints found wanting while building."""
+    broken = tmp_path / "images" / "train"
+    broken.mkdir(parents=True)
+    (broken / "broken.png").write_bytes(b"not a png")
+    cases = {
+        "--resolution 7 has no UNet preset": ["--resolution", "7"],
+        "--dataset_name 'tiny-org/not-cached': could not be loaded": ["--dataset_name", "tiny-org/not-cached"],
+        "--train_data_dir ": ["--train_data_dir", str(tmp_path / "images")],
+        "--resume_from_checkpoint ": ["--resume_from_checkpoint", str(tmp_path / "nowhere")],
+        "--learning_rate must lie in (0, inf), got -1.0": ["--learning_rate", "-1"],
+        "--fourier_periods must be 'none' or comma-separated positive numbers": ["--fourier_periods", "16,x"],
+        "--loss_type 'simple' does not train the variance": ["--loss_type", "simple"],
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    processes = {expected: subprocess.Popen([sys.executable, TRAIN_PY, "--output_dir", str(tmp_path / "out"), *flags],
+                                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                 for expected, flags in cases.items()}
+    errors = {}
+    for expected, process in processes.items():
+        _, stderr = process.communicate(timeout=240)
+        lines = [line for line in stderr.splitlines() if "error:" in line]
+        assert process.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+        assert len(lines) == 1 and lines[0].startswith("train.py: error: " + expected), stderr[-2000:]
+        errors[expected] = lines[0]
+    assert "broken.png" in errors["--train_data_dir "] and "cannot be decoded" in errors["--train_data_dir "]
+    assert "no such checkpoint folder" in errors["--resume_from_checkpoint "]
+    assert not os.path.exists(tmp_path / "out" / "model_index.json")

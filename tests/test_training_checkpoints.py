@@ -63,7 +63,7 @@ def test_a_write_interrupted_midway_is_never_latest_and_is_cleaned_up(tmp_path, 
     os.makedirs(tmp_path / "checkpoint-7")  # a folder without a marker (another tool, or a manual copy)
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-1")
     assert resolve_resume("latest", str(tmp_path)) == str(tmp_path / "checkpoint-1")
-    with pytest.raises(ValueError, match="--resume_from_checkpoint .*not a complete checkpoint"):
+    with pytest.raises(ValueError, match="resume_from_checkpoint .*not a complete checkpoint"):
         resolve_resume(str(tmp_path / "checkpoint-7"), str(tmp_path))
     failing.fail = False
     save_checkpoint(accelerator, str(tmp_path), 3, SETTINGS, total_limit=5)
@@ -96,19 +96,20 @@ def test_pruning_keeps_the_newest_good_checkpoints(tmp_path, accelerator_with_st
     # the failed write at step 4 is newer than every complete one: the newest good checkpoint (3) survives
     assert deleted == [str(tmp_path / "checkpoint-2")]
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-3")
-    with pytest.raises(ValueError, match="--checkpoints_total_limit"):
+    with pytest.raises(ValueError, match="checkpoints_total_limit must be ≥ 1"):
         prune_checkpoints(str(tmp_path), 0)
 
 
-def test_resume_check_names_every_differing_flag(tmp_path, accelerator_with_state):
+def test_resume_check_names_every_differing_setting(tmp_path, accelerator_with_state):
     accelerator, _, _ = accelerator_with_state
     path = save_checkpoint(accelerator, str(tmp_path), 5, SETTINGS)
     marker = json.loads(open(os.path.join(path, "checkpoint.json")).read())
     assert marker == {"step": 5, "settings": SETTINGS}
     with pytest.raises(ValueError) as error:
         check_resumable(path, {"beta_schedule": "squaredcos_cap_v2", "loss_type": "vlb"})
-    assert "--beta_schedule was 'linear' there, 'squaredcos_cap_v2' now" in str(error.value)
-    assert "--loss_type was 'hybrid' there, 'vlb' now" in str(error.value)
+    assert "beta_schedule was 'linear' there, 'squaredcos_cap_v2' now" in str(error.value)
+    assert "loss_type was 'hybrid' there, 'vlb' now" in str(error.value)
+    assert error.value.parameter == "resume_from_checkpoint"
     assert resolve_resume("latest", str(tmp_path / "empty")) is None
     assert resolve_resume(None, str(tmp_path)) is None
 

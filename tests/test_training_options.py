@@ -22,50 +22,56 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from hf_ddpm import DDPMDocPipeline, bits_per_dim
-from hf_ddpm.training.checkpointing import complete_checkpoints
 from hf_ddpm.data import load_image_data
 from hf_ddpm.training import held_out_bound
-from test_training import REPO, TRAIN_PY, _launch, offline, tiny_args, tiny_config, train_script  # noqa: F401
+from hf_ddpm.training.checkpointing import complete_checkpoints
+from hf_ddpm.training.config import RunConfig
+from hf_ddpm.training.trainer import Trainer
+from training_support import REPO, TRAIN_PY, as_flags, launch, tiny_settings, train_tiny, write_tiny_config
 
 STEPS = 3
 
 
-@pytest.fixture()
-def instrumented(monkeypatch):
-    """Runs of train_script.main whose UNet reports what happens inside it: every entry into the first ResNet block
-    of the first down block (grad mode, output dtype), and the dtype of the model output the objective receives.
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    return write_tiny_config(tmp_path_factory.mktemp("config"))
 
-    Entries are counted as the block's forward *starts*: torch's non-reentrant checkpoint stops the recomputation
-    early once the saved tensors are rebuilt, so that second pass never returns (and forward hooks never see it)."""
-    records = []
-    build_unet, training_loss = train_script.build_unet, train_script.training_loss
 
-    def build(*args, **kwargs):
-        unet = build_unet(*args, **kwargs)
-        record = {"unet": unet, "initial": {k: v.clone() for k, v in unet.state_dict().items()},
-                  "entries_with_grad": 0, "dtypes_with_grad": set(), "dtypes_without_grad": set(),
-                  "loss_input_dtypes": set()}
-        records.append(record)
-        block = unet.down_blocks[0].resnets[0]
-        forward = block.forward
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
-        def counted(*a, **k):
-            grad = torch.is_grad_enabled()
-            record["entries_with_grad"] += grad
-            output = forward(*a, **k)
-            record["dtypes_with_grad" if grad else "dtypes_without_grad"].add(output.dtype)
-            return output
 
-        block.forward = counted
-        return unet
+def instrumented_run(config, out, **extra) -> dict:
+    """A tiny run whose UNet reports what happens inside it: every entry into the first ResNet block of the first
+    down block (grad mode, output dtype; a forward pre-hook sees an entry even when torch's non-reentrant
+    checkpoint stops the recomputation before the block returns), the same block's output dtype in the evaluation
+    network (samples, the bound, the saved pipeline), and the dtype of the model output the objective receives
+    (a forward hook on the network the loop calls, after Accelerate's autocast wrapper)."""
+    trainer = Trainer(RunConfig.from_settings(tiny_settings(config, out, max_train_steps=STEPS,
+                                                            checkpointing_steps=STEPS, **extra)))
+    record = {"unet": trainer.accelerator.unwrap_model(trainer.unet),
+              "initial": {k: v.clone() for k, v in trainer.unet.state_dict().items()},
+              "entries_with_grad": 0, "dtypes_with_grad": set(), "dtypes_without_grad": set(),
+              "loss_input_dtypes": set()}
+    block = record["unet"].down_blocks[0].resnets[0]
 
-    def loss(scheduler, model_output, *args, **kwargs):
-        records[-1]["loss_input_dtypes"].add(model_output.dtype)
-        return training_loss(scheduler, model_output, *args, **kwargs)
+    def entered(module, args):
+        record["entries_with_grad"] += torch.is_grad_enabled()
 
-    monkeypatch.setattr(train_script, "build_unet", build)
-    monkeypatch.setattr(train_script, "training_loss", loss)
-    return records
+    def returned(module, args, output):
+        record["dtypes_with_grad" if torch.is_grad_enabled() else "dtypes_without_grad"].add(output.dtype)
+
+    def objective_input(module, args, output):
+        if torch.is_grad_enabled():
+            record["loss_input_dtypes"].add(output.sample.dtype)
+
+    block.register_forward_pre_hook(entered)
+    block.register_forward_hook(returned)
+    trainer.evaluation.unet.down_blocks[0].resnets[0].register_forward_hook(returned)  # samples and the bound
+    trainer.unet.register_forward_hook(objective_input)
+    trainer.run()
+    return record
 
 
 @pytest.fixture()
@@ -77,24 +83,18 @@ def fresh_accelerator_state():
     AcceleratorState._reset_state(True)
 
 
-def run_tiny(config, out, *extra):
-    return train_script.main(tiny_args(config, out, "--max_train_steps", str(STEPS), "--checkpointing_steps",
-                                       str(STEPS), *extra))
-
-
 def raw_weights(out):
     return load_file(os.path.join(out, f"checkpoint-{STEPS}", "model.safetensors"))
 
 
-def test_gradient_checkpointing_recomputes_and_gives_the_same_weights(tmp_path, tiny_config, instrumented):
+def test_gradient_checkpointing_recomputes_and_gives_the_same_weights(tmp_path, tiny_config):
     """With the flag, each ResNet block runs twice per training step (forward, then recomputed in backward) — the
     flag is really on — and the final raw and EMA weights are bit-identical to a run without it: recomputation runs
     the same float32 kernels on the same inputs (one thread, RNG state restored by torch's checkpoint), so the
     activations, hence the gradients, are the same bits, not merely close."""
     plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
-    run_tiny(tiny_config, plain)
-    run_tiny(tiny_config, checkpointed, "--gradient_checkpointing")
-    without, with_ = instrumented
+    without = instrumented_run(tiny_config, plain)
+    with_ = instrumented_run(tiny_config, checkpointed, gradient_checkpointing=True)
     assert not without["unet"].is_gradient_checkpointing and with_["unet"].is_gradient_checkpointing
     assert without["entries_with_grad"] == STEPS
     assert with_["entries_with_grad"] == 2 * STEPS
@@ -105,19 +105,17 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_weights(tmp_path, 
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
 
 
-def test_bf16_autocast_on_cpu_trains_and_saves_a_float32_pipeline(tmp_path, tiny_config, instrumented,
-                                                                 fresh_accelerator_state):
+def test_bf16_autocast_on_cpu_trains_and_saves_a_float32_pipeline(tmp_path, tiny_config, fresh_accelerator_state):
     """--mixed_precision bf16 on a CPU: the UNet's layers compute in bfloat16 (Accelerate's CPU autocast) while the
     objective gets float32 outputs; the run follows the float32 run to bf16 rounding (same draws, same data) without
     being it; the weights and the saved pipeline stay float32 and load. Evaluations and samples (one at step 2, the
     final ones) run in float32 like the saved pipeline, so the bound in metrics.json is the saved pipeline's, and the
     training steps after an evaluation are back in bf16."""
     full, mixed = tmp_path / "fp32", tmp_path / "bf16"
-    evaluate_midway = ["--eval_steps", "2", "--eval_timesteps", "4"]
-    run_tiny(tiny_config, full, *evaluate_midway)
+    evaluate_midway = dict(eval_steps=2, eval_timesteps=4)
+    fp32 = instrumented_run(tiny_config, full, **evaluate_midway)
     AcceleratorState._reset_state(True)
-    run_tiny(tiny_config, mixed, "--mixed_precision", "bf16", *evaluate_midway)
-    fp32, bf16 = instrumented
+    bf16 = instrumented_run(tiny_config, mixed, mixed_precision="bf16", **evaluate_midway)
     assert fp32["dtypes_with_grad"] == {torch.float32}
     assert bf16["dtypes_with_grad"] == {torch.bfloat16} and bf16["entries_with_grad"] == STEPS
     assert fp32["loss_input_dtypes"] == bf16["loss_input_dtypes"] == {torch.float32}
@@ -162,7 +160,8 @@ def test_tensorboard_logs_the_loss_of_every_step(tmp_path, tiny_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    run_tiny(tiny_config, out, "--logger", "tensorboard", "--logging_dir", "tb", "--hub_token", "hf_not_a_secret")
+    train_tiny(tiny_config, out, max_train_steps=STEPS, checkpointing_steps=STEPS, logger="tensorboard",
+               logging_dir="tb", hub_token="hf_not_a_secret")
     assert glob.glob(str(out / "tb" / "hf-ddpm" / "events.out.tfevents.*"))
     events = EventAccumulator(str(out / "tb" / "hf-ddpm"))
     events.Reload()
@@ -216,7 +215,8 @@ def test_wandb_offline_logs_the_loss_of_every_step(tmp_path, tiny_config, monkey
                         "WANDB_DATA_DIR": tmp_path / "wandb-data"}.items():
         monkeypatch.setenv(name, str(value))
     out = tmp_path / "run"
-    run_tiny(tiny_config, out, "--logger", "wandb", "--hub_token", "hf_not_a_secret")
+    train_tiny(tiny_config, out, max_train_steps=STEPS, checkpointing_steps=STEPS, logger="wandb",
+               hub_token="hf_not_a_secret")
     (run_file,) = glob.glob(str(out / "logs" / "wandb" / "offline-run-*" / "run-*.wandb"))
     deadline = time.time() + 60  # wandb's service process may still be writing the file when finish() returns
     while "exit" not in (kinds := [r.WhichOneof("record_type") for r in wandb_records(run_file)]):
@@ -244,11 +244,11 @@ def test_ctrl_c_stops_a_two_process_run_with_one_checkpoint_that_resumes(tmp_pat
     the step, write one checkpoint together (the main process finalises it), and stop. A second 2-process run
     resumes from it to the requested step, with the loss history continuing the interrupted one."""
     out = tmp_path / "run"
-    flags = ["--checkpointing_steps", "0", "--train_batch_size", "16"]
+    small = dict(checkpointing_steps=0, train_batch_size=16)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN_PY,
-               *tiny_args(tiny_config, out, "--max_train_steps", "100000", *flags)]
+               *as_flags(tiny_settings(tiny_config, out, max_train_steps=100000, **small))]
     launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 cwd=REPO, start_new_session=True)
     try:
@@ -273,8 +273,8 @@ def test_ctrl_c_stops_a_two_process_run_with_one_checkpoint_that_resumes(tmp_pat
         "random_states_0.pkl", "random_states_1.pkl"]  # both ranks took part in the one checkpoint
     assert not os.path.exists(out / "model_index.json")  # stopped: no final outputs
 
-    result = _launch(tiny_args(tiny_config, out, "--max_train_steps", str(step + 2), *flags,
-                               "--resume_from_checkpoint", "latest"), {"ACCELERATE_USE_CPU": "1"})
+    result = launch(tiny_settings(tiny_config, out, max_train_steps=step + 2, resume_from_checkpoint="latest", **small),
+                    {"ACCELERATE_USE_CPU": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from {out / f'checkpoint-{step}'} at step {step}" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -295,8 +295,8 @@ def test_evaluate_finds_the_training_folder_from_another_directory(tmp_path, tin
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "work" / "out"
     monkeypatch.chdir(tmp_path / "work")
-    train_script.main(tiny_args(tiny_config, out, "--train_data_dir", "images", "--validation_fraction", "0.25",
-                                "--train_batch_size", "10", "--max_train_steps", "2", "--checkpointing_steps", "0"))
+    train_tiny(tiny_config, out, train_data_dir="images", validation_fraction=0.25, train_batch_size=10,
+               max_train_steps=2, checkpointing_steps=0)
     recorded = json.loads((out / "training_run.json").read_text())["settings"]["train_data_dir"]
     assert recorded == str(tmp_path / "work" / "images")
 
@@ -311,3 +311,33 @@ def test_evaluate_finds_the_training_folder_from_another_directory(tmp_path, tin
     bound = bits_per_dim(pipeline.unet, pipeline.scheduler, held_out, generator=torch.Generator().manual_seed(4))
     assert record["bound"]["num_images"] == len(held_out) == 10
     assert record["bound"]["bits_per_dim"] == pytest.approx(float(bound.total.double().mean()), rel=1e-6)
+
+
+def test_the_thread_count_is_the_cores_unless_someone_chose(tmp_path):
+    """`accelerate launch` exports OMP_NUM_THREADS=1 to the process it starts unless told otherwise; that default is
+    replaced by this machine's usable cores, while a user's OMP_NUM_THREADS (shell or --num_cpu_threads_per_process)
+    and num_threads win. Each case is a real launch of a script that prints the choice."""
+    script = tmp_path / "choice.py"
+    script.write_text("from hf_ddpm.training.machine import cpu_threads\nimport sys\n"
+                      "print('CHOICE', *cpu_threads(int(sys.argv[1]) if len(sys.argv) > 1 else None), sep='|')\n")
+    cores = len(os.sched_getaffinity(0))
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no"]
+    unset = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    cases = {
+        "accelerate launch, nothing chosen": (launcher + [str(script)], unset, cores),
+        "accelerate launch --num_cpu_threads_per_process 1": (
+            launcher + ["--num_cpu_threads_per_process", "1", str(script)], unset, 1),
+        "OMP_NUM_THREADS=1 accelerate launch": (launcher + [str(script)], {**unset, "OMP_NUM_THREADS": "1"}, 1),
+        "python, nothing chosen": ([sys.executable, str(script)], unset, cores),
+        "python, OMP_NUM_THREADS=1": ([sys.executable, str(script)], {**unset, "OMP_NUM_THREADS": "1"}, 1),
+        "num_threads=3 over OMP_NUM_THREADS=1": ([sys.executable, str(script), "3"], {**unset, "OMP_NUM_THREADS": "1"}, 3),
+    }
+    running = {name: subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for name, (command, env, _) in cases.items()}
+    for name, process in running.items():
+        output, _ = process.communicate(timeout=180)
+        choice = [line for line in output.splitlines() if line.startswith("CHOICE|")]
+        assert len(choice) == 1, output[-2000:]
+        _, threads, reason = choice[0].split("|")
+        assert int(threads) == cases[name][2], (name, reason)

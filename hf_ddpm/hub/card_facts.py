@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..data import DIGITS_LEVELS, DIGITS_NAMES, DIGITS_RESOLUTION, DIGITS_TEST_EVERY
+from ..data.digits import DIGITS_LEVELS, DIGITS_NAMES, DIGITS_RESOLUTION, DIGITS_TEST_EVERY
 from ..fourier_unet import input_channels
 from ..losses import HYBRID_VLB_WEIGHT
 from ..training.config import DataConfig, RunConfig

@@ -6,12 +6,13 @@
 * :mod:`.history` — the per-step losses and evaluations during training, and their plot.
 * :mod:`.checkpointing` — atomic, resumable checkpoints; Ctrl-C.
 * :mod:`.distributed` — the launch check of a multi-process run.
+* :mod:`.held_out` — the held-out bound during and after training.
 """
 
 from .data_order import EpochShuffleSampler, seeded_generator, step_generator
-from .held_out import estimate_timesteps, held_out_bound
+from .held_out import held_out_bound
 from .history import TrainingHistory, save_loss_plot
 from .record import write_json
 
-__all__ = ["EpochShuffleSampler", "TrainingHistory", "estimate_timesteps", "held_out_bound", "save_loss_plot",
+__all__ = ["EpochShuffleSampler", "TrainingHistory", "held_out_bound", "save_loss_plot",
            "seeded_generator", "step_generator", "write_json"]

@@ -26,6 +26,8 @@ import signal
 
 import torch
 
+from ..errors import ParameterError
+
 CHECKPOINT_PREFIX = "checkpoint-"
 INCOMPLETE_SUFFIX = ".incomplete"
 MARKER = "checkpoint.json"
@@ -57,13 +59,11 @@ def latest_checkpoint(output_dir: str) -> str | None:
 
 
 def read_marker(path: str) -> dict:
-    """The ``checkpoint.json`` of a checkpoint folder; ValueError naming ``--resume_from_checkpoint`` if absent."""
+    """The ``checkpoint.json`` of a checkpoint folder; a ParameterError naming ``resume_from_checkpoint`` if absent."""
     marker = os.path.join(path, MARKER)
     if not os.path.isfile(marker):
-        raise ValueError(
-            f"--resume_from_checkpoint {path!r} is not a complete checkpoint of this trainer (no {MARKER}; "
-            "an interrupted write, or a folder from another tool)"
-        )
+        raise ParameterError("resume_from_checkpoint", f"{path!r} is not a complete checkpoint of this trainer (no "
+                                                       f"{MARKER}: an interrupted write, or a folder from another tool)")
     with open(marker, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -79,25 +79,25 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str |
     if not os.path.isdir(path) and os.path.isdir(os.path.join(output_dir, path)):
         path = os.path.join(output_dir, path)  # a bare "checkpoint-500", as in diffusers' examples
     if not os.path.isdir(path):
-        raise ValueError(f"--resume_from_checkpoint {resume_from_checkpoint!r}: no such checkpoint folder")
+        raise ParameterError("resume_from_checkpoint", f"{resume_from_checkpoint!r}: no such checkpoint folder")
     read_marker(path)
     return path
 
 
 def check_resumable(path: str, settings: dict) -> int:
-    """Raise ValueError naming each flag whose value differs between the checkpoint's run and this one; return
-    the optimizer step the checkpoint was taken at."""
+    """A ParameterError naming each setting whose value differs between the checkpoint's run and this one (settings
+    compared as JSON values); return the optimizer step the checkpoint was taken at."""
     marker = read_marker(path)
     saved = marker.get("settings", {})
+    current = json.loads(json.dumps(settings))  # tuples as lists, as the checkpoint stored them
     differences = [
-        f"--{name} was {saved[name]!r} there, {value!r} now"
-        for name, value in settings.items()
+        f"{name} was {saved[name]!r} there, {value!r} now"
+        for name, value in current.items()
         if name in saved and saved[name] != value
     ]
     if differences:
-        raise ValueError(
-            f"--resume_from_checkpoint {path!r} comes from another configuration: " + "; ".join(differences)
-        )
+        raise ParameterError("resume_from_checkpoint", f"{path!r} comes from another configuration: "
+                                                       + "; ".join(differences))
     return int(marker["step"])
 
 
@@ -128,7 +128,7 @@ def prune_checkpoints(output_dir: str, total_limit: int) -> list[str]:
     """Delete all but the newest ``total_limit`` (≥ 1) complete checkpoints, and leftover incomplete ones older than
     the newest complete one; return the deleted paths."""
     if total_limit < 1:
-        raise ValueError(f"--checkpoints_total_limit must be ≥ 1, got {total_limit}")
+        raise ParameterError("checkpoints_total_limit", f"must be ≥ 1, got {total_limit}")
     checkpoints = complete_checkpoints(output_dir)
     doomed = [path for _, path in checkpoints[:-total_limit]]
     if checkpoints:

@@ -22,6 +22,7 @@ from ..errors import ParameterError, check_at_least, check_choice, check_interva
 from ..fourier_unet import check_fourier_periods
 from ..losses import LOSS_TYPES, TIMESTEP_SAMPLERS, check_objective
 from ..scheduler import BETA_SCHEDULES, PREDICTION_TYPES, VARIANCE_TYPES, DDPMDocScheduler
+from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
@@ -190,11 +191,16 @@ class OutputConfig:
         for name in ("checkpointing_steps", "save_images_steps", "eval_steps"):
             check_at_least(name, getattr(self, name), 0)
         check_at_least("checkpoints_total_limit", self.checkpoints_total_limit, 1, optional=True)
-        for name in ("eval_timesteps", "final_eval_timesteps"):
-            check_at_least(name, getattr(self, name), 4, optional=name == "final_eval_timesteps")
+        for name in ("eval_timesteps", "final_eval_timesteps"):  # stratified estimates (hf_ddpm.timestep_plan)
+            check_at_least(name, getattr(self, name), MIN_STRATIFIED_TIMESTEPS, optional=name == "final_eval_timesteps")
         check_at_least("num_samples", self.num_samples, 1)
         check_at_least("num_inference_steps", self.num_inference_steps, 1)
         check_choice("logger", self.logger, LOGGERS)
+        if self.logger != "none":  # a tracker that is not installed fails now, not after the data is read
+            from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+            if not {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}[self.logger]():
+                raise ParameterError("logger", f"{self.logger}: the package is not installed (pip install {self.logger})")
 
     @property
     def logging_path(self) -> str:

@@ -1,0 +1,102 @@
+"""The end of a run, on the main process: the EMA pipeline, the final sample grid, the held-out bound, the loss plot,
+the record (``metrics.json``, ``training_run.json``) and the model card; then the push to the Hub if asked."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+from ..images import sample_grid
+from .held_out import held_out_bound
+from .history import save_loss_plot
+from .machine import describe_hardware
+from .record import RunRecord, RunResults
+
+SAMPLE_GRID = "samples.png"
+LOSS_PLOT = "loss.png"
+
+
+def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
+    """Write the run's outputs into ``output_dir`` (main process; None elsewhere) and return its record."""
+    accelerator, config = trainer.accelerator, trainer.config
+    images_seen = int(accelerator.reduce(torch.tensor(trainer.images_seen, device=accelerator.device), "sum"))
+    if not accelerator.is_main_process:
+        return None
+    output = config.output
+    pipeline = trainer.pipeline()
+    pipeline.save_pretrained(output.output_dir)
+    sampling_started = time.time()
+    samples, grid = sample_grid(pipeline, output.num_samples, output.num_inference_steps, config.optim.seed)
+    grid.save(os.path.join(output.output_dir, SAMPLE_GRID))
+    sampling_seconds = time.time() - sampling_started
+    eval_started = time.time()
+    bound = held_out_bound(pipeline.unet, trainer.scheduler, trainer.eval_images,
+                             num_timesteps=output.final_eval_timesteps, seed=config.optim.seed)
+    eval_seconds = time.time() - eval_started
+    save_loss_plot(trainer.history, os.path.join(output.output_dir, LOSS_PLOT))
+    results = RunResults(
+        global_step=step,
+        global_batch_size=config.optim.train_batch_size * accelerator.num_processes
+        * config.optim.gradient_accumulation_steps,
+        num_processes=accelerator.num_processes,
+        threads_per_process=trainer.threads.threads,
+        hardware=describe_hardware(accelerator.num_processes, trainer.threads.threads),
+        images_seen=images_seen,
+        train_seconds=train_seconds,
+        sampling_seconds=sampling_seconds,
+        eval_seconds=eval_seconds,
+        total_seconds=time.time() - trainer.started,
+        test_bits_per_dim=bound.bits_per_dim,
+        test_bits_per_dim_stderr=bound.standard_error,
+        test_bits_per_dim_timesteps=bound.num_timesteps,
+        test_bits_per_dim_method=bound.plan.describe(),
+        test_bound=bound.to_dict(),
+        test_split=f"{trainer.data.name}, {trainer.data.eval_split} ({len(trainer.eval_images)} images)",
+        num_test_images=len(trainer.eval_images),
+        final_train_loss=trainer.history.recent_mean(100),
+        train_loss_history={"steps": trainer.history.steps, "losses": trainer.history.losses},
+        eval_log=trainer.history.evaluations,
+        num_samples=output.num_samples,
+        num_inference_steps=output.num_inference_steps,
+        sample_quality=_sample_quality(samples, trainer.eval_images),
+    )
+    record = RunRecord(config, results, images={"samples": SAMPLE_GRID, "loss": LOSS_PLOT})
+    record.save(output.output_dir)
+    _write_card(output.output_dir, record)
+    print(bound.describe())
+    print(f"held-out bound: {bound.bits_per_dim:.4f} ± {bound.standard_error:.4f} bits/dim "
+          f"({results.test_bits_per_dim_method}); outputs in {output.output_dir}")
+    return record
+
+
+def _sample_quality(samples, eval_images) -> dict | None:
+    """The final grid's sample quality against the held-out images (``hf_ddpm.metrics``, digits evaluator)."""
+    from ..metrics import sample_quality
+
+    reference = ((eval_images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return sample_quality(samples, reference)
+
+
+def _write_card(output_dir: str, record: RunRecord) -> None:
+    from .. import hub
+
+    hub.write_model_card(output_dir, record)
+
+
+def push(trainer) -> str | None:
+    """Wait for checkpoint pushes in flight (their failures are reported, never raised), then push the output folder
+    if ``push_to_hub`` (main process): the commit URL, or :class:`~hf_ddpm.hub.HubPushError` — the local output is
+    complete either way."""
+    from .. import hub
+
+    if trainer.pusher is not None:
+        for error in trainer.pusher.close():
+            print(f"checkpoint push failed: {error}", file=sys.stderr)
+    config = trainer.config.hub
+    if not (config.push_to_hub and trainer.accelerator.is_main_process):
+        return None
+    return hub.push_output_folder(trainer.config.output.output_dir, config.hub_model_id, token=config.hub_token,
+                                  private=config.hub_private_repo)

@@ -1,0 +1,67 @@
+"""One training step (Algorithm 1) and the network that evaluations run on.
+
+:func:`training_step` draws t and ε for a micro-batch from (seed, micro-step), noises the images (Eq. 4), runs the
+network and returns the weighted loss with the timesteps and bound terms the importance sampler learns from.
+:class:`EvaluationNetwork` is a float32 copy of the UNet, made before Accelerate wraps the training one, into which
+the EMA (or raw) weights are copied for sampling, the held-out bound and the saved pipeline — so evaluating never
+touches the training network, its mixed-precision forward or its optimizer state.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..losses import training_loss
+from .data_order import step_generator
+
+
+class StepResult(NamedTuple):
+    """The loss to back-propagate; and every process's timesteps and bound terms L_t of the micro-batch (gathered),
+    for the importance sampler — None with uniform sampling."""
+
+    loss: torch.Tensor
+    timesteps: torch.Tensor | None
+    bound_terms: torch.Tensor | None
+
+
+def training_step(accelerator, unet, scheduler, timestep_sampler, clean: torch.Tensor, *, seed: int,
+                  micro_step: int, loss_type: str, importance: bool) -> StepResult:
+    """Algorithm 1 on one micro-batch of clean images x_0 (this process's share of the global micro-batch).
+
+    t and ε are drawn for the whole global micro-batch from (seed, micro_step) and each process takes its slice, so a
+    run's draws do not depend on how its global batch is split over processes."""
+    generator = step_generator(seed, micro_step)
+    size, rank, processes = clean.shape[0], accelerator.process_index, accelerator.num_processes
+    timesteps, weights = timestep_sampler.sample(size * processes, clean.device, generator=generator)
+    noise = randn_tensor((size * processes, *clean.shape[1:]), generator=generator, device=clean.device,
+                         dtype=clean.dtype)
+    mine = slice(rank * size, (rank + 1) * size)
+    timesteps, weights, noise = timesteps[mine], weights[mine], noise[mine]
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    model_output = unet(noisy, timesteps).sample
+    per_example, terms = training_loss(scheduler, model_output, clean, noisy, noise, timesteps, loss_type,
+                                       bound_terms=importance)
+    loss = (per_example * weights).mean()
+    if not importance:
+        return StepResult(loss, None, None)
+    return StepResult(loss, accelerator.gather(timesteps), accelerator.gather(terms.float()))
+
+
+class EvaluationNetwork:
+    """A float32 copy of the UNet for evaluation: :meth:`load` copies the EMA weights (or, without EMA, the training
+    network's current weights) into it and returns it, in eval mode without gradients."""
+
+    def __init__(self, unet: torch.nn.Module, device):
+        self.unet = copy.deepcopy(unet).to(device).eval().requires_grad_(False)  # built in float32
+
+    def load(self, training_unet: torch.nn.Module, ema=None) -> torch.nn.Module:
+        """The copy holding the weights to evaluate; ``training_unet`` is the unwrapped training network."""
+        if ema is not None:
+            ema.copy_to(self.unet.parameters())
+        else:
+            self.unet.load_state_dict(training_unet.state_dict())
+        return self.unet
