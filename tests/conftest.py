@@ -21,6 +21,20 @@ def pytest_report_header(config):
             f"{os.environ.get('ATEN_CPU_CAPABILITY', 'unset')}), {torch.get_num_threads()} thread(s)")
 
 
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    """The tiny UNet's config file (tests/training_support.py), for the training runs of a test module."""
+    from training_support import write_tiny_config
+
+    return write_tiny_config(tmp_path_factory.mktemp("config"))
+
+
+@pytest.fixture()
+def hub_offline(monkeypatch):
+    """HF_HUB_OFFLINE=1 for the test and the processes it starts: nothing may reach for the Hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

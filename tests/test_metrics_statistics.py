@@ -6,7 +6,7 @@ import scipy.linalg
 from scipy.special import rel_entr
 from sklearn.neighbors import NearestNeighbors
 
-from hf_ddpm.metrics import class_histogram, frechet_distance, inception_score, precision_recall
+from hf_ddpm.metrics import class_balance_chi2, class_histogram, frechet_distance, inception_score, precision_recall
 from hf_ddpm.metrics.images import as_image_batch, match_channels
 
 pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
@@ -101,6 +101,16 @@ def test_inception_score_extremes_and_formula():
 def test_class_histogram_counts_argmax():
     probs = np.eye(4)[[0, 0, 3, 1, 3, 3]] * 0.7 + 0.3 / 4
     assert class_histogram(probs) == [2, 1, 0, 3]
+
+
+def test_class_balance_chi2_is_pearsons_statistic():
+    from scipy.stats import chisquare
+
+    counts = [40, 42, 44, 41, 48, 65, 27, 29, 24, 40]
+    assert class_balance_chi2(counts) == pytest.approx(chisquare(counts).statistic, rel=1e-12)
+    assert class_balance_chi2([25] * 4) == 0.0
+    with pytest.raises(ValueError, match="at least two non-negative counts"):
+        class_balance_chi2([0, 0])
 
 
 def test_precision_recall_known_overlap():

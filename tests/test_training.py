@@ -15,21 +15,15 @@ import torch
 
 from hf_ddpm import DDPMDocPipeline
 from hf_ddpm.errors import ParameterError
+from hf_ddpm.metrics import class_balance_chi2
 from hf_ddpm.training.checkpointing import latest_checkpoint
 from hf_ddpm.training.config import RunConfig
 from hf_ddpm.training.trainer import Trainer
 from helpers import TINY_UNET
-from training_support import REPO, TRAIN_PY, as_flags, launch, raw_weights, tiny_settings, train_tiny, write_tiny_config
+from training_support import REPO, TRAIN_PY, as_flags, launch, raw_weights, tiny_settings, train_tiny
 
 
-@pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
-    return write_tiny_config(tmp_path_factory.mktemp("config"))
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("hub_offline")
 
 
 def assert_same_tensors(a: dict, b: dict):
@@ -72,10 +66,12 @@ def test_resume_is_bit_exact(tmp_path, tiny_config):
 
 def test_outputs_of_a_run(tmp_path, tiny_config):
     """The output folder: a loadable pipeline whose scheduler is the configured one, metrics with the held-out bound
-    and its standard error, a model card, a sample grid and a loss plot that are real PNGs, pruned checkpoints."""
+    and its standard error, the evaluation during training with its sample quality, a model card, a sample grid, a
+    loss plot and an evaluation plot that are real PNGs, pruned checkpoints."""
     out = tmp_path / "run"
-    metrics = train_tiny(tiny_config, out, max_train_steps=6, checkpointing_steps=2, checkpoints_total_limit=2,
-                         beta_schedule="squaredcos_cap_v2", save_images_steps=3, eval_steps=3, eval_timesteps=5).results
+    record = train_tiny(tiny_config, out, max_train_steps=6, checkpointing_steps=2, checkpoints_total_limit=2,
+                        beta_schedule="squaredcos_cap_v2", save_images_steps=3, eval_steps=3, eval_timesteps=5)
+    metrics = record.results
     pipe = DDPMDocPipeline.from_pretrained(out)
     assert pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
     assert pipe.scheduler.config.num_train_timesteps == 20
@@ -87,13 +83,18 @@ def test_outputs_of_a_run(tmp_path, tiny_config):
     assert saved["test_bits_per_dim_stderr"] > 0
     assert saved["threads_per_process"] == 1  # OMP_NUM_THREADS=1, set for the tests (conftest), is a user's choice
     assert saved["threads_per_process"] == metrics.threads_per_process and "1 thread" in saved["hardware"]
-    assert [entry["step"] for entry in saved["eval_log"]] == [3]
+    (evaluation,) = saved["eval_log"]
+    assert evaluation["step"] == 3 and evaluation["eval_quality_setting"] == "8 samples, 5-step chain"
+    assert sum(evaluation["eval_class_histogram"]) == 8 and evaluation["eval_fd_name"] == "FD (digits classifier)"
+    assert evaluation["eval_class_chi2"] == pytest.approx(class_balance_chi2(evaluation["eval_class_histogram"]))
+    assert evaluation["eval_fd"] > 0 and 1 <= evaluation["eval_score"] <= 10
     from PIL import Image
 
     grid = Image.open(out / "samples.png")
     assert grid.size == (88, 88)  # 2×2 images of 8 px with 2-px borders, enlarged 4× for viewing
     assert Image.open(out / "samples" / "step-000003.png").size == (88, 88)
-    assert Image.open(out / "loss.png").format == "PNG"
+    assert Image.open(out / "loss.png").format == "PNG" and Image.open(out / "evaluations.png").format == "PNG"
+    assert record.images == {"samples": "samples.png", "loss": "loss.png", "evaluations": "evaluations.png"}
     assert sorted(os.listdir(out)).count("README.md") == 1
     assert sorted(p for p in os.listdir(out) if p.startswith("checkpoint-")) == ["checkpoint-4", "checkpoint-6"]
 

@@ -27,19 +27,12 @@ from hf_ddpm.training import held_out_bound
 from hf_ddpm.training.checkpointing import complete_checkpoints
 from hf_ddpm.training.config import RunConfig
 from hf_ddpm.training.trainer import Trainer
-from training_support import REPO, TRAIN_PY, as_flags, launch, tiny_settings, train_tiny, write_tiny_config
+from training_support import REPO, TRAIN_PY, as_flags, launch, tiny_settings, train_tiny
 
 STEPS = 3
 
 
-@pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
-    return write_tiny_config(tmp_path_factory.mktemp("config"))
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("hub_offline")
 
 
 def instrumented_run(config, out, **extra) -> dict:
@@ -156,12 +149,13 @@ def test_bf16_autocast_on_cpu_trains_and_saves_a_float32_pipeline(tmp_path, tiny
 
 def test_tensorboard_logs_the_loss_of_every_step(tmp_path, tiny_config):
     """--logger tensorboard: event files under <output_dir>/<logging_dir>/hf-ddpm whose `loss` scalars, read back
-    with TensorBoard's own EventAccumulator, are the per-step losses of metrics.json (float32 in the event file)."""
+    with TensorBoard's own EventAccumulator, are the per-step losses of metrics.json (float32 in the event file), and
+    whose evaluation scalars (bound estimate, FD, score, class χ²) are metrics.json's evaluation log."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
     train_tiny(tiny_config, out, max_train_steps=STEPS, checkpointing_steps=STEPS, logger="tensorboard",
-               logging_dir="tb", hub_token="hf_not_a_secret")
+               logging_dir="tb", hub_token="hf_not_a_secret", eval_steps=2, eval_timesteps=4)
     assert glob.glob(str(out / "tb" / "hf-ddpm" / "events.out.tfevents.*"))
     events = EventAccumulator(str(out / "tb" / "hf-ddpm"))
     events.Reload()
@@ -170,6 +164,9 @@ def test_tensorboard_logs_the_loss_of_every_step(tmp_path, tiny_config):
     assert [e.step for e in logged] == history["steps"] == list(range(1, STEPS + 1))
     np.testing.assert_allclose([e.value for e in logged], history["losses"], rtol=1e-7)
     assert [e.step for e in events.Scalars("lr")] == history["steps"]
+    (evaluation,) = json.loads((out / "metrics.json").read_text())["eval_log"]  # step 2: the bound and the samples
+    for name in ("eval_bits_per_dim", "eval_fd", "eval_score", "eval_class_chi2"):
+        assert [(e.step, e.value) for e in events.Scalars(name)] == [(2, pytest.approx(evaluation[name], rel=1e-6))]
     hparams = (glob.glob(str(out / "tb" / "hf-ddpm" / "*" / "hparams.yml")) or [None])[0]
     assert hparams is not None and "hf_not_a_secret" not in open(hparams).read()
     assert "fourier_periods" in open(hparams).read()  # a list-valued flag, logged as text

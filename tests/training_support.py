@@ -30,10 +30,11 @@ def write_tiny_config(folder) -> str:
 
 def tiny_settings(config: str, output_dir, **extra) -> dict:
     """A run that takes seconds: 20 timesteps (so the importance sampler leaves its warm-up within the first step),
-    batches of 256 (5 steps per epoch), a short chain for the sample grid, a 4-timestep final bound."""
+    batches of 256 (5 steps per epoch), short chains for the sample grid and the evaluations' samples, a 4-timestep
+    final bound."""
     return dict(output_dir=str(output_dir), model_config_name_or_path=config, num_train_timesteps=20,
                 train_batch_size=256, learning_rate=1e-3, lr_warmup_steps=2, eval_steps=0, final_eval_timesteps=4,
-                num_samples=4, num_inference_steps=5, seed=3) | extra
+                num_samples=4, num_inference_steps=5, eval_samples=8, eval_inference_steps=5, seed=3) | extra
 
 
 def train_tiny(config: str, output_dir, **extra):

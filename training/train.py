@@ -132,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     flag(out, "resume_from_checkpoint", help="a checkpoint folder, or 'latest'")
     flag(out, "save_images_steps", type=int, help="a sample grid every N steps (0: only at the end)")
     flag(out, "eval_steps", type=int, help="a held-out bound estimate every N steps (0: only at the end)")
-    flag(out, "eval_timesteps", type=int, help="timesteps of each estimate during training")
+    flag(out, "eval_timesteps", type=int, help="timesteps of each bound estimate during training")
+    flag(out, "eval_samples", type=int, help="samples judged at each evaluation during training (0: none)")
+    flag(out, "eval_inference_steps", type=int, help="steps of the respaced chain that draws them")
+    flag(out, "feature_model", help="transformers image model (Hub id or folder) for FD and precision/recall "
+                                    "(default: the built-in digits evaluator)")
+    flag(out, "classifier", help="image classifier (Hub id, folder or 'digits') for the score and class histogram "
+                                 "(default: the digits evaluator when --feature_model is not given)")
     flag(out, "final_eval_timesteps", type=int, help="timesteps of the final bound (default: all T)")
     flag(out, "num_samples", type=int, help="images in each sample grid")
     flag(out, "num_inference_steps", type=int, help="ancestral steps per sample")

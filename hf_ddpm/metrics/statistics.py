@@ -103,6 +103,16 @@ def class_histogram(probs) -> list[int]:
     return np.bincount(probs.argmax(axis=1), minlength=probs.shape[1]).tolist()
 
 
+def class_balance_chi2(histogram) -> float:
+    """Pearson's χ² of class counts against even proportions, Σ_k (n_k − N/K)² / (N/K) on K − 1 degrees of freedom:
+    about K − 1 for a balanced sample, large when the samples over- or under-draw classes."""
+    counts = np.asarray(histogram, dtype=np.float64)
+    if counts.ndim != 1 or len(counts) < 2 or counts.sum() <= 0 or (counts < 0).any():
+        raise ValueError(f"histogram must hold at least two non-negative counts, not all 0; got {histogram!r}")
+    expected = counts.sum() / len(counts)
+    return float(((counts - expected) ** 2).sum() / expected)
+
+
 def _kth_neighbour_radii(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each row of ``x`` to its k-th nearest other row (the row itself is the 0-th)."""
     return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(_PR_BLOCK)])

@@ -171,8 +171,11 @@ class ComputeConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where the run writes, how often it checkpoints, draws sample grids and estimates the held-out bound
-    (every N optimizer steps; 0: only at the end), and what it logs to."""
+    """Where the run writes, how often it checkpoints, draws sample grids and evaluates (every N optimizer steps;
+    0: only at the end), and what it logs to. An evaluation during training estimates the held-out bound from
+    ``eval_timesteps`` timesteps and, with ``eval_samples`` > 0, judges that many samples drawn with a respaced
+    ``eval_inference_steps``-step chain (``hf_ddpm.metrics``: the digits evaluator, or ``feature_model`` /
+    ``classifier``)."""
 
     output_dir: str = "ddpm-digits"
     logging_dir: str = "logs"  # relative to output_dir
@@ -182,6 +185,10 @@ class OutputConfig:
     save_images_steps: int = 0
     eval_steps: int = 1000
     eval_timesteps: int = 100
+    eval_samples: int = 200
+    eval_inference_steps: int = 100
+    feature_model: str | None = None
+    classifier: str | None = None
     final_eval_timesteps: int | None = None
     num_samples: int = 64
     num_inference_steps: int = 1000
@@ -195,6 +202,9 @@ class OutputConfig:
             check_at_least(name, getattr(self, name), MIN_STRATIFIED_TIMESTEPS, optional=name == "final_eval_timesteps")
         check_at_least("num_samples", self.num_samples, 1)
         check_at_least("num_inference_steps", self.num_inference_steps, 1)
+        if self.eval_samples != 0:  # FD and precision/recall need more samples than neighbours (k = 3)
+            check_at_least("eval_samples", self.eval_samples, 4)
+        check_at_least("eval_inference_steps", self.eval_inference_steps, 1)
         check_choice("logger", self.logger, LOGGERS)
         if self.logger != "none":  # a tracker that is not installed fails now, not after the data is read
             from accelerate.utils import is_tensorboard_available, is_wandb_available
@@ -250,10 +260,11 @@ class RunConfig:
     def __post_init__(self):
         """Checks across sections."""
         check_objective(self.process.variance_type, self.objective.loss_type)
-        if self.output.num_inference_steps > self.process.num_train_timesteps:
-            raise ParameterError("num_inference_steps", f"must not exceed num_train_timesteps "
-                                                        f"({self.process.num_train_timesteps}), got "
-                                                        f"{self.output.num_inference_steps}")
+        for name in ("num_inference_steps", "eval_inference_steps"):
+            steps = getattr(self.output, name)
+            if steps > self.process.num_train_timesteps:
+                raise ParameterError(name, f"must not exceed num_train_timesteps ({self.process.num_train_timesteps}), "
+                                           f"got {steps}")
         if self.compute.mixed_precision == "fp16":
             import torch
 

@@ -55,3 +55,43 @@ def save_loss_plot(history: TrainingHistory, path: str, title: str = "training l
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def save_evaluation_plot(history: TrainingHistory, path: str) -> bool:
+    """Plot the evaluations made during training against the step — the held-out bound estimate (± its standard
+    error) and, where samples were judged, their FD and class-balance χ² — to ``path``; False (no file) when the run
+    made no evaluation."""
+    if not history.evaluations:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.asarray([e["step"] for e in history.evaluations])
+    judged = [e for e in history.evaluations if e.get("eval_fd") is not None]
+    figure, panels = plt.subplots(1, 2 if judged else 1, figsize=(10.0 if judged else 6.4, 4.0), squeeze=False)
+    bound = panels[0, 0]
+    bound.errorbar(steps, [e["eval_bits_per_dim"] for e in history.evaluations],
+                   yerr=[e["eval_bits_per_dim_stderr"] for e in history.evaluations], marker="o", capsize=3)
+    bound.set_xlabel("optimizer step")
+    bound.set_ylabel("held-out bound (bits/dim)")
+    bound.set_title("bound estimate")
+    if judged:
+        quality = panels[0, 1]
+        judged_steps = [e["step"] for e in judged]
+        quality.plot(judged_steps, [e["eval_fd"] for e in judged], marker="o", color="C1", label=judged[0]["eval_fd_name"])
+        quality.set_xlabel("optimizer step")
+        quality.set_ylabel(judged[0]["eval_fd_name"])
+        quality.set_title(judged[0]["eval_quality_setting"])
+        chi2 = [(e["step"], e["eval_class_chi2"]) for e in judged if e.get("eval_class_chi2") is not None]
+        if chi2:
+            balance = quality.twinx()
+            balance.plot(*zip(*chi2), marker="s", color="C2", label="class χ²")
+            balance.set_ylabel("class-balance χ² (even classes: ≈ K − 1)")
+            balance.legend(loc="lower right")
+        quality.legend(loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True

@@ -11,12 +11,13 @@ import torch
 
 from ..images import sample_grid
 from .held_out import held_out_bound
-from .history import save_loss_plot
+from .history import save_evaluation_plot, save_loss_plot
 from .machine import describe_hardware
 from .record import RunRecord, RunResults
 
 SAMPLE_GRID = "samples.png"
 LOSS_PLOT = "loss.png"
+EVALUATION_PLOT = "evaluations.png"
 
 
 def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
@@ -37,6 +38,9 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
                              num_timesteps=output.final_eval_timesteps, seed=config.optim.seed)
     eval_seconds = time.time() - eval_started
     save_loss_plot(trainer.history, os.path.join(output.output_dir, LOSS_PLOT))
+    images = {"samples": SAMPLE_GRID, "loss": LOSS_PLOT}
+    if save_evaluation_plot(trainer.history, os.path.join(output.output_dir, EVALUATION_PLOT)):
+        images["evaluations"] = EVALUATION_PLOT
     results = RunResults(
         global_step=step,
         global_batch_size=config.optim.train_batch_size * accelerator.num_processes
@@ -63,7 +67,7 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
         num_inference_steps=output.num_inference_steps,
         sample_quality=_sample_quality(samples, trainer.eval_images),
     )
-    record = RunRecord(config, results, images={"samples": SAMPLE_GRID, "loss": LOSS_PLOT})
+    record = RunRecord(config, results, images=images)
     record.save(output.output_dir)
     _write_card(output.output_dir, record)
     print(bound.describe())
