@@ -62,7 +62,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if status >= 400:
             self.send_header("X-Error-Message", payload.get("error", ""))
-        if status >= 500:  # retry at once: huggingface_hub retries a failed commit 5 times (1 s each, not 1 + 2 + 4 + 8 + 8)
+        if status >= 500:  # huggingface_hub retries a failed commit 5 times: at once (1 s each, not 1, 2, 4, 8, 8 s)
             self.send_header("Retry-After", "0")
         self.end_headers()
         self.wfile.write(body)

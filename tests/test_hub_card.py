@@ -51,7 +51,7 @@ def record(T: int, results=None, images=None, **sections) -> RunRecord:
     """A run record of a T-step process (its other sections' defaults where not given)."""
     sections.setdefault("process", ProcessConfig(num_train_timesteps=T, variance_type="fixed_small"))
     sections.setdefault("objective", ObjectiveConfig(loss_type="simple", timestep_sampler="uniform"))
-    sections.setdefault("output", OutputConfig(num_inference_steps=T))
+    sections.setdefault("output", OutputConfig(num_inference_steps=T, eval_inference_steps=T))
     return RunRecord(RunConfig(**sections), results, images or {})
 
 
@@ -115,7 +115,8 @@ def test_metadata_and_tables_come_from_the_saved_pipeline_and_the_record(tmp_pat
                          r"attention at 4×4", rows["model"])
     assert model and int(model.group(1)) == round(n_params / 1e3)
     # from the record
-    batch = re.fullmatch(r"(\d+) per step \((\d+) per process × (\d+) accumulation × (\d+) processes\)", rows["batch"])
+    batch = re.fullmatch(r"(\d+) per step \((\d+) per process × (\d+) accumulation × (\d+) processes\)",
+                         rows["batch"])
     assert batch and [int(g) for g in batch.groups()] == [64, 16, 2, 2]
     assert rows["optimizer steps"] == "2,500" and rows["training wall time"] == "1 h 02 min"
     assert rows["learning rate (AdamW)"].startswith("0.0003, cosine schedule, 50 warm-up steps")
@@ -223,7 +224,8 @@ def test_a_pipeline_saved_by_hand_states_only_what_its_configs_say(tmp_path, off
 
 def test_every_image_the_record_names_is_shown(tmp_path, offline):
     _, out = saved(tmp_path, num_train_timesteps=50)
-    images = {"samples": "samples.png", "loss": "loss.png", "sample_quality": "plots/quality.png"}
+    images = {"samples": "samples.png", "loss": "loss.png", "evaluations": "evaluations.png",
+              "a_new_plot": "plots/new.png"}
     for path in images.values():
         (out / path).parent.mkdir(exist_ok=True)
         (out / path).write_bytes(b"png")
@@ -232,7 +234,7 @@ def test_every_image_the_record_names_is_shown(tmp_path, offline):
     assert sorted(shown.values()) == sorted(images.values())
     caption = re.search(r"^\*(\d+) samples .*?(\d+) of the (\d+) steps", card.text, flags=re.MULTILINE)
     assert caption and caption.groups() == ("16", "5", "50")  # under the samples grid, from the results
-    assert shown["Training loss"] == "loss.png" and shown["Sample quality"] == "plots/quality.png"
+    assert shown["Training loss"] == "loss.png" and shown["A new plot"] == "plots/new.png"  # a role without a caption
 
 
 def test_inception_features_are_called_fid(tmp_path, offline):
@@ -246,7 +248,8 @@ def test_inception_features_are_called_fid(tmp_path, offline):
 def test_a_metric_claiming_fid_for_other_features_is_refused(tmp_path, offline):
     _, out = saved(tmp_path)
     with pytest.raises(ValueError, match="not Inception-v3"):
-        hub.write_model_card(out, record(1000, run_results(sample_quality={**DIGITS_QUALITY, "fd_name": "FID (digits)"})))
+        misnamed = {**DIGITS_QUALITY, "fd_name": "FID (digits)"}
+        hub.write_model_card(out, record(1000, run_results(sample_quality=misnamed)))
 
 
 def test_bad_inputs_are_named(tmp_path, offline):

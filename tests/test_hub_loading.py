@@ -58,7 +58,8 @@ def push_to_cache(root: Path, pipe, repo_id: str) -> tuple:
     T = pipe.scheduler.config.num_train_timesteps
     record = RunRecord(RunConfig(process=ProcessConfig(num_train_timesteps=T, variance_type="fixed_small"),
                                  objective=ObjectiveConfig(loss_type="simple", timestep_sampler="uniform"),
-                                 output=OutputConfig(num_inference_steps=T), hub=HubConfig(hub_model_id=repo_id)),
+                                 output=OutputConfig(num_inference_steps=T, eval_inference_steps=T),
+                                 hub=HubConfig(hub_model_id=repo_id)),
                        run_results(test_bits_per_dim=3.0), images={"samples": "samples.png"})
     record.save(folder)
     hub.write_model_card(folder, record)

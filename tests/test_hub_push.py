@@ -40,7 +40,8 @@ def fake_hub(monkeypatch):
 RECORD = RunRecord(
     RunConfig(process=ProcessConfig(num_train_timesteps=50, variance_type="fixed_small"),
               objective=ObjectiveConfig(loss_type="simple", timestep_sampler="uniform"),
-              output=OutputConfig(num_inference_steps=50), hub=HubConfig(hub_model_id="alice/ddpm-digits")),
+              output=OutputConfig(num_inference_steps=50, eval_inference_steps=50),
+              hub=HubConfig(hub_model_id="alice/ddpm-digits")),
     run_results(test_bits_per_dim=2.5),
     images={"samples": "samples.png", "loss": "loss.png"},
 )
@@ -244,7 +245,7 @@ def test_hub_settings_are_checked_by_name():
 TRAIN = Path(__file__).resolve().parents[1] / "training" / "train.py"
 TINY_RUN = ["--max_train_steps", "6", "--checkpointing_steps", "3", "--num_train_timesteps", "20",
             "--num_samples", "4", "--num_inference_steps", "5", "--final_eval_timesteps", "4",
-            "--eval_steps", "1000", "--save_images_steps", "1000"]
+            "--eval_steps", "1000", "--eval_inference_steps", "5", "--save_images_steps", "1000"]
 
 
 def train_and_push(fake_hub, out: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -94,7 +94,8 @@ def test_the_closure_of_every_import_form_runs_without_the_package(tmp_path, mak
     package = make_package("toypkg", TOY)
     files = bundle_modules({"toypkg.core": ["Thing"]}, root="toypkg", stamp="toypkg 0")
     originals = {"toypkg_core.py": "core.py", "toypkg_numbers.py": "numbers.py", "toypkg_lazy.py": "lazy.py",
-                 "toypkg_deep.py": "deep/__init__.py", "toypkg_deep_leaf.py": "deep/leaf.py", "toypkg.py": "__init__.py"}
+                 "toypkg_deep.py": "deep/__init__.py", "toypkg_deep_leaf.py": "deep/leaf.py",
+                 "toypkg.py": "__init__.py"}
     assert sorted(files) == sorted([*originals, REMOTE_CODE_ENTRY])
     # diffusers copies from a local folder exactly the entry's own relative imports: all of the bundle
     flat = tmp_path / "flat"
@@ -102,7 +103,8 @@ def test_the_closure_of_every_import_form_runs_without_the_package(tmp_path, mak
     (flat / "__init__.py").write_text("")
     for name, source in files.items():
         (flat / name).write_text(source, encoding="utf-8")
-    assert sorted(get_relative_imports(flat / REMOTE_CODE_ENTRY)) == sorted(n[:-3] for n in files if n != REMOTE_CODE_ENTRY)
+    siblings = sorted(name[:-3] for name in files if name != REMOTE_CODE_ENTRY)
+    assert sorted(get_relative_imports(flat / REMOTE_CODE_ENTRY)) == siblings
 
     from toypkg.core import Thing  # the package itself, for reference
 

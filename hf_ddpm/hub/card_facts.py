@@ -23,7 +23,11 @@ from . import card_text
 from .saved_pipeline import FOURIER_UNET, Network, Process, read_pipeline_configs
 
 # Captions of the images a run record names, by role (any other role is captioned with its name).
-FIGURE_CAPTIONS = {"loss": "Training loss"}
+FIGURE_CAPTIONS = {
+    "loss": "Training loss",
+    "evaluations": "Evaluations during training: the held-out bound estimate (± its standard error) and, where "
+                   "samples were judged, their FD and class-balance χ²",
+}
 
 
 @dataclass(frozen=True)

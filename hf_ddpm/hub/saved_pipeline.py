@@ -46,6 +46,7 @@ class Network:
             raise ValueError(f"{unet_dir / 'config.json'} names the class {class_name!r}; the model card describes "
                              f"only {' or '.join(UNET_CLASSES)}")
         blocks = config.get("down_block_types", [])
+        periods = config.get("fourier_periods") if class_name == FOURIER_UNET else None
         return cls(
             class_name=class_name,
             in_channels=int(config.get("in_channels", 3)),
@@ -53,7 +54,7 @@ class Network:
             block_out_channels=tuple(config.get("block_out_channels", ())),
             layers_per_block=int(config.get("layers_per_block", 1)),
             attention_resolutions=tuple(config["sample_size"] // 2**i for i, b in enumerate(blocks) if "Attn" in b),
-            fourier_periods=tuple(float(p) for p in config.get("fourier_periods") or ()) if class_name == FOURIER_UNET else (),
+            fourier_periods=tuple(float(p) for p in periods or ()),
             num_parameters=_count_parameters(unet_dir),
         )
 
