@@ -13,11 +13,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import torch
-from diffusers import UNet2DModel
-
-from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, FourierUNet2DModel
+from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
 from hf_ddpm.training.record import RunResults
+from helpers import tiny_unet
 
 TOKEN = "hf_fake_write_token"
 USER = "tester"  # the namespace the stand-in gives repo ids without one
@@ -135,14 +133,10 @@ class _HubHandler(BaseHTTPRequestHandler):
 
 
 def tiny_pipeline(seed: int = 0, num_train_timesteps: int = 50, fourier_periods=None) -> DDPMDocPipeline:
-    """A DDPMDocPipeline with a seeded UNet of a few thousand parameters (attention at 4×4) for 8×8 grey images;
-    with ``fourier_periods`` the same network as a ``FourierUNet2DModel``."""
-    torch.manual_seed(seed)
-    config = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                  norm_num_groups=4, attention_head_dim=8)
-    unet = FourierUNet2DModel(fourier_periods=fourier_periods, **config) if fourier_periods else UNet2DModel(**config)
-    return DDPMDocPipeline(unet=unet.eval(), scheduler=DDPMDocScheduler(num_train_timesteps=num_train_timesteps))
+    """A DDPMDocPipeline with the tests' tiny UNet (``helpers.tiny_unet``: attention at 4×4, seeded) for 8×8 grey
+    images; with ``fourier_periods`` the same network as a ``FourierUNet2DModel``."""
+    unet = tiny_unet(seed=seed, fourier_periods=fourier_periods)
+    return DDPMDocPipeline(unet=unet, scheduler=DDPMDocScheduler(num_train_timesteps=num_train_timesteps))
 
 
 RESULTS = RunResults(

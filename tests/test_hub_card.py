@@ -18,13 +18,13 @@ from huggingface_hub import ModelCard
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
 from hf_ddpm.fourier_unet import input_channels
-from hf_ddpm.hub import card_text
 from hf_ddpm.losses import HYBRID_VLB_WEIGHT, LOSS_TYPES, TIMESTEP_SAMPLERS
-from hf_ddpm.schedules import BETA_SCHEDULES
+from hf_ddpm.options import describe_beta_schedule
 from hf_ddpm.scheduler import PREDICTION_TYPES, VARIANCE_TYPES
 from hf_ddpm.training.config import (MIXED_PRECISIONS, ComputeConfig, DataConfig, HubConfig, ObjectiveConfig,
                                      OptimConfig, OutputConfig, ProcessConfig, RunConfig)
 from hf_ddpm.training.record import RunRecord
+from helpers import tiny_unet
 from hub_support import run_results, tiny_pipeline
 
 DIGITS_QUALITY = {"fd": 1.75, "fd_name": "FD (digits classifier)", "inception_score": 8.9,
@@ -109,7 +109,7 @@ def test_metadata_and_tables_come_from_the_saved_pipeline_and_the_record(tmp_pat
     rows = training_table(card.text)
     # from the saved configs
     n_params = sum(p.numel() for p in pipe.unet.parameters())
-    assert rows["diffusion steps T"] == "400" and rows["β schedule"] == "`squaredcos_cap_v2`"
+    assert rows["diffusion steps T"] == "400" and rows["β schedule"] == describe_beta_schedule("squaredcos_cap_v2", 1e-4, 0.02)
     assert rows["variance Σ_θ"].startswith("`fixed_large`:") and rows["prediction"] == "`epsilon`"
     model = re.fullmatch(r"diffusers `UNet2DModel`, (\d+)k parameters; channels 8, 16; 1 residual block per level; "
                          r"attention at 4×4", rows["model"])
@@ -176,7 +176,7 @@ def test_a_hub_dataset_is_listed_and_the_objective_follows_the_loss(tmp_path, of
     # then, but the bundled code still works
     recipes = python_blocks(section(card.text, "Without hf-ddpm (diffusers only)"))
     assert len(recipes) == 1 and 'get_class_from_dynamic_module(folder, "hf_ddpm_remote.py"' in recipes[0]
-    assert card_text.DIFFUSERS_VARIANCE_DIFFERENCE["learned"] in section(card.text, "Without hf-ddpm (diffusers only)")
+    assert VARIANCE_TYPES["learned"].diffusers_difference in section(card.text, "Without hf-ddpm (diffusers only)")
 
 
 def test_a_fourier_unet_is_named_and_diffusers_alone_is_not_offered(tmp_path, offline):
@@ -200,7 +200,7 @@ def test_a_fourier_unet_is_named_and_diffusers_alone_is_not_offered(tmp_path, of
     # with a learned variance both reasons are given
     _, out = saved(tmp_path, "learned", unet=fourier, variance_type="learned")
     reasons = section(hub.render_model_card(out).text, "Without hf-ddpm (diffusers only)").split("```")[-1]
-    assert "`FourierUNet2DModel`" in reasons and card_text.DIFFUSERS_VARIANCE_DIFFERENCE["learned"] in reasons
+    assert "`FourierUNet2DModel`" in reasons and VARIANCE_TYPES["learned"].diffusers_difference in reasons
     # diffusers' own UNet, for contrast: named as such, loaded by diffusers, and DDPMPipeline offered
     _, out = saved(tmp_path)
     plain = hub.render_model_card(out).text
@@ -297,12 +297,22 @@ def test_diffusers_ddpm_pipeline_is_offered_exactly_for_the_chains_it_reproduces
     assert [("DDPMPipeline(unet=" in recipe) for recipe in recipes] == [False, True][:1 + offered]
 
 
-def test_every_option_is_described():
-    """The card's option tables cover exactly the option lists, so a new option cannot go undescribed."""
-    assert set(card_text.VARIANCE_TEXT) == set(VARIANCE_TYPES)
-    assert set(card_text.DIFFUSERS_VARIANCE_DIFFERENCE) < set(VARIANCE_TYPES)
-    assert set(card_text.PREDICTION_SYMBOLS) == set(PREDICTION_TYPES)
-    assert set(card_text.BETA_ENDPOINT_SCHEDULES) < set(BETA_SCHEDULES)
-    assert set(card_text.SAMPLER_TEXT) == set(TIMESTEP_SAMPLERS)
-    assert set(card_text.PRECISION_TEXT) == set(MIXED_PRECISIONS)
-    assert len({card_text.loss_text(loss, "ε") for loss in LOSS_TYPES}) == len(LOSS_TYPES)
+@pytest.mark.parametrize("variance_type", list(VARIANCE_TYPES))
+def test_the_card_describes_each_option_in_the_options_own_words(tmp_path, offline, variance_type):
+    """Each option carries its description where it is defined (hf_ddpm.options, LOSS_TYPES, TIMESTEP_SAMPLERS,
+    MIXED_PRECISIONS), and the card shows exactly that text: a new option cannot be described in one place and
+    forgotten in another."""
+    learned = VARIANCE_TYPES[variance_type].learned
+    unet = tiny_pipeline().unet if not learned else tiny_unet(out_channels=2)
+    prediction = list(PREDICTION_TYPES)[len(variance_type) % len(PREDICTION_TYPES)]
+    loss = "hybrid" if learned else "simple"
+    sampler, precision = list(TIMESTEP_SAMPLERS)[len(variance_type) % 2], list(MIXED_PRECISIONS)[len(variance_type) % 3]
+    _, out = saved(tmp_path, unet=unet, num_train_timesteps=50, variance_type=variance_type, prediction_type=prediction)
+    process = ProcessConfig(num_train_timesteps=50, variance_type=variance_type, prediction_type=prediction)
+    run = record(50, process=process, objective=ObjectiveConfig(loss_type=loss, timestep_sampler=sampler),
+                 compute=ComputeConfig(mixed_precision="bf16" if precision == "fp16" else precision))
+    rows = training_table(hub.render_model_card(out, run).text)
+    assert rows["variance Σ_θ"] == f"`{variance_type}`: {VARIANCE_TYPES[variance_type].variance}"
+    assert rows["timestep sampling"] == TIMESTEP_SAMPLERS[sampler]
+    assert rows["precision"] == MIXED_PRECISIONS["bf16" if precision == "fp16" else precision]
+    assert LOSS_TYPES[loss].format(target=PREDICTION_TYPES[prediction].target) in rows["loss"]

@@ -3,7 +3,6 @@
 * :mod:`.card` — the model card: :func:`write_model_card`, :func:`render_model_card` (the template, its metadata).
 * :mod:`.card_facts` — what the card states, typed: the saved pipeline and the ``RunRecord``, read once.
 * :mod:`.saved_pipeline` — the saved network and diffusion process, from the pipeline's configs.
-* :mod:`.card_text` — what each option means, in the card's words (one table per option list).
 * :mod:`.metadata` — :func:`check_card_metadata`, the offline check of the card's YAML.
 * :mod:`.push` — what is pushed (:func:`files_to_push`), :func:`push_output_folder`, :class:`CheckpointPusher`,
   :class:`HubPushError`, :func:`check_repo_id`.

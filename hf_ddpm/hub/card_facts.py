@@ -4,7 +4,8 @@
 network and diffusion process (:mod:`.saved_pipeline`), the run's ``RunConfig`` and ``RunResults``
 (``card.config``, ``card.results``; None for a pipeline saved by hand) — and the few texts that need more than a
 lookup (the training table's rows, the figures' captions, why diffusers alone cannot sample the model). What an
-option means is looked up in :mod:`.card_text`.
+option means is read from the option's own table (``hf_ddpm.options`` for the scheduler's, ``LOSS_TYPES`` and
+``TIMESTEP_SAMPLERS`` in ``hf_ddpm.losses``, ``MIXED_PRECISIONS`` in the run configuration).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 from .. import __version__
 from ..data.digits import DIGITS_LEVELS, DIGITS_NAMES, DIGITS_RESOLUTION, DIGITS_TEST_EVERY
 from ..fourier_unet import input_channels
-from ..losses import HYBRID_VLB_WEIGHT
-from ..training.config import DataConfig, RunConfig
+from ..losses import HYBRID_VLB_WEIGHT, LOSS_TYPES, TIMESTEP_SAMPLERS
+from ..options import VARIANCE_TYPES
+from ..training.config import MIXED_PRECISIONS, DataConfig, RunConfig
 from ..training.record import RunRecord, RunResults
-from . import card_text
 from .saved_pipeline import FOURIER_UNET, Network, Process, read_pipeline_configs
 
 # Captions of the images a run record names, by role (any other role is captioned with its name).
@@ -130,11 +131,11 @@ class CardFacts:
 
     @property
     def loss_text(self) -> str:
-        return card_text.loss_text(self.loss_type, self.process.target_symbol) if self.config else "not recorded"
+        return LOSS_TYPES[self.loss_type].format(target=self.process.target_symbol) if self.config else "not recorded"
 
     @property
     def sampler_text(self) -> str:
-        return card_text.SAMPLER_TEXT[self.config.objective.timestep_sampler] if self.config else "not recorded"
+        return TIMESTEP_SAMPLERS[self.config.objective.timestep_sampler] if self.config else "not recorded"
 
     @property
     def eval_description(self) -> str:
@@ -181,7 +182,7 @@ class CardFacts:
         ema = (f"yes (diffusers' EMAModel, max_decay {optim.ema_max_decay:g}, inv_gamma {optim.ema_inv_gamma:g}, "
                f"power {optim.ema_power:g}); the weights here are the EMA weights")
         rows.append(("EMA", ema if optim.use_ema else "no"))
-        rows.append(("precision", card_text.PRECISION_TEXT[config.compute.mixed_precision]))
+        rows.append(("precision", MIXED_PRECISIONS[config.compute.mixed_precision]))
         if results:
             rows += [("hardware", results.hardware), ("training wall time", _duration_text(results.train_seconds))]
         rows.append(("seed", str(optim.seed)))
@@ -199,8 +200,9 @@ class CardFacts:
                 f"(`UNet2DModel.from_pretrained` refuses its weights, whose first convolution reads "
                 f"{input_channels(channels, self.network.fourier_periods)} channels, the image's {channels} and its "
                 "Fourier features)")
-        if self.process.variance_type in card_text.DIFFUSERS_VARIANCE_DIFFERENCE:
-            reasons.append(card_text.DIFFUSERS_VARIANCE_DIFFERENCE[self.process.variance_type])
+        difference = VARIANCE_TYPES[self.process.variance_type].diffusers_difference
+        if difference is not None:
+            reasons.append(difference)
         return reasons
 
 

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .card_text import PREDICTION_SYMBOLS, VARIANCE_TEXT, beta_text
+from ..options import PREDICTION_TYPES, VARIANCE_TYPES, describe_beta_schedule
 
 # The networks the card describes: diffusers' own UNet, and hf-ddpm's Fourier-feature UNet (bundled in remote_code/).
 PLAIN_UNET = "UNet2DModel"
@@ -93,23 +93,23 @@ class Process:
     def read(cls, config: dict) -> "Process":
         return cls(
             num_train_timesteps=int(config["num_train_timesteps"]),
-            beta_text=beta_text(config.get("beta_schedule"), config.get("beta_start"), config.get("beta_end"),
-                                config.get("trained_betas") is not None),
+            beta_text="given explicitly (trained_betas)" if config.get("trained_betas") is not None else
+            describe_beta_schedule(config.get("beta_schedule", "linear"), config.get("beta_start"), config.get("beta_end")),
             variance_type=config.get("variance_type", "fixed_small"),
             prediction_type=config.get("prediction_type", "epsilon"),
         )
 
     @property
     def variance_text(self) -> str:
-        return VARIANCE_TEXT[self.variance_type]
+        return VARIANCE_TYPES[self.variance_type].variance
 
     @property
     def target_symbol(self) -> str:
-        return PREDICTION_SYMBOLS[self.prediction_type][0]
+        return PREDICTION_TYPES[self.prediction_type].target
 
     @property
     def output_symbol(self) -> str:
-        return PREDICTION_SYMBOLS[self.prediction_type][1]
+        return PREDICTION_TYPES[self.prediction_type].output
 
     @property
     def fewer_steps(self) -> int:
