@@ -9,10 +9,10 @@
     each loop in a fresh process) with the paper's 35.7M-parameter CIFAR-10 UNet preset at 32×32, batch 128, fp32
     and bf16, on synthetic CIFAR-sized images;
 (d) 1000-step sampling time of ``DDPMDocPipeline`` and ``DDPMPipeline`` with that UNet;
-(e) host–device synchronisations: the scheduler's step paths, the losses and the bound term, the pipeline loop and the
-    trainer's micro-step (training step, backward, clipping, optimizer, EMA, the importance sampler's update) run
-    under ``torch.cuda.set_sync_debug_mode("error")`` after a warm-up — any synchronising call raises, so "0" means
-    none per step; then the whole ``Trainer.train`` loop under ``"warn"``, its synchronisations per step counted by
+(e) host–device synchronisations (the paths: sync_paths.py): the scheduler's step paths, the losses and the bound
+    term, the pipeline loop and the trainer's micro-step (training step, backward, clipping, optimizer, EMA, the
+    importance sampler's update) run under ``torch.cuda.set_sync_debug_mode("error")`` after a warm-up — any
+    synchronising call raises, so "0" means none per step; then the whole ``Trainer.train`` loop under ``"warn"``, its synchronisations per step counted by
     where they come from (information: the trainer's own loop is not among these paths).
 
     python benchmarks/gpu_check.py                 # on a machine with a CUDA GPU: the full check
@@ -34,28 +34,21 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
-from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 
 import diffusers
 import torch
-from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from diffusers import DDPMPipeline, DDPMScheduler
-from diffusers.training_utils import EMAModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_scheduler  # noqa: E402
 import bench_training  # noqa: E402
+import sync_paths  # noqa: E402
 
-from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, training_loss  # noqa: E402
-from hf_ddpm.likelihood import bound_term  # noqa: E402
-from hf_ddpm.losses import make_timestep_sampler  # noqa: E402
+from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler  # noqa: E402
 from hf_ddpm.presets import build_unet  # noqa: E402
-from hf_ddpm.training.step import training_step  # noqa: E402
-from hf_ddpm.training.trainer import Trainer  # noqa: E402
 
 # (a)'s bounds. Chains: 1e-3 of the samples' scale, the issue's bound — diffusers recomputes β_t = 1 − ᾱ_t/ᾱ_{t−1} in
 # float32 in every step, up to 3e-4 relative at β_t = 1e-4, and a chain carries such errors on (derivation in
@@ -291,163 +284,29 @@ def section_sampling(report: Report, device: torch.device, sizes: Sizes, workdir
 # ------------------------------------------------------------------------------------------------ (e) syncs
 
 
-@contextlib.contextmanager
-def syncs_are_errors(device: torch.device):
-    """On CUDA, every synchronising call raises RuntimeError inside the block; elsewhere nothing is checked."""
-    if device.type != "cuda":
-        yield
-        return
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
-
-
-def scheduler_paths(device: torch.device):
-    """add_noise / get_velocity / step with per-sample device timesteps and with host ints, for two configurations."""
-    shape, calls = (4, 3, 16, 16), []
-    for config in (dict(), dict(variance_type="learned_range", prediction_type="v_prediction")):
-        s = DDPMDocScheduler(**config)
-        s.set_timesteps(50)
-        channels = shape[1] * (2 if s.config.variance_type.startswith("learned") else 1)
-        x0 = torch.rand(shape, device=device) * 2 - 1
-        noise, out = torch.randn(shape, device=device), torch.randn(shape[0], channels, *shape[2:], device=device)
-        t_train, t_chain = torch.tensor([0, 5, 500, 999], device=device), s.timesteps[[0, 10, 20, 49]].to(device)
-        g = torch.Generator(device).manual_seed(0)
-
-        def call(s=s, x0=x0, noise=noise, out=out, t_train=t_train, t_chain=t_chain, g=g):
-            x_t = s.add_noise(x0, noise, t_train)
-            s.get_velocity(x0, noise, t_train)
-            s.step(out, t_chain, x_t, generator=g)  # per-sample timesteps on the device
-            s.add_noise(x0, noise, 17)
-            s.step(out, int(s.timesteps[10]), x_t, generator=g)  # a host int, as the pipeline passes them
-            s.step(out, 0, x_t)
-        calls.append(call)
-    return lambda: [call() for call in calls]
-
-
-def loss_paths(device: torch.device):
-    """training_loss of every objective (with the bound terms) and bound_term, at per-sample device timesteps."""
-    shape, calls = (4, 3, 16, 16), []
-    for variance_type, loss_types in (("fixed_small", ("simple", "vlb")), ("learned_range", ("vlb", "hybrid"))):
-        s = DDPMDocScheduler(variance_type=variance_type)
-        channels = shape[1] * (2 if variance_type.startswith("learned") else 1)
-        x0, noise = torch.rand(shape, device=device) * 2 - 1, torch.randn(shape, device=device)
-        out = torch.randn(shape[0], channels, *shape[2:], device=device).tanh()
-        t = torch.tensor([0, 1, 500, 999], device=device)
-
-        def call(s=s, x0=x0, noise=noise, out=out, t=t, loss_types=loss_types):
-            x_t = s.add_noise(x0, noise, t)
-            for loss_type in loss_types:
-                training_loss(s, out, x0, x_t, noise, t, loss_type, bound_terms=True)
-            bound_term(s, out, x0, x_t, t)
-        calls.append(call)
-    return lambda: [call() for call in calls]
-
-
-def pipeline_loop(device: torch.device, steps: int):
-    """A DDPMDocPipeline call whose steps after the first run under the check (switched on and off by the step
-    callback: the draw of the initial noise, the tables' first copy to the device and the NaN check after the loop
-    are once per call, outside it)."""
-    pipe = DDPMDocPipeline(unet=bench_scheduler.small_unet().to(device), scheduler=DDPMDocScheduler())
-    pipe.set_progress_bar_config(disable=True)
-
-    def switch(p, i, t, kwargs):  # after step i: on for the steps that follow, off after the last
-        if device.type == "cuda":
-            torch.cuda.set_sync_debug_mode("error" if i < steps - 1 else "default")
-        return {}
-
-    def call():
-        try:
-            pipe(batch_size=2, num_inference_steps=steps, output_type="pt", callback_on_step_end=switch,
-                 generator=torch.Generator(device).manual_seed(0))
-        finally:
-            if device.type == "cuda":
-                torch.cuda.set_sync_debug_mode("default")
-    return call
-
-
-def trainer_micro_steps(device: torch.device, precision: str, sampler_name: str, loss_type: str, variance_type: str):
-    """Micro-steps in the order Trainer.train runs them, on the 8×8 preset UNet: training_step, backward, gradient
-    clipping, fused AdamW, zero_grad, the importance sampler's update, the foreach EMA update (not its loss history's
-    ``.item()``). The sampler's wait for its copy at the next ``sample`` is an event wait, which
-    ``set_sync_debug_mode`` does not flag: see the README on where to call ``update``."""
-    AcceleratorState._reset_state(True)
-    accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
-    learned = variance_type.startswith("learned")
-    unet = preset_unet(8, 1, learned_variance=learned).train()
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, fused=True)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, foreach=True)
-    ema.to(accelerator.device)
-    scheduler, sampler = DDPMDocScheduler(variance_type=variance_type), make_timestep_sampler(sampler_name, 1000)
-    importance = sampler_name == "importance"
-    if importance:  # a full history: the checked steps sample t from it
-        sampler.update(torch.arange(1000).repeat(10), torch.rand(10_000) + 0.5)
-    clean = torch.rand(16, 1, 8, 8, device=accelerator.device) * 2 - 1
-    counter = iter(range(10**6))
-
-    def micro_step():
-        result = training_step(accelerator, unet, scheduler, sampler, clean, seed=0, micro_step=next(counter),
-                               loss_type=loss_type, importance=importance)
-        accelerator.backward(result.loss)
-        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if importance:
-            sampler.update(result.timesteps, result.bound_terms)
-        ema.step(unet.parameters())
-    return lambda: [micro_step() for _ in range(3)]
-
-
-def trainer_loop_syncs(device: torch.device, sizes: Sizes, workdir: str) -> tuple[float, Counter]:
-    """Trainer.train (bench_training's run: 8×8 preset, uniform t, L_simple) with synchronising calls made warnings
-    from the end of its first step to the end of its last: (syncs per step, where they come from)."""
-    opts = training_options(sizes, "no", workdir)
-    opts.resolution, opts.batch_size, opts.steps, opts.warmup, opts.num_images = 8, 16, 5, 1, 64
-    steps = opts.steps + opts.warmup
-
-    class CountingTrainer(Trainer):
-        def _periodic_work(self, step, logs):
-            super()._periodic_work(step, logs)
-            torch.cuda.set_sync_debug_mode("warn" if step < steps else "default")
-
-    AcceleratorState._reset_state(True)
-    trainer = CountingTrainer(bench_training.run_config(opts))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            trainer.train()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = [w for w in caught if "synchronizing" in str(w.message)]
-    where = Counter(f"{os.path.relpath(w.filename)}:{w.lineno}" for w in syncs)
-    return len(syncs) / (steps - 1), where
-
-
 def section_syncs(report: Report, device: torch.device, sizes: Sizes, workdir: str) -> None:
     checked = device.type == "cuda"
     report.section(f"(e) Host–device synchronisations on {device}, after a warm-up call, under "
                    "torch.cuda.set_sync_debug_mode('error')", ["path", "per step", "verdict"])
     paths = {  # name: what builds the call (one at a time: each micro-step check has its own Accelerator)
         "scheduler: add_noise, get_velocity, step (per-sample device timesteps; host ints)":
-            partial(scheduler_paths, device),
-        "training_loss (simple, vlb, hybrid) and bound_term": partial(loss_paths, device),
-        f"DDPMDocPipeline loop, steps 2–{sizes.pipeline_steps}": partial(pipeline_loop, device, sizes.pipeline_steps),
+            partial(sync_paths.scheduler_paths, device),
+        "training_loss (simple, vlb, hybrid) and bound_term": partial(sync_paths.loss_paths, device),
+        f"DDPMDocPipeline loop, steps 2–{sizes.pipeline_steps}":
+            partial(sync_paths.pipeline_loop, device, sizes.pipeline_steps),
     }
     for precision, label in PRECISIONS.items():
         for sampler_name, loss_type, variance_type in (("uniform", "simple", "fixed_small"),
                                                        ("importance", "hybrid", "learned_range")):
+            unet = preset_unet(8, 1, learned_variance=variance_type.startswith("learned"))
             paths[f"trainer micro-step, {label}, {sampler_name} t, {loss_type}"] = partial(
-                trainer_micro_steps, device, precision, sampler_name, loss_type, variance_type)
+                sync_paths.trainer_micro_steps, device, unet, precision, sampler_name, loss_type, variance_type)
     for name, build in paths.items():
         try:
             call = build()
             call()  # warm-up: tables and positions copied to the device once, kernels and pinned buffers allocated
             synchronize(device)
-            with syncs_are_errors(device):
+            with sync_paths.syncs_are_errors(device):
                 call()
             synchronize(device)  # device-side checks (torch._assert_async) report here
             found = "0" if checked else "not checked (CPU)"
@@ -455,7 +314,7 @@ def section_syncs(report: Report, device: torch.device, sizes: Sizes, workdir: s
             found = f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0][:120]
         report.row(name, found, report.verdict(found in ("0", "not checked (CPU)"), f"(e) {name}"))
     if checked:
-        per_step, where = trainer_loop_syncs(device, sizes, workdir)
+        per_step, where = sync_paths.trainer_loop_syncs(workdir)
         places = "; ".join(f"{place} ×{count}" for place, count in where.most_common()) or "none"
         report.row(f"Trainer.train loop (information; 'warn' mode): {places}", f"{per_step:.1f}", "info")
     else:
