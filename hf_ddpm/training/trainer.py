@@ -226,14 +226,14 @@ class Trainer:
                             seed=config.optim.seed, micro_step=epoch * len(self.loader) + batch_index,
                             loss_type=config.objective.loss_type, importance=importance,
                         )
+                        if importance:  # its copy to the host overlaps the backward pass on a GPU
+                            self.timestep_sampler.update(result.timesteps, result.bound_terms)
                         accelerator.backward(result.loss)
                         if accelerator.sync_gradients and config.optim.max_grad_norm > 0:
                             accelerator.clip_grad_norm_(self.unet.parameters(), config.optim.max_grad_norm)
                         self.optimizer.step()
                         self.lr_scheduler.step()
                         self.optimizer.zero_grad(set_to_none=True)
-                    if importance:
-                        self.timestep_sampler.update(result.timesteps, result.bound_terms)
                     if not accelerator.sync_gradients:
                         continue
                     step += 1
