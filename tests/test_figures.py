@@ -104,12 +104,14 @@ def test_figures_default_to_the_digits_only():
 
 
 def test_the_command_writes_into_the_model_and_updates_its_record(trained, tmp_path, capsys):
-    out, _ = trained
+    out, record = trained
+    RunRecord(record.config, record.results, {"samples": "samples.png"}).save(out)
     main(["figures", "--model", str(out), "--out", str(out / "again"), "--num-images", "6", "--seed", "3"])
     summary = json.loads((out / "again" / "figures.json").read_text())
     assert summary["settings"]["num_images"] == 6 and summary["settings"]["data_chosen_by"].startswith("the training")
-    record = RunRecord.load(out)
-    assert record.images["progressive"] == "again/progressive.png" and record.results.figures == summary
+    updated = RunRecord.load(out)
+    assert updated.images == {"samples": "samples.png", "progressive": "again/progressive.png"}
+    assert updated.results.figures == summary and updated.config == record.config
     assert "rate–distortion of 6 images" in capsys.readouterr().out
     # figures written elsewhere leave the record alone
     assert not add_to_record(out, tmp_path, {"other": 1})
