@@ -86,7 +86,6 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
 def _figures(pipeline, trainer) -> dict:
     """The paper's figures of the final pipeline on the held-out images (``hf_ddpm.figures``) in
     ``output_dir/figures``; ``figures.json``'s content."""
-
     data = trainer.data
     settings = {"model": "this run's final EMA pipeline", "dataset": data.name, "split": data.eval_split}
     summary = write_figures(pipeline, (trainer.eval_images + 1) / 2,
