@@ -42,7 +42,8 @@ class RateDistortion:
 
     def __post_init__(self):
         if not self.bound.plan.is_complete:
-            raise ValueError("bound must evaluate every term of the chain (TimestepPlan.full_chain): the rate sums them")
+            raise ValueError("bound must evaluate every term of the chain (TimestepPlan.full_chain): the rate sums "
+                             "them")
         if self.distortion.shape != self.bound.terms.shape:
             raise ValueError(f"distortion must be [images, timesteps] = {tuple(self.bound.terms.shape)}, "
                              f"got {tuple(self.distortion.shape)}")

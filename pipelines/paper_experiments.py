@@ -167,7 +167,9 @@ class PaperExperimentsMixin:
         each λ of ``lambdas`` (in [0, 1]; exactly x_t at λ = 0 and x'_t at λ = 1) and decoded by the reverse process
         with the same noise for every λ."""
         T = self.scheduler.config.num_train_timesteps
-        t = paper_timestep(T, INTERPOLATION_FRACTION) if timestep is None else self._chain_timestep("timestep", timestep)
+        if timestep is None:
+            timestep = paper_timestep(T, INTERPOLATION_FRACTION)
+        t = self._chain_timestep("timestep", timestep)
         weights = torch.as_tensor(lambdas, dtype=torch.float64).flatten()
         if weights.numel() == 0 or not bool(((weights >= 0) & (weights <= 1)).all()):
             raise ParameterError("lambdas", f"must be values in [0, 1], got {weights.tolist()}")
