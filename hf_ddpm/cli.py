@@ -4,6 +4,7 @@
     hf-ddpm evaluate --model DIR [--dataset digits|<hub id> | --train-data-dir DIR] [--split test]
                      [--num-images N] [--timesteps all|K] [--json out.json] [--plot lt.png]
                      [--num-samples N [--num-inference-steps S] [--feature-model ID] [--classifier ID]]
+    hf-ddpm figures  --model DIR [--dataset … as for evaluate] [--out DIR] [--seed S] [--num-images N]
     hf-ddpm push     --folder DIR --repo-id ID [--token T] [--private]
 
 Each subcommand is an ``add_<name>_parser(subparsers)`` that registers its options and sets ``func``; the
@@ -78,9 +79,9 @@ def run_sample(args) -> None:
 # hf-ddpm evaluate
 
 
-def add_evaluate_parser(subparsers) -> None:
-    parser = subparsers.add_parser("evaluate", help="the held-out variational bound in bits/dim, with its terms")
-    parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline (folder or Hub id)")
+def add_held_out_arguments(parser) -> None:
+    """The flags that choose the held-out images (``hf-ddpm evaluate`` and ``hf-ddpm figures``; see
+    :func:`held_out_source` and :func:`load_held_out`)."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--dataset",
@@ -103,6 +104,12 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument(
         "--split-seed", type=int, default=None, help="seed of that hold-out (default: the training seed, else 0)"
     )
+
+
+def add_evaluate_parser(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="the held-out variational bound in bits/dim, with its terms")
+    parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline (folder or Hub id)")
+    add_held_out_arguments(parser)
     parser.add_argument("--num-images", type=_positive_int, default=None, help="default: the whole split")
     parser.add_argument(
         "--timesteps",
@@ -186,16 +193,12 @@ def sample_quality_of(pipeline, held_out, args) -> dict:
     return dict(quality, num_inference_steps=args.num_inference_steps, seed=args.seed)
 
 
-def run_evaluate(args) -> None:
+def load_held_out(args, pipeline):
+    """The held-out images the flags of :func:`add_held_out_arguments` (and ``--num-images``) choose, at the model's
+    resolution, and where the choice came from; data of another channel count than the model's is an error."""
     from .data import load_eval_images
-    from .evaluation import plot_terms
-    from .training.held_out import held_out_bound
 
-    pipeline = load_pipeline(args.model, args.device)
     unet = pipeline.unet.config
-    num_timesteps = timestep_count(args.timesteps, pipeline.scheduler.config.num_train_timesteps)
-    if args.num_samples < 0:
-        raise ValueError(f"--num-samples must be ≥ 0 (0 skips sample quality), got {args.num_samples}")
     source, origin = held_out_source(args)
     try:
         held_out = load_eval_images(
@@ -213,6 +216,18 @@ def run_evaluate(args) -> None:
             f"the data ({held_out.name}, split {held_out.split!r}) has {held_out.channels} channel(s) but --model "
             f"{args.model!r} expects {unet.in_channels}"
         )
+    return held_out, origin
+
+
+def run_evaluate(args) -> None:
+    from .evaluation import plot_terms
+    from .training.held_out import held_out_bound
+
+    pipeline = load_pipeline(args.model, args.device)
+    num_timesteps = timestep_count(args.timesteps, pipeline.scheduler.config.num_train_timesteps)
+    if args.num_samples < 0:
+        raise ValueError(f"--num-samples must be ≥ 0 (0 skips sample quality), got {args.num_samples}")
+    held_out, origin = load_held_out(args, pipeline)
     quality = sample_quality_of(pipeline, held_out, args) if args.num_samples else None
     bound = held_out_bound(
         pipeline.unet,
@@ -245,6 +260,54 @@ def run_evaluate(args) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# hf-ddpm figures
+
+
+def add_figures_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "figures", help="the paper's experiments: progressive generation, shared latents, interpolation, "
+                        "rate–distortion (Figs. 5–8, Table 4)",
+        description="Write progressive.png (Fig. 6), shared_latents.png (Fig. 7), interpolation.png (Fig. 8), "
+                    "rate_distortion.csv/.png (Table 4, Fig. 5) and figures.json (settings and summary) for a trained "
+                    "pipeline, on held-out images chosen as by hf-ddpm evaluate. (steps_tradeoff.csv/.png, the bound "
+                    "and sample quality against the number of sampling steps K, is not written yet: it needs the "
+                    "K-step bound.) When the output folder lies inside the model folder and the model has a "
+                    "training_run.json, the record gains the progressive figure and the rate–distortion summary, so "
+                    "that hf-ddpm push shows them on the model card.")
+    parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline (folder or Hub id)")
+    add_held_out_arguments(parser)
+    parser.add_argument("--num-images", type=_positive_int, default=None,
+                        help="held-out images of the rate–distortion table (default: the whole split); the first "
+                             "few are also encoded for the shared-latent and interpolation figures")
+    parser.add_argument("--out", default=None, help="output folder (default: MODEL/figures for a model folder, "
+                                                    "else ./figures)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds every figure (progressive.png's samples are "
+                                                            "hf-ddpm sample --seed's)")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per UNet call (rate–distortion)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=run_figures)
+
+
+def run_figures(args) -> None:
+    from .figures import FIGURES_DIR, add_to_record, write_figures
+    from .rate_distortion import describe_summary
+
+    pipeline = load_pipeline(args.model, args.device)
+    held_out, origin = load_held_out(args, pipeline)
+    out = args.out or (os.path.join(args.model, FIGURES_DIR) if os.path.isdir(args.model) else FIGURES_DIR)
+    settings = {"model": args.model, "dataset": held_out.name, "split": held_out.split, "data_chosen_by": origin}
+    summary = write_figures(pipeline, (held_out.tensor() + 1) / 2, out, seed=args.seed, settings=settings,
+                            batch_size=args.batch_size)
+    print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin}): {len(held_out)} images")
+    for name, seconds in summary["seconds"].items():
+        print(f"  {name:16s} {seconds:7.1f} s")
+    print(describe_summary(summary["rate_distortion"]))
+    print(f"wrote the figures to {out}")
+    if os.path.isdir(args.model) and add_to_record(args.model, out, summary):
+        print(f"added the progressive figure and the rate–distortion summary to {args.model}'s training_run.json")
+
+
+# --------------------------------------------------------------------------------------------------------------
 # hf-ddpm push
 
 
@@ -273,7 +336,7 @@ def run_push(args) -> None:
 
 # --------------------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS = (add_sample_parser, add_evaluate_parser, add_push_parser)
+SUBCOMMANDS = (add_sample_parser, add_evaluate_parser, add_figures_parser, add_push_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,17 +10,20 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..errors import ParameterError
 from ..host_transfers import to_device
 from ..likelihood import estimate_bound
 from ..scheduler import DDPMDocScheduler
 from ..timestep_plan import TimestepPlan
 from ..variational_bound import VariationalBound
+from .paper_experiments import PaperExperimentsMixin
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
-class DDPMDocPipeline(DiffusionPipeline):
-    """Unconditional image generation with a ``UNet2DModel`` and the ``DDPMDocScheduler``.
+class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
+    """Unconditional image generation with a ``UNet2DModel`` and the ``DDPMDocScheduler``; the paper's experiments
+    (progressive generation, shared latents, interpolation, rate–distortion) come from :class:`PaperExperimentsMixin`.
 
     Loads folders saved by this project or by diffusers' ``DDPMPipeline`` (a ``DDPMScheduler`` there is replaced by
     the ``DDPMDocScheduler`` of the same configuration). With the same UNet, seed and configuration its images equal
@@ -58,6 +61,8 @@ class DDPMDocPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[["DDPMDocPipeline", int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("image",),
+        latents: torch.Tensor | None = None,
+        timesteps: list[int] | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Draw ``batch_size`` images by ancestral sampling over ``num_inference_steps`` steps.
 
@@ -70,6 +75,10 @@ class DDPMDocPipeline(DiffusionPipeline):
             callback_on_step_end: called after every step as ``callback(pipe, step_index, timestep, kwargs)`` with
                 ``kwargs`` holding the tensors named in ``callback_on_step_end_tensor_inputs`` ("image": x_{t−1},
                 "pred_original_sample": x̂_0); a returned ``"image"`` replaces x_{t−1} (progressive generation).
+            latents: the chain's starting point x_t, ``[batch_size, C, H, W]`` in the model's range (default: x_T
+                drawn from N(0, I) with ``generator``).
+            timesteps: custom strictly descending timesteps of the chain (as ``scheduler.set_timesteps`` takes them;
+                they override ``num_inference_steps``): with ``latents``, e.g. t, t−1, …, 0 samples p_θ(x_0 | x_t).
 
         Raises:
             FloatingPointError: the UNet produced NaN or inf; the message names the first step where it did.
@@ -85,8 +94,18 @@ class DDPMDocPipeline(DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(unknown)} not in {self._callback_tensor_inputs}")
 
         device = self._execution_device
-        image = randn_tensor(self._image_shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
-        self.scheduler.set_timesteps(num_inference_steps)
+        shape = self._image_shape(batch_size)
+        if latents is None:
+            image = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ParameterError("latents", f"have shape {tuple(latents.shape)}, expected {shape} for "
+                                            f"batch_size={batch_size}")
+        else:
+            image = latents.to(device=device, dtype=self.unet.dtype)
+        if timesteps is None:
+            self.scheduler.set_timesteps(num_inference_steps)
+        else:
+            self.scheduler.set_timesteps(timesteps=timesteps)
         timesteps = self.scheduler.timesteps  # descending, on the host
         # Algorithm 2. Nothing in the loop waits for the device: the scheduler takes each timestep as a host int
         # (checked and looked up on the host; noise drawn as diffusers draws it), the UNet the same timesteps moved
@@ -123,8 +142,9 @@ class DDPMDocPipeline(DiffusionPipeline):
             return (image,)
         return ImagePipelineOutput(images=image)
 
-    def _images_to_model_range(self, images) -> torch.Tensor:
-        """PIL images, arrays (N, H, W[, C]) or tensors (N, C, H, W) in [0, 1] → x_0 on the 8-bit grid of [−1, 1]."""
+    def _images_to_model_range(self, images, parameter: str = "images") -> torch.Tensor:
+        """PIL images, arrays (N, H, W[, C]) or tensors (N, C, H, W) in [0, 1] → x_0 on the 8-bit grid of [−1, 1];
+        bad images are a :class:`ParameterError` naming ``parameter``."""
         if isinstance(images, PIL.Image.Image):
             images = [images]
         if isinstance(images, (list, tuple)) and images and isinstance(images[0], PIL.Image.Image):
@@ -134,14 +154,16 @@ class DDPMDocPipeline(DiffusionPipeline):
             images = torch.from_numpy(images.astype(np.float32))
             images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
         if not torch.is_tensor(images) or images.ndim != 4:
-            raise ValueError(
-                "images must be PIL images, an array (N, H, W) / (N, H, W, C) or a tensor (N, C, H, W) in [0, 1]"
+            raise ParameterError(
+                parameter, "must be PIL images, an array (N, H, W) / (N, H, W, C) or a tensor (N, C, H, W) in [0, 1]"
             )
         expected = self._image_shape(images.shape[0])
         if tuple(images.shape) != expected:
-            raise ValueError(f"images have shape {tuple(images.shape)} (NCHW), the UNet expects {expected}")
+            raise ParameterError(parameter, f"have shape {tuple(images.shape)} (NCHW), the UNet expects {expected}")
         if images.min() < 0 or images.max() > 1:
-            raise ValueError(f"images must lie in [0, 1], got values from {float(images.min())} to {float(images.max())}")
+            raise ParameterError(
+                parameter, f"must lie in [0, 1], got values from {float(images.min())} to {float(images.max())}"
+            )
         return torch.round(images.float() * 255.0) / 127.5 - 1.0
 
     @torch.no_grad()
@@ -151,12 +173,14 @@ class DDPMDocPipeline(DiffusionPipeline):
         *,
         timesteps: list[int] | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
         batch_size: int = 256,
     ) -> VariationalBound:
         """The variational bound (Eq. 5) of real images in bits/dim (quantised to 8 bits first).
 
         ``timesteps``: evaluate a subset of timesteps for an unbiased estimate (``TimestepPlan.uniform``);
-        ``generator``: seeds the ε drawn at every timestep; ``batch_size``: images per UNet call.
+        ``generator``: seeds the ε drawn at every timestep; ``noise``: or one ε per image ``[N, C, H, W]``, used at
+        every timestep (as :meth:`rate_distortion` does); ``batch_size``: images per UNet call.
         Returns the per-image bound (``.total``, ``.prior``, ``.terms``) on the CPU.
         """
         if not isinstance(self.scheduler, DDPMDocScheduler):
@@ -168,6 +192,7 @@ class DDPMDocPipeline(DiffusionPipeline):
             self.scheduler,
             x0.to(device=self._execution_device, dtype=self.unet.dtype),
             plan,
+            noise=None if noise is None else noise.to(device=self._execution_device, dtype=self.unet.dtype),
             generator=generator,
             batch_size=batch_size,
         )

@@ -18,6 +18,7 @@ from helpers import TINY_UNET
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(REPO, "training", "train.py")
 TINY_LEARNED_UNET = {**TINY_UNET, "out_channels": 2}  # the digits' default learns its variances
+DEFAULTS = RunConfig().settings()
 
 
 def write_tiny_config(folder) -> str:
@@ -31,10 +32,11 @@ def write_tiny_config(folder) -> str:
 def tiny_settings(config: str, output_dir, **extra) -> dict:
     """A run that takes seconds: 20 timesteps (so the importance sampler leaves its warm-up within the first step),
     batches of 256 (5 steps per epoch), short chains for the sample grid and the evaluations' samples, a 4-timestep
-    final bound."""
+    final bound, no paper's figures (tests/test_figures.py runs them)."""
     return dict(output_dir=str(output_dir), model_config_name_or_path=config, num_train_timesteps=20,
                 train_batch_size=256, learning_rate=1e-3, lr_warmup_steps=2, eval_steps=0, final_eval_timesteps=4,
-                num_samples=4, num_inference_steps=5, eval_samples=8, eval_inference_steps=5, seed=3) | extra
+                num_samples=4, num_inference_steps=5, eval_samples=8, eval_inference_steps=5, seed=3,
+                figures=False) | extra
 
 
 def train_tiny(config: str, output_dir, **extra):
@@ -43,11 +45,14 @@ def train_tiny(config: str, output_dir, **extra):
 
 
 def as_flags(settings: dict) -> list[str]:
-    """The command line of ``settings`` (True booleans as bare flags, tuples comma-separated)."""
+    """The command line of ``settings`` (True booleans as bare flags, False as ``--no-`` flags where the default is
+    not False, tuples comma-separated)."""
     flags = []
     for name, value in settings.items():
         if value is True:
             flags.append(f"--{name}")
+        elif value is False and DEFAULTS[name] is not False:
+            flags.append(f"--no-{name}")
         elif value is not False and value is not None:
             flags += [f"--{name}", ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
     return flags

@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag(out, "final_eval_timesteps", type=int, help="timesteps of the final bound (default: all T)")
     flag(out, "num_samples", type=int, help="images in each sample grid")
     flag(out, "num_inference_steps", type=int, help="ancestral steps per sample")
+    flag(out, "figures", action=argparse.BooleanOptionalAction,
+         help="end with the paper's figures in output_dir/figures (hf_ddpm.figures: progressive generation, shared "
+              "latents, interpolation, rate–distortion); default (None): for the built-in digits only")
     flag(out, "logger", choices=LOGGERS)
     flag(out, "logging_dir", help="relative to --output_dir")
 

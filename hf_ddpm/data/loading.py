@@ -116,7 +116,8 @@ def _held_out(dataset_dict, eval_split, validation_fraction, seed, source: Sourc
     return parts["train"], parts["test"], f"{train_name}[validation_fraction={validation_fraction}, seed={seed}]"
 
 
-def _is_digits(dataset_name: str | None, train_data_dir: str | None) -> bool:
+def is_digits(dataset_name: str | None, train_data_dir: str | None) -> bool:
+    """The source is the built-in digits: neither a dataset (other than 'digits') nor a folder is named."""
     return train_data_dir is None and (dataset_name is None or dataset_name in DIGITS_NAMES)
 
 
@@ -155,7 +156,7 @@ def load_image_data(
     images are not all square of one size. Channels: 1 if every image is grey, else 3 (grey images are then
     repeated to RGB).
     """
-    if _is_digits(dataset_name, train_data_dir):
+    if is_digits(dataset_name, train_data_dir):
         if eval_split not in (None, "test"):
             raise ParameterError("eval_split", f"must be 'test' for the digits (their only held-out split), got {eval_split!r}")
         train = digits_dataset(
@@ -196,7 +197,7 @@ def load_eval_images(
     ``split=None`` picks the same held-out split training used (with the same ``validation_fraction`` and
     ``seed`` when the dataset has none); ``split="train"`` etc. names one. Only the chosen split is decoded.
     """
-    if _is_digits(dataset_name, train_data_dir):
+    if is_digits(dataset_name, train_data_dir):
         return digits_dataset("test" if split is None else split, resolution=resolution, num_images=num_images)
     source, column, _, held_out, held_out_name = _hub_splits(
         dataset_name, dataset_config_name, train_data_dir, image_column, cache_dir, split,

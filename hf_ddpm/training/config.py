@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data import is_digits
 from ..errors import ParameterError, check_at_least, check_choice, check_interval
 from ..fourier_unet import check_fourier_periods
 from ..losses import LOSS_TYPES, TIMESTEP_SAMPLERS, check_objective
@@ -172,7 +173,8 @@ class OutputConfig:
     0: only at the end), and what it logs to. An evaluation during training estimates the held-out bound from
     ``eval_timesteps`` timesteps and, with ``eval_samples`` > 0, judges that many samples drawn with a respaced
     ``eval_inference_steps``-step chain (``hf_ddpm.metrics``: the digits evaluator, or ``feature_model`` /
-    ``classifier``)."""
+    ``classifier``). ``figures``: end with the paper's figures (``hf_ddpm.figures``, in ``output_dir/figures``);
+    None: only for the built-in digits (see :attr:`RunConfig.draws_figures`)."""
 
     output_dir: str = "ddpm-digits"
     logging_dir: str = "logs"  # relative to output_dir
@@ -189,6 +191,7 @@ class OutputConfig:
     final_eval_timesteps: int | None = None
     num_samples: int = 64
     num_inference_steps: int = 1000
+    figures: bool | None = None
     logger: str = "none"
 
     def __post_init__(self):
@@ -202,6 +205,7 @@ class OutputConfig:
         if self.eval_samples != 0:  # FD and precision/recall need more samples than neighbours (k = 3)
             check_at_least("eval_samples", self.eval_samples, 4)
         check_at_least("eval_inference_steps", self.eval_inference_steps, 1, optional=True)
+        check_choice("figures", self.figures, (None, True, False))
         check_choice("logger", self.logger, LOGGERS)
         if self.logger != "none":  # a tracker that is not installed fails now, not after the data is read
             from accelerate.utils import is_tensorboard_available, is_wandb_available
@@ -273,6 +277,14 @@ class RunConfig:
         """The steps of the chain that draws the samples judged during training (``eval_inference_steps``, by default
         100 or T if fewer)."""
         return self.output.eval_inference_steps or min(100, self.process.num_train_timesteps)
+
+    @property
+    def draws_figures(self) -> bool:
+        """The run ends with the paper's figures: ``output.figures``, or when that is None, for the built-in digits
+        (where they take about a minute) and not for other data."""
+        if self.output.figures is not None:
+            return self.output.figures
+        return is_digits(self.data.dataset_name, self.data.train_data_dir)
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> "RunConfig":

@@ -1,5 +1,6 @@
 """The end of a run, on the main process: the EMA pipeline, the final sample grid, the held-out bound, the loss plot,
-the record (``metrics.json``, ``training_run.json``) and the model card; then the push to the Hub if asked."""
+the paper's figures (``--figures``), the record (``metrics.json``, ``training_run.json``) and the model card; then the
+push to the Hub if asked."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import time
 
 import torch
 
+from ..figures import FIGURES_DIR, PROGRESSIVE, write_figures
 from ..images import sample_grid
+from ..rate_distortion import describe_summary
 from .held_out import held_out_bound
 from .history import save_evaluation_plot, save_loss_plot
 from .machine import describe_hardware
@@ -41,6 +44,9 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     images = {"samples": SAMPLE_GRID, "loss": LOSS_PLOT}
     if save_evaluation_plot(trainer.history, os.path.join(output.output_dir, EVALUATION_PLOT)):
         images["evaluations"] = EVALUATION_PLOT
+    figures = _figures(pipeline, trainer) if config.draws_figures else None
+    if figures is not None:
+        images["progressive"] = f"{FIGURES_DIR}/{PROGRESSIVE}"
     results = RunResults(
         global_step=step,
         global_batch_size=config.optim.train_batch_size * accelerator.num_processes
@@ -66,6 +72,7 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
         num_samples=output.num_samples,
         num_inference_steps=output.num_inference_steps,
         sample_quality=_sample_quality(samples, trainer.eval_images),
+        figures=figures,
     )
     record = RunRecord(config, results, images=images)
     record.save(output.output_dir)
@@ -74,6 +81,18 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     print(f"held-out bound: {bound.bits_per_dim:.4f} ± {bound.standard_error:.4f} bits/dim "
           f"({results.test_bits_per_dim_method}); outputs in {output.output_dir}")
     return record
+
+
+def _figures(pipeline, trainer) -> dict:
+    """The paper's figures of the final pipeline on the held-out images (``hf_ddpm.figures``) in
+    ``output_dir/figures``; ``figures.json``'s content."""
+    data = trainer.data
+    settings = {"model": "this run's final EMA pipeline", "dataset": data.name, "split": data.eval_split}
+    summary = write_figures(pipeline, (trainer.eval_images + 1) / 2,
+                            os.path.join(trainer.config.output.output_dir, FIGURES_DIR), seed=trainer.config.optim.seed,
+                            settings=settings)
+    print(describe_summary(summary["rate_distortion"]))
+    return summary
 
 
 def _sample_quality(samples, eval_images) -> dict | None:

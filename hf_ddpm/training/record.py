@@ -32,7 +32,9 @@ class RunResults:
     (``hf_ddpm.metrics.sample_quality``'s dict, or None). Training: ``global_step`` optimizer steps of
     ``global_batch_size`` images on ``num_processes`` process(es) with ``threads_per_process`` CPU threads each
     (0 on a GPU) on ``hardware``; ``images_seen`` in this session; the per-step losses (``train_loss_history``) and
-    the evaluations made during training (``eval_log``). Timings in seconds.
+    the evaluations made during training (``eval_log``). Timings in seconds. ``figures``: what the paper's figures
+    recorded (``hf_ddpm.figures``' ``figures.json``: settings, the rate–distortion summary, seconds per figure), or
+    None when they were not drawn.
     """
 
     global_step: int
@@ -58,6 +60,7 @@ class RunResults:
     num_samples: int
     num_inference_steps: int
     sample_quality: dict | None = None
+    figures: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

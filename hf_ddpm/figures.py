@@ -1,0 +1,204 @@
+"""The paper's figures for a trained pipeline, drawn from the pipeline's experiment methods
+(:class:`~hf_ddpm.pipelines.paper_experiments.PaperExperimentsMixin`), as ``hf-ddpm figures`` and the trainer's
+``--figures`` write them:
+
+=========================  ==========================================================================================
+``progressive.png``        Fig. 6: rows of samples, columns the predicted x̂_0 at evenly spaced steps, then the sample
+``shared_latents.png``     Fig. 7: held-out x_0, its x_t at t = 1000, 750, 500, 250 (scaled to T), samples of
+                           p_θ(x_0 │ x_t)
+``interpolation.png``      Fig. 8: pairs encoded at t = T/4, T/2, 3T/4 with the same ε, decoded for λ = 0, 0.1, …, 1
+``rate_distortion.csv``    Table 4: rate (bits/dim) and distortion (RMSE, 0–255) at every t, T … 1
+``rate_distortion.png``    Fig. 5: distortion and rate against the reverse process's steps, distortion against rate
+``figures.json``           the settings, the rate–distortion summary and the seconds each figure took
+=========================  ==========================================================================================
+
+Each figure is drawn with a fresh generator seeded by ``seed``: ``progressive.png``'s samples are
+``hf-ddpm sample --seed S``'s. (``steps_tradeoff.csv/png``, the K-step bound against K, comes with that bound.)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .images import make_grid
+from .pipelines.paper_experiments import INTERPOLATION_LAMBDAS, paper_timestep, to_unit_range
+from .rate_distortion import RateDistortion
+from .training.record import RunRecord, write_json
+
+FIGURES_DIR = "figures"
+PROGRESSIVE = "progressive.png"
+SHARED_LATENTS = "shared_latents.png"
+INTERPOLATION = "interpolation.png"
+RATE_DISTORTION_CSV = "rate_distortion.csv"
+RATE_DISTORTION_PLOT = "rate_distortion.png"
+SUMMARY = "figures.json"
+
+PROGRESSIVE_SAMPLES, PROGRESSIVE_COLUMNS = 8, 10
+SHARED_IMAGES, SHARED_SAMPLES = 3, 5
+INTERPOLATION_PAIRS = 3
+INTERPOLATION_FRACTIONS = (0.25, 0.5, 0.75)  # t = T/4 (reconstructions), T/2 (the paper's Fig. 8), 3T/4
+PIXELS_PER_CELL = 32  # small images are enlarged (nearest neighbour) to at least this size
+DPI = 100
+
+
+def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *, seed: int = 0,
+                  settings: dict | None = None, batch_size: int = 256) -> dict:
+    """Write the figures of the module docstring into ``out_dir`` and return ``figures.json``'s content.
+
+    ``images`` [N, C, H, W] in [0, 1]: held-out images. All N give the rate–distortion numbers; the first
+    2 × ``INTERPOLATION_PAIRS`` are paired (0 with 1, 2 with 3, …) for the interpolation and the first
+    ``SHARED_IMAGES`` encoded for the shared latents. ``settings``: what to record beside the figures' own
+    settings (the model and data, e.g.); ``batch_size``: images per UNet call of the rate–distortion pass."""
+    os.makedirs(out_dir, exist_ok=True)
+    T = pipeline.scheduler.config.num_train_timesteps
+    seconds, timesteps = {}, {}
+
+    def generator():
+        return torch.Generator().manual_seed(seed)
+
+    started = time.perf_counter()
+    progressive = pipeline.progressive(PROGRESSIVE_SAMPLES, num_columns=PROGRESSIVE_COLUMNS,
+                                       num_inference_steps=T, generator=generator())
+    save_grid(progressive.images, os.path.join(out_dir, PROGRESSIVE),
+              column_labels=[f"x̂₀ at t={t + 1}" for t in progressive.timesteps.tolist()] + ["sample"],
+              title="Progressive generation (Fig. 6): the predicted x̂₀ along the reverse process")
+    seconds["progressive"], started = time.perf_counter() - started, time.perf_counter()
+    timesteps["progressive"] = progressive.timesteps.tolist()
+
+    shared = pipeline.shared_latents(images[:SHARED_IMAGES], num_samples=SHARED_SAMPLES, generator=generator())
+    rows = torch.cat([shared.images[:, None, None].expand(-1, len(shared.timesteps), 1, -1, -1, -1),
+                      to_unit_range(shared.latents)[:, :, None], shared.samples], dim=2).flatten(0, 1)
+    save_grid(rows, os.path.join(out_dir, SHARED_LATENTS),
+              column_labels=["x₀", "x_t"] + [f"sample {s + 1}" for s in range(SHARED_SAMPLES)],
+              row_labels=[f"#{i + 1}, t={t + 1}" for i in range(len(shared.images)) for t in shared.timesteps.tolist()],
+              title="Samples sharing x_t (Fig. 7): draws of p(x₀ | x_t)")
+    seconds["shared_latents"], started = time.perf_counter() - started, time.perf_counter()
+    timesteps["shared_latents"] = shared.timesteps.tolist()
+
+    pairs = min(INTERPOLATION_PAIRS, len(images) // 2)
+    blocks, labels = [], []
+    for fraction in INTERPOLATION_FRACTIONS:
+        t = paper_timestep(T, fraction)
+        result = pipeline.interpolate(images[0 : 2 * pairs : 2], images[1 : 2 * pairs : 2], timestep=t,
+                                      generator=generator())
+        blocks.append(torch.cat([result.images[:, None], result.decoded, result.other_images[:, None]], dim=1))
+        labels += [f"#{p + 1}, t={t + 1}" for p in range(pairs)]
+    save_grid(torch.cat(blocks), os.path.join(out_dir, INTERPOLATION),
+              column_labels=["x₀"] + [f"λ={w:g}" for w in INTERPOLATION_LAMBDAS] + ["x'₀"], row_labels=labels,
+              title="Interpolation through q (Fig. 8): (1−λ)x_t + λx'_t decoded with the same noise")
+    seconds["interpolation"], started = time.perf_counter() - started, time.perf_counter()
+    timesteps["interpolation"] = [paper_timestep(T, f) for f in INTERPOLATION_FRACTIONS]
+
+    rd = pipeline.rate_distortion(images, generator=generator(), batch_size=batch_size)
+    write_rate_distortion_csv(rd, os.path.join(out_dir, RATE_DISTORTION_CSV))
+    plot_rate_distortion(rd, os.path.join(out_dir, RATE_DISTORTION_PLOT))
+    seconds["rate_distortion"] = time.perf_counter() - started
+
+    summary = {
+        "settings": {**(settings or {}), "seed": seed, "num_images": len(images), "num_train_timesteps": T,
+                     "timesteps": {name: [t + 1 for t in values] for name, values in timesteps.items()},
+                     "timesteps_are": "the paper's t (code timestep + 1)",
+                     "interpolation_lambdas": list(INTERPOLATION_LAMBDAS)},
+        "rate_distortion": rd.summary(),
+        "seconds": seconds,
+    }
+    write_json(os.path.join(out_dir, SUMMARY), summary)
+    return summary
+
+
+def add_to_record(folder: str | os.PathLike, out_dir: str | os.PathLike, summary: dict) -> bool:
+    """Name ``out_dir``'s progressive figure in the run record of ``folder`` (its ``training_run.json``; images
+    ``"progressive"``) and put ``summary`` in its results (``figures``), so that the model card shows them. False,
+    changing nothing, when ``folder`` has no record or ``out_dir`` lies outside it."""
+    folder, figure = Path(folder).resolve(), Path(out_dir, PROGRESSIVE).resolve()
+    record = RunRecord.load(folder)
+    if record is None or not figure.is_relative_to(folder):
+        return False
+    results = None if record.results is None else dataclasses.replace(record.results, figures=summary)
+    images = {**record.images, "progressive": figure.relative_to(folder).as_posix()}
+    RunRecord(record.config, results, images).save(folder)
+    return True
+
+
+def write_rate_distortion_csv(rd: RateDistortion, path: str | os.PathLike) -> None:
+    """Table 4 as CSV: ``t`` (paper's, T … 1), ``rate_bits_per_dim``, ``distortion_rmse``."""
+    rows = rd.rows()
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def tile(images: torch.Tensor):
+    """[rows, columns, C, H, W] in [0, 1] → one PIL image, cells separated by 2 grey pixels and enlarged (nearest
+    neighbour) to at least ``PIXELS_PER_CELL`` pixels."""
+    from PIL import Image
+
+    rows, columns = images.shape[:2]
+    grid = make_grid(images.flatten(0, 1), nrow=columns, padding=2, pad_value=96)
+    scale = max(1, -(-PIXELS_PER_CELL // images.shape[-1]))
+    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST) if scale > 1 else grid
+
+
+def save_grid(images: torch.Tensor, path, *, column_labels, row_labels=None, title: str = "") -> None:
+    """:func:`tile` with the columns' (and rows') labels and a title, as a PNG."""
+    plt = _pyplot()
+    grid = tile(images)
+    rows, columns = images.shape[:2]
+    left, right, top, bottom = 0.6, 0.15, 0.75, 0.3  # margins in inches: row labels, column labels, title
+    width, height = grid.width / DPI, grid.height / DPI
+    figure = plt.figure(figsize=(width + left + right, height + top + bottom), dpi=DPI)
+    axes = figure.add_axes((left / (width + left + right), bottom / (height + top + bottom),
+                            width / (width + left + right), height / (height + top + bottom)))
+    axes.imshow(grid, cmap="gray" if grid.mode == "L" else None, vmin=0, vmax=255, interpolation="nearest")
+    cell_w, cell_h = grid.width / columns, grid.height / rows
+    axes.set_xticks([(c + 0.5) * cell_w for c in range(columns)], column_labels, rotation=60, fontsize=7,
+                    ha="left", rotation_mode="anchor")
+    axes.xaxis.tick_top()
+    axes.set_yticks([(r + 0.5) * cell_h for r in range(rows)], row_labels or [""] * rows, fontsize=7)
+    axes.tick_params(length=0)
+    figure.text(0.5, 0.02, title, fontsize=8, ha="center", va="bottom")
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def plot_rate_distortion(rd: RateDistortion, path) -> None:
+    """Fig. 5: distortion and rate against the reverse process's steps T − t, and distortion against rate."""
+    plt = _pyplot()
+    T = rd.bound.num_train_timesteps
+    steps = T - (rd.timesteps + 1)  # reverse process steps taken when the receiver holds x_t
+    rate, distortion = rd.mean_rate, rd.mean_distortion
+    summary = rd.summary()
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    axes[0].plot(steps, distortion)
+    axes[0].set(xlabel="reverse process steps (T − t)", ylabel="distortion (RMSE, 0–255)")
+    axes[1].plot(steps, rate)
+    axes[1].set(xlabel="reverse process steps (T − t)", ylabel="rate (bits/dim)")
+    axes[2].plot(rate, distortion)
+    axes[2].set(xlabel="rate (bits/dim)", ylabel="distortion (RMSE, 0–255)")
+    point = summary["imperceptible"]
+    if point is not None:
+        axes[2].plot([point["rate_bits_per_dim"]], [point["distortion_rmse"]], "o", color="C3",
+                     label=f"RMSE < 1 from t={point['t']}: {point['share_of_codelength']:.0%} of the bound after it")
+        axes[2].legend(fontsize=7)
+    figure.suptitle(f"Rate–distortion of {summary['num_images']} held-out images (Table 4, Fig. 5): bound "
+                    f"{summary['bits_per_dim']:.3f} = rate {summary['rate_bits_per_dim']:.3f} + "
+                    f"L₀ {summary['decoder_bits_per_dim']:.3f} bits/dim", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

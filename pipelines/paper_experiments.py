@@ -1,0 +1,200 @@
+"""The experiments of Ho et al. 2020 as pipeline methods: progressive generation (Fig. 6), samples that share a latent
+x_t (Fig. 7), interpolation through q as a stochastic encoder (Fig. 8) and rate–distortion (Table 4, Fig. 5).
+
+Each method returns tensors (small result types) for a notebook to draw; ``hf_ddpm.figures`` draws the paper's
+figures from them. Images go in as :meth:`DDPMDocPipeline.log_likelihood` takes them (PIL, arrays, tensors in
+[0, 1]) and come out as ``output_type="pt"`` gives them: ``[…, C, H, W]`` tensors in [0, 1] on the CPU. Latents x_t
+stay in the model's range. Timesteps are code timesteps 0 … T − 1 (the paper's t is one more), as in the scheduler.
+
+Nothing here reimplements the process: the chain is the pipeline's own loop (``__call__`` with ``latents`` and
+``timesteps``, hence ``scheduler.step``), the encoder is ``scheduler.add_noise`` and the rate is the bound's terms.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..errors import ParameterError, check_at_least
+from ..rate_distortion import RateDistortion, estimate_rate_distortion
+
+SHARED_LATENT_FRACTIONS = (1.0, 0.75, 0.5, 0.25)  # Fig. 7: t = 1000, 750, 500, 250 of T = 1000
+INTERPOLATION_FRACTION = 0.5  # Fig. 8: t = 500 of T = 1000
+INTERPOLATION_LAMBDAS = tuple(i / 10 for i in range(11))  # λ = 0, 0.1, …, 1
+
+
+def paper_timestep(num_train_timesteps: int, fraction: float) -> int:
+    """The code timestep of the paper's t = ``fraction`` · T (e.g. t = 500 of 1000 → 499), at least 0."""
+    return max(round(fraction * num_train_timesteps), 1) - 1
+
+
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Model range [−1, 1] → [0, 1], clamped, as the pipeline's ``output_type="pt"`` maps its samples."""
+    return (x / 2 + 0.5).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class Progressive:
+    """Fig. 6. ``images`` [B, K + 1, C, H, W] in [0, 1]: for each sample, the x̂_0 predicted at the K steps of
+    ``timesteps`` [K] (descending), then the sample itself (the last column)."""
+
+    images: torch.Tensor
+    timesteps: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SharedLatents:
+    """Fig. 7. For each image x_0 (``images`` [N, C, H, W] in [0, 1]) and each of ``timesteps`` [L]: ``latents``
+    [N, L, C, H, W], x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε with ``noise`` ε [N, C, H, W] (model range), and ``samples``
+    [N, L, S, C, H, W] in [0, 1], S draws of p_θ(x_0 | x_t)."""
+
+    images: torch.Tensor
+    latents: torch.Tensor
+    samples: torch.Tensor
+    timesteps: torch.Tensor
+    noise: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """Fig. 8. Pairs of images (``images``, ``other_images``: [P, C, H, W] in [0, 1]) encoded at ``timestep`` with
+    the same ε (``noise`` [P, C, H, W]): ``latents`` [P, L, C, H, W] = (1 − λ) x_t + λ x'_t for each of ``lambdas``
+    [L], and ``decoded`` [P, L, C, H, W] in [0, 1], their reverse-process decodings. The decodings of pair p draw
+    their noise from ``torch.Generator().manual_seed(seeds[p])``, the same for every λ."""
+
+    images: torch.Tensor
+    other_images: torch.Tensor
+    latents: torch.Tensor
+    decoded: torch.Tensor
+    lambdas: torch.Tensor
+    timestep: int
+    noise: torch.Tensor
+    seeds: torch.Tensor
+
+
+class PaperExperimentsMixin:
+    """The paper's experiments for :class:`~hf_ddpm.pipelines.DDPMDocPipeline` (which supplies ``__call__``,
+    ``unet``, ``scheduler`` and ``_images_to_model_range``)."""
+
+    def _chain_timestep(self, parameter: str, value) -> int:
+        """``value`` as a timestep of the training chain, or a :class:`ParameterError` naming ``parameter``."""
+        T = self.scheduler.config.num_train_timesteps
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < T:
+            raise ParameterError(parameter, f"must be a timestep of the chain, an integer in [0, {T}) "
+                                            f"(num_train_timesteps={T}), got {value!r}")
+        return int(value)
+
+    def _x0(self, images, parameter: str = "images") -> torch.Tensor:
+        """Images in [0, 1] → x_0 (8-bit grid of [−1, 1]) on the pipeline's device and dtype."""
+        x0 = self._images_to_model_range(images, parameter)
+        return x0.to(device=self._execution_device, dtype=self.unet.dtype)
+
+    @torch.no_grad()
+    def progressive(self, batch_size: int = 8, *, num_columns: int = 10, num_inference_steps: int = 1000,
+                    generator: torch.Generator | list[torch.Generator] | None = None) -> Progressive:
+        """Progressive generation (Fig. 6): ``batch_size`` samples, each shown as the x̂_0 (Eq. 15) the reverse
+        process predicts at ``num_columns`` − 1 evenly spaced steps of its ``num_inference_steps``-step chain (the
+        first step, x̂_0(x_T), included), then the sample. The samples are ``self(batch_size, generator,
+        num_inference_steps)``'s images for the same ``generator``."""
+        check_at_least("num_columns", num_columns, 2)
+        self.scheduler.set_timesteps(num_inference_steps)  # the scheduler's own checks, and the chain's length
+        K = len(self.scheduler.timesteps)
+        if num_columns > K:
+            raise ParameterError("num_columns", f"must be at most num_inference_steps ({K}): one x̂_0 per step, "
+                                                f"got {num_columns}")
+        steps = set(np.round(np.linspace(0, K - 1, num_columns)).astype(int)[:-1].tolist())
+        columns, timesteps = [], []
+
+        def keep(pipe, i, t, tensors):
+            if i in steps:
+                columns.append(to_unit_range(tensors["pred_original_sample"]).cpu())
+                timesteps.append(int(t))
+            return {}
+
+        samples = self(batch_size=batch_size, generator=generator, num_inference_steps=num_inference_steps,
+                       output_type="pt", callback_on_step_end=keep,
+                       callback_on_step_end_tensor_inputs=["pred_original_sample"]).images
+        return Progressive(torch.stack([*columns, samples.cpu()], dim=1), torch.tensor(timesteps))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, timestep: int, *,
+               generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+        """Samples of p_θ(x_0 | x_t): the reverse process (Algorithm 2) from x_t = ``latents`` [B, C, H, W] (model
+        range) at ``timestep`` down to 0, every step of the training chain; [B, C, H, W] in [0, 1]. At timestep 0
+        the one step adds no noise, so the result is the decoder's mean."""
+        t = self._chain_timestep("timestep", timestep)
+        if not torch.is_tensor(latents) or latents.ndim != 4:
+            raise ParameterError("latents", f"must be a tensor [B, C, H, W], got {type(latents).__name__}")
+        images = self(batch_size=latents.shape[0], generator=generator, latents=latents,
+                      timesteps=list(range(t, -1, -1)), output_type="pt").images
+        return images.cpu()
+
+    @torch.no_grad()
+    def shared_latents(self, images, *, timesteps: list[int] | None = None, num_samples: int = 4,
+                       generator: torch.Generator | None = None) -> SharedLatents:
+        """Samples that share a latent (Fig. 7): each image x_0 is encoded to x_t ~ q(x_t | x_0) at each of
+        ``timesteps`` (default: the paper's t = 1000, 750, 500, 250, scaled to T) with one ε per image, and
+        ``num_samples`` samples of p_θ(x_0 | x_t) are drawn from each x_t: what the model keeps of the image at t."""
+        T = self.scheduler.config.num_train_timesteps
+        if timesteps is None:
+            timesteps = [paper_timestep(T, fraction) for fraction in SHARED_LATENT_FRACTIONS]
+        timesteps = [self._chain_timestep("timesteps", t) for t in timesteps]
+        if not timesteps:
+            raise ParameterError("timesteps", "must name at least one timestep")
+        check_at_least("num_samples", num_samples, 1)
+        x0 = self._x0(images)
+        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        latents, samples = [], []
+        for t in timesteps:
+            x_t = self.scheduler.add_noise(x0, noise, t)  # Eq. 4
+            decoded = self.decode(x_t.repeat_interleave(num_samples, dim=0), t, generator=generator)
+            latents.append(x_t.cpu())
+            samples.append(decoded.view(len(x0), num_samples, *x0.shape[1:]))
+        return SharedLatents(to_unit_range(x0).cpu(), torch.stack(latents, 1), torch.stack(samples, 1),
+                             torch.tensor(timesteps), noise.cpu())
+
+    @torch.no_grad()
+    def interpolate(self, images, other_images, *, timestep: int | None = None, lambdas=INTERPOLATION_LAMBDAS,
+                    generator: torch.Generator | None = None) -> Interpolation:
+        """Interpolation through the stochastic encoder q (Fig. 8): each pair (x_0, x'_0) is encoded at ``timestep``
+        (default: the paper's t = 500, scaled to T) with the same ε, the latent x̄_t = (1 − λ) x_t + λ x'_t formed for
+        each λ of ``lambdas`` (in [0, 1]; exactly x_t at λ = 0 and x'_t at λ = 1) and decoded by the reverse process
+        with the same noise for every λ."""
+        T = self.scheduler.config.num_train_timesteps
+        if timestep is None:
+            timestep = paper_timestep(T, INTERPOLATION_FRACTION)
+        t = self._chain_timestep("timestep", timestep)
+        weights = torch.as_tensor(lambdas, dtype=torch.float64).flatten()
+        if weights.numel() == 0 or not bool(((weights >= 0) & (weights <= 1)).all()):
+            raise ParameterError("lambdas", f"must be values in [0, 1], got {weights.tolist()}")
+        x0, x1 = self._x0(images), self._x0(other_images, "other_images")
+        if len(x1) != len(x0):
+            raise ParameterError("other_images", f"must be as many as images ({len(x0)}), got {len(x1)}")
+        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t, x1_t = self.scheduler.add_noise(x0, noise, t), self.scheduler.add_noise(x1, noise, t)  # Eq. 4
+        # torch.lerp is a + λ(b − a) below λ = ½ and b − (1 − λ)(b − a) above: exactly a at 0 and b at 1.
+        latents = torch.lerp(x_t[:, None], x1_t[:, None], weights.to(x_t).view(1, -1, 1, 1, 1))
+        device = generator.device if generator is not None else torch.device("cpu")
+        seeds = torch.randint(0, 2**62, (len(x0),), generator=generator, device=device).cpu()
+        generators = [torch.Generator(device).manual_seed(int(seed)) for seed in seeds for _ in range(len(weights))]
+        decoded = self.decode(latents.flatten(0, 1), t, generator=generators)
+        return Interpolation(to_unit_range(x0).cpu(), to_unit_range(x1).cpu(), latents.cpu(),
+                             decoded.view(latents.shape), weights, t, noise.cpu(), seeds)
+
+    @torch.no_grad()
+    def rate_distortion(self, images, *, generator: torch.Generator | None = None,
+                        noise: torch.Tensor | None = None, batch_size: int = 256) -> RateDistortion:
+        """Rate and distortion at every t (Table 4, Fig. 5; :mod:`hf_ddpm.rate_distortion`) of real images, with one
+        ε per image (``noise`` [N, C, H, W], else drawn from ``generator``) at every t: the final rate plus L_0 is
+        ``self.log_likelihood(images, noise=noise)``. ``batch_size``: images per UNet call (T calls per chunk)."""
+        x0 = self._x0(images)
+        if noise is None:
+            noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        noise = noise.to(device=x0.device, dtype=x0.dtype)
+        return estimate_rate_distortion(self.unet, self.scheduler, x0, noise, batch_size=batch_size).cpu()
