@@ -48,13 +48,15 @@ DPI = 100
 
 
 def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *, seed: int = 0,
-                  settings: dict | None = None, batch_size: int = 256) -> dict:
+                  settings: dict | None = None, batch_size: int = 256,
+                  rate_distortion: RateDistortion | None = None) -> dict:
     """Write the figures of the module docstring into ``out_dir`` and return ``figures.json``'s content.
 
     ``images`` [N, C, H, W] in [0, 1]: held-out images. All N give the rate–distortion numbers; the first
     2 × ``INTERPOLATION_PAIRS`` are paired (0 with 1, 2 with 3, …) for the interpolation and the first
     ``SHARED_IMAGES`` encoded for the shared latents. ``settings``: what to record beside the figures' own
-    settings (the model and data, e.g.); ``batch_size``: images per UNet call of the rate–distortion pass."""
+    settings (the model and data, e.g.); ``batch_size``: images per UNet call of the rate–distortion pass;
+    ``rate_distortion``: that pass of these ``images`` already made (``pipeline.rate_distortion``), to reuse."""
     os.makedirs(out_dir, exist_ok=True)
     T = pipeline.scheduler.config.num_train_timesteps
     seconds, timesteps = {}, {}
@@ -95,7 +97,7 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     seconds["interpolation"], started = time.perf_counter() - started, time.perf_counter()
     timesteps["interpolation"] = [paper_timestep(T, f) for f in INTERPOLATION_FRACTIONS]
 
-    rd = pipeline.rate_distortion(images, generator=generator(), batch_size=batch_size)
+    rd = rate_distortion or pipeline.rate_distortion(images, generator=generator(), batch_size=batch_size)
     write_rate_distortion_csv(rd, os.path.join(out_dir, RATE_DISTORTION_CSV))
     plot_rate_distortion(rd, os.path.join(out_dir, RATE_DISTORTION_PLOT))
     seconds["rate_distortion"] = time.perf_counter() - started

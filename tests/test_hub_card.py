@@ -18,6 +18,7 @@ from huggingface_hub import ModelCard
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
 from hf_ddpm.fourier_unet import input_channels
+from hf_ddpm.hub.card_facts import FIGURE_CAPTIONS
 from hf_ddpm.losses import HYBRID_VLB_WEIGHT, LOSS_TYPES, TIMESTEP_SAMPLERS
 from hf_ddpm.options import describe_beta_schedule
 from hf_ddpm.scheduler import PREDICTION_TYPES, VARIANCE_TYPES
@@ -235,6 +236,27 @@ def test_every_image_the_record_names_is_shown(tmp_path, offline):
     caption = re.search(r"^\*(\d+) samples .*?(\d+) of the (\d+) steps", card.text, flags=re.MULTILINE)
     assert caption and caption.groups() == ("16", "5", "50")  # under the samples grid, from the results
     assert shown["Training loss"] == "loss.png" and shown["A new plot"] == "plots/new.png"  # a role without a caption
+
+
+def test_the_paper_experiments_are_shown_with_their_numbers(tmp_path, offline):
+    """A run (or `hf-ddpm figures`) that made the paper's experiments: the progressive figure with its caption, and
+    the rate–distortion summary's numbers in the Evaluation section."""
+    _, out = saved(tmp_path, num_train_timesteps=50)
+    (out / "figures").mkdir()
+    (out / "figures" / "progressive.png").write_bytes(b"png")
+    summary = {"num_images": 359, "num_train_timesteps": 50, "bits_per_dim": 1.8251, "rate_bits_per_dim": 1.8223,
+               "decoder_bits_per_dim": 0.0028, "prior_bits_per_dim": 2e-5, "distortion_rmse": 0.0903,
+               "threshold_rmse": 1.0, "imperceptible": {"t": 8, "rate_bits_per_dim": 1.7399,
+                                                        "distortion_rmse": 0.98, "share_of_codelength": 0.0467}}
+    results = run_results(figures={"rate_distortion": summary})
+    card = hub.render_model_card(out, record(50, results, {"progressive": "figures/progressive.png"}))
+    shown = dict(re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", card.text))
+    assert shown[FIGURE_CAPTIONS["progressive"]] == "figures/progressive.png"
+    evaluation = " ".join(section(card.text, "Evaluation").split())
+    numbers = re.search(r"on (\d+) held-out images: .* sent ([\d.]+) bits/dim .* RMSE of ([\d.]+) .* L_0 = ([\d.]+) "
+                        r"bits/dim completes the bound of ([\d.]+)\. .* from t = (\d+), after ([\d.]+) bits/dim: "
+                        r"([\d.]+) %", evaluation)
+    assert numbers and numbers.groups() == ("359", "1.8223", "0.090", "0.0028", "1.8251", "8", "1.7399", "4.7")
 
 
 def test_inception_features_are_called_fid(tmp_path, offline):

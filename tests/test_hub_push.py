@@ -56,6 +56,9 @@ def output_dir(tmp_path) -> Path:
     (out / "samples").mkdir()
     Image.fromarray(np.full((8, 8), 7, np.uint8)).save(out / "samples" / "step_000100.png")
     Image.fromarray(np.full((8, 8), 9, np.uint8)).save(out / "loss.png")
+    (out / "figures").mkdir()  # the paper's experiments (hf-ddpm figures)
+    (out / "figures" / "rate_distortion.csv").write_text("t,rate_bits_per_dim,distortion_rmse\n1,1.8,0.1\n")
+    (out / "figures" / "figures.json").write_text("{}")
     RECORD.save(out)  # training_run.json and metrics.json
     hub.write_model_card(out, RECORD)
     # training state and logs: never pushed
@@ -73,7 +76,7 @@ def output_dir(tmp_path) -> Path:
 
 PUSHED = {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
           "scheduler/scheduler_config.json", "README.md", "training_run.json", "metrics.json", "samples.png",
-          "samples/step_000100.png", "loss.png"}
+          "samples/step_000100.png", "loss.png", "figures/rate_distortion.csv", "figures/figures.json"}
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -245,7 +248,7 @@ def test_hub_settings_are_checked_by_name():
 TRAIN = Path(__file__).resolve().parents[1] / "training" / "train.py"
 TINY_RUN = ["--max_train_steps", "6", "--checkpointing_steps", "3", "--num_train_timesteps", "20",
             "--num_samples", "4", "--num_inference_steps", "5", "--final_eval_timesteps", "4",
-            "--eval_steps", "1000", "--eval_inference_steps", "5", "--save_images_steps", "1000"]
+            "--eval_steps", "1000", "--eval_inference_steps", "5", "--save_images_steps", "1000", "--no-figures"]
 
 
 def train_and_push(fake_hub, out: Path, *extra: str) -> subprocess.CompletedProcess:

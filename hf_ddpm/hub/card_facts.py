@@ -25,6 +25,8 @@ from .saved_pipeline import FOURIER_UNET, Network, Process, read_pipeline_config
 
 # Captions of the images a run record names, by role (any other role is captioned with its name).
 FIGURE_CAPTIONS = {
+    "progressive": "Progressive generation (Ho et al. 2020, Fig. 6): the predicted x̂_0 along the reverse process, "
+                   "then the sample",
     "loss": "Training loss",
     "evaluations": "Evaluations during training: the held-out bound estimate (± its standard error) and, where "
                    "samples were judged, their FD and class-balance χ²",
@@ -162,6 +164,13 @@ class CardFacts:
     @property
     def other_figures(self) -> list[Figure]:
         return [f for f in self.figures if f.role != "samples"]
+
+    @property
+    def rate_distortion(self) -> dict | None:
+        """The rate–distortion summary of the paper's experiments (``hf_ddpm.rate_distortion``), if the run or
+        ``hf-ddpm figures`` made them."""
+        figures = self.results.figures if self.results else None
+        return figures.get("rate_distortion") if figures else None
 
     @property
     def training_rows(self) -> list[tuple[str, str]]:

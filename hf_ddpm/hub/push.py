@@ -57,9 +57,10 @@ def pipeline_patterns(folder: str | os.PathLike) -> list[str]:
 
 
 def push_patterns(folder: str | os.PathLike) -> list[str]:
-    """Allow patterns of a push: the pipeline, the card, JSON records (metrics, ``training_run.json``) and images."""
+    """Allow patterns of a push: the pipeline, the card, JSON records (metrics, ``training_run.json``), the tables of
+    the paper's experiments (CSV) and images."""
     images = [f"*{suffix}" for s in IMAGE_SUFFIXES for suffix in (s, s.upper())]
-    return [*pipeline_patterns(folder), CARD_FILE, "*.json", *images]
+    return [*pipeline_patterns(folder), CARD_FILE, "*.json", "*.csv", *images]
 
 
 def pipeline_files(folder: str | os.PathLike) -> list[str]:

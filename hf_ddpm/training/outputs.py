@@ -37,14 +37,22 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     grid.save(os.path.join(output.output_dir, SAMPLE_GRID))
     sampling_seconds = time.time() - sampling_started
     eval_started = time.time()
-    bound = held_out_bound(pipeline.unet, trainer.scheduler, trainer.eval_images,
-                             num_timesteps=output.final_eval_timesteps, seed=config.optim.seed)
+    # With the figures and the full final bound, one pass gives both: the rate–distortion pass evaluates every term
+    # (with one ε per image, drawn from the seed), and its bound is the held-out bound.
+    rate_distortion = None
+    if config.draws_figures and output.final_eval_timesteps is None:
+        rate_distortion = pipeline.rate_distortion((trainer.eval_images + 1) / 2,
+                                                   generator=torch.Generator().manual_seed(config.optim.seed))
+        bound = rate_distortion.bound
+    else:
+        bound = held_out_bound(pipeline.unet, trainer.scheduler, trainer.eval_images,
+                               num_timesteps=output.final_eval_timesteps, seed=config.optim.seed)
     eval_seconds = time.time() - eval_started
     save_loss_plot(trainer.history, os.path.join(output.output_dir, LOSS_PLOT))
     images = {"samples": SAMPLE_GRID, "loss": LOSS_PLOT}
     if save_evaluation_plot(trainer.history, os.path.join(output.output_dir, EVALUATION_PLOT)):
         images["evaluations"] = EVALUATION_PLOT
-    figures = _figures(pipeline, trainer) if config.draws_figures else None
+    figures = _figures(pipeline, trainer, rate_distortion) if config.draws_figures else None
     if figures is not None:
         images["progressive"] = f"{FIGURES_DIR}/{PROGRESSIVE}"
     results = RunResults(
@@ -83,14 +91,15 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     return record
 
 
-def _figures(pipeline, trainer) -> dict:
+def _figures(pipeline, trainer, rate_distortion) -> dict:
     """The paper's figures of the final pipeline on the held-out images (``hf_ddpm.figures``) in
-    ``output_dir/figures``; ``figures.json``'s content."""
+    ``output_dir/figures``, reusing the final evaluation's rate–distortion pass when there was one; ``figures.json``'s
+    content."""
     data = trainer.data
     settings = {"model": "this run's final EMA pipeline", "dataset": data.name, "split": data.eval_split}
     summary = write_figures(pipeline, (trainer.eval_images + 1) / 2,
                             os.path.join(trainer.config.output.output_dir, FIGURES_DIR), seed=trainer.config.optim.seed,
-                            settings=settings)
+                            settings=settings, rate_distortion=rate_distortion)
     print(describe_summary(summary["rate_distortion"]))
     return summary
 
