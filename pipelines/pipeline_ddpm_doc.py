@@ -10,7 +10,7 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..likelihood import estimate_bound
+from ..likelihood import estimate_bound, sampling_chain
 from ..scheduler import DDPMDocScheduler
 from ..timestep_plan import TimestepPlan
 from ..variational_bound import VariationalBound
@@ -144,20 +144,26 @@ class DDPMDocPipeline(DiffusionPipeline):
         self,
         images,
         *,
+        num_inference_steps: int | None = None,
+        inference_timesteps: list[int] | None = None,
         timesteps: list[int] | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 256,
     ) -> VariationalBound:
         """The variational bound (Eq. 5) of real images in bits/dim (quantised to 8 bits first).
 
-        ``timesteps``: evaluate a subset of timesteps for an unbiased estimate (``TimestepPlan.uniform``);
-        ``generator``: seeds the ε drawn at every timestep; ``batch_size``: images per UNet call.
+        ``num_inference_steps`` K (or custom descending ``inference_timesteps``): the bound of exactly the distribution
+        ``self(num_inference_steps=K)`` (``timesteps=inference_timesteps``) samples from, on its K-step chain
+        (:func:`~hf_ddpm.likelihood.sampling_chain`); None: the full T-step chain. ``timesteps``: evaluate a subset of
+        the chain's steps for an unbiased estimate (``TimestepPlan.uniform``); ``generator``: seeds the ε drawn at
+        every timestep; ``batch_size``: images per UNet call.
         Returns the per-image bound (``.total``, ``.prior``, ``.terms``) on the CPU.
         """
         if not isinstance(self.scheduler, DDPMDocScheduler):
             raise TypeError(f"log_likelihood needs a DDPMDocScheduler, the pipeline has {type(self.scheduler).__name__}")
         x0 = self._images_to_model_range(images)
-        plan = TimestepPlan.uniform(self.scheduler.config.num_train_timesteps, timesteps)
+        chain = sampling_chain(self.scheduler, num_inference_steps, inference_timesteps)
+        plan = TimestepPlan.uniform(self.scheduler.config.num_train_timesteps, timesteps, chain=chain)
         bound = estimate_bound(
             self.unet,
             self.scheduler,

@@ -18,7 +18,7 @@ from helpers import tiny_unet
 pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
 
 JSON_KEYS = {"bits_per_dim", "standard_error", "prior", "decoder", "rate", "num_images", "num_timesteps",
-             "num_train_timesteps", "timesteps", "terms"}  # what metrics.json, the card and `hf-ddpm evaluate` read
+             "num_train_timesteps", "chain", "timesteps", "terms"}  # what metrics.json, the card and `hf-ddpm evaluate` read
 
 
 @pytest.mark.parametrize("exact", [4, 0], ids=["stratified", "uniform"])
@@ -118,7 +118,8 @@ def test_chunks_do_not_change_the_bound():
     assert full.standard_error == pytest.approx(float(full.total.std() / math.sqrt(5)), rel=1e-12)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         estimate_bound(model, scheduler, x0, TimestepPlan.full_chain(12), batch_size=0)
-    with pytest.raises(ValueError, match=r"plan must cover the scheduler's training chain \(num_train_timesteps=12\)"):
+    with pytest.raises(ValueError, match=r"plan must be for the scheduler's num_train_timesteps=12, got a plan for "
+                                         r"num_train_timesteps=10"):
         estimate_bound(model, scheduler, x0, TimestepPlan.full_chain(10))
 
 
