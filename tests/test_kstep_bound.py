@@ -376,3 +376,24 @@ def test_evaluate_reports_the_k_step_bound_beside_its_samples(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "hf-ddpm evaluate: error: --num-inference-steps must be at most the model's num_train_timesteps=20, got 21" \
         in capsys.readouterr().err
+
+
+def test_bound_term_on_a_chain_reads_nothing_back():
+    """bound_term on a sampling chain, per-sample timesteps (CPU stand-ins for device tensors) and a host timestep:
+    the decoder's place is found by the chain index where the timesteps live, 0 host reads (tests/host_syncs.py)."""
+    from host_syncs import HostSyncCounter
+
+    from hf_ddpm.likelihood import bound_term
+
+    for variance_type in ("fixed_small", "learned_range"):
+        s = DDPMDocScheduler(variance_type=variance_type, timestep_spacing="trailing")
+        chain = s.chain(10)
+        x0 = PIXELS.float()
+        x_t = s.add_noise(x0, torch.randn(x0.shape), torch.tensor([99, 999]))
+        out = model_for(variance_type)(x_t, torch.tensor([99, 999]))
+        with HostSyncCounter() as syncs:
+            per_sample = bound_term(s, out, x0, x_t, torch.tensor([99, 999]), chain=chain)
+            decoder = bound_term(s, out[:1], x0[:1], x_t[:1], 99, chain=chain)
+            bound_term(s, out, x0, x_t, torch.tensor([0, 999]))
+        assert syncs.count == 0, syncs.report()
+        assert torch.equal(per_sample[:1], decoder)  # t = 99 is this chain's first step: the decoder
