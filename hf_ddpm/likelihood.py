@@ -203,9 +203,9 @@ def bits_per_dim(
 ) -> VariationalBound:
     """The variational bound (Eq. 5) of the batch ``x0`` (in [−1, 1] on the 8-bit grid), bits/dim per image.
 
-    ``num_inference_steps`` K (or custom ``inference_timesteps``): the bound of exactly the distribution
-    ``pipe(num_inference_steps=K)`` (``pipe(timesteps=inference_timesteps)``) samples from — its K-step chain
-    (:func:`sampling_chain`); None: the full T-step chain. ``timesteps``: evaluate only these steps of the chain, for
+    ``num_inference_steps`` K: the bound of exactly the distribution ``pipe(num_inference_steps=K)`` samples from, on
+    its K-step chain; ``inference_timesteps``: that of the chain ``set_timesteps(timesteps=inference_timesteps)``
+    installs (:func:`sampling_chain`); neither: the full T-step chain. ``timesteps``: evaluate only these steps of the chain, for
     the unbiased estimate L_T + N/|S| · Σ_{t∈S} L_t when they were drawn uniformly from its N steps
     (:meth:`TimestepPlan.uniform`); None: every step. ``model``, ``noise``, ``generator``: as in
     :func:`estimate_bound`.

@@ -152,9 +152,9 @@ class DDPMDocPipeline(DiffusionPipeline):
     ) -> VariationalBound:
         """The variational bound (Eq. 5) of real images in bits/dim (quantised to 8 bits first).
 
-        ``num_inference_steps`` K (or custom descending ``inference_timesteps``): the bound of exactly the distribution
-        ``self(num_inference_steps=K)`` (``timesteps=inference_timesteps``) samples from, on its K-step chain
-        (:func:`~hf_ddpm.likelihood.sampling_chain`); None: the full T-step chain. ``timesteps``: evaluate a subset of
+        ``num_inference_steps`` K: the bound of exactly the distribution ``self(num_inference_steps=K)`` samples from,
+        on its K-step chain; ``inference_timesteps``: that of the chain ``scheduler.set_timesteps(timesteps=…)``
+        installs from them (:func:`~hf_ddpm.likelihood.sampling_chain`); neither: the full T-step chain. ``timesteps``: evaluate a subset of
         the chain's steps for an unbiased estimate (``TimestepPlan.uniform``); ``generator``: seeds the ε drawn at
         every timestep; ``batch_size``: images per UNet call.
         Returns the per-image bound (``.total``, ``.prior``, ``.terms``) on the CPU.
