@@ -21,8 +21,14 @@ from .errors import ParameterError, check_choice
 from .likelihood import bound_term, mean_over_dims
 from .scheduler import LEARNED_VARIANCE_TYPES, DDPMDocScheduler
 
-LOSS_TYPES = ("simple", "vlb", "hybrid")
-TIMESTEP_SAMPLERS = ("uniform", "importance")
+# The objectives and the timestep samplers, each with what it is in one line (the model card's words; ``{target}`` is
+# the prediction type's symbol, e.g. ε): the one place an option is described.
+LOSS_TYPES = {
+    "simple": "L_simple, the unweighted MSE on {target} (Eq. 14)",
+    "vlb": "the variational bound L_vlb (Eq. 5)",
+    "hybrid": "L_hybrid = L_simple + λ·L_vlb (improved DDPM)",
+}
+TIMESTEP_SAMPLERS = {"uniform": "uniform", "importance": "importance (importance sampling of t by the bound's terms)"}
 HYBRID_VLB_WEIGHT = 0.001  # λ of L_hybrid on the full bound (improved DDPM, Sec. 3.1)
 
 

@@ -1,8 +1,10 @@
-"""Test support for the Hub tests: a stand-in Hub server on 127.0.0.1, a tiny pipeline, a populated Hub cache."""
+"""Test support for the Hub tests: a stand-in Hub server on 127.0.0.1, a tiny pipeline and its run record, a populated
+Hub cache."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,10 +13,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import torch
-from diffusers import UNet2DModel
-
-from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, FourierUNet2DModel
+from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
+from hf_ddpm.training.record import RunResults
+from helpers import tiny_unet
 
 TOKEN = "hf_fake_write_token"
 USER = "tester"  # the namespace the stand-in gives repo ids without one
@@ -59,6 +60,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if status >= 400:
             self.send_header("X-Error-Message", payload.get("error", ""))
+        if status >= 500:  # huggingface_hub retries a failed commit 5 times: at once (1 s each, not 1, 2, 4, 8, 8 s)
+            self.send_header("Retry-After", "0")
         self.end_headers()
         self.wfile.write(body)
 
@@ -130,14 +133,25 @@ class _HubHandler(BaseHTTPRequestHandler):
 
 
 def tiny_pipeline(seed: int = 0, num_train_timesteps: int = 50, fourier_periods=None) -> DDPMDocPipeline:
-    """A DDPMDocPipeline with a seeded UNet of a few thousand parameters (attention at 4×4) for 8×8 grey images;
-    with ``fourier_periods`` the same network as a ``FourierUNet2DModel``."""
-    torch.manual_seed(seed)
-    config = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
-                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                  norm_num_groups=4, attention_head_dim=8)
-    unet = FourierUNet2DModel(fourier_periods=fourier_periods, **config) if fourier_periods else UNet2DModel(**config)
-    return DDPMDocPipeline(unet=unet.eval(), scheduler=DDPMDocScheduler(num_train_timesteps=num_train_timesteps))
+    """A DDPMDocPipeline with the tests' tiny UNet (``helpers.tiny_unet``: attention at 4×4, seeded) for 8×8 grey
+    images; with ``fourier_periods`` the same network as a ``FourierUNet2DModel``."""
+    unet = tiny_unet(seed=seed, fourier_periods=fourier_periods)
+    return DDPMDocPipeline(unet=unet, scheduler=DDPMDocScheduler(num_train_timesteps=num_train_timesteps))
+
+
+RESULTS = RunResults(
+    global_step=100, global_batch_size=32, num_processes=1, threads_per_process=2, hardware="CPU (2 cores), 1 process",
+    images_seen=3200, train_seconds=12.0, sampling_seconds=1.5, eval_seconds=2.5, total_seconds=17.0,
+    test_bits_per_dim=2.5, test_bits_per_dim_stderr=0.05, test_bits_per_dim_timesteps=4,
+    test_bits_per_dim_method="unbiased estimate from 4 timesteps", test_bound={}, test_split="digits, test (359 images)",
+    num_test_images=359, final_train_loss=0.5, train_loss_history={"steps": [100], "losses": [0.5]}, eval_log=[],
+    num_samples=4, num_inference_steps=50,
+)
+
+
+def run_results(**changes) -> RunResults:
+    """The results of a short run of :func:`tiny_pipeline`'s network (:data:`RESULTS`), some fields changed."""
+    return dataclasses.replace(RESULTS, **changes)
 
 
 def populate_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: str = "c0ffee" * 6 + "beef") -> Path:

@@ -11,17 +11,11 @@ from diffusers import DiffusionPipeline, UNet2DModel
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, FourierUNet2DModel
 from hf_ddpm.fourier_unet import fourier_features
 from hf_ddpm.presets import build_unet
+from helpers import TINY_UNET
 
 pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
 
-TINY = dict(
-    sample_size=8,
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D"),
-    norm_num_groups=4,
-)
+TINY = {key: value for key, value in TINY_UNET.items() if key not in ("in_channels", "out_channels")}
 PERIODS = (1.0, 4.0, 16.0)
 
 

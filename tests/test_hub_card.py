@@ -1,25 +1,37 @@
-"""The model card: rendered offline from the saved pipeline and the run, with metadata the Hub understands."""
+"""The model card: rendered offline from the saved pipeline and its run record, with metadata the Hub understands.
+
+The assertions read the card as data — its YAML metadata, its sections, the rows of its tables, its code blocks (run
+here) — never sentences of the template's prose.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 import huggingface_hub
+import numpy as np
 import pytest
+import torch
 import yaml
 from huggingface_hub import ModelCard
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, hub
-from hub_support import tiny_pipeline
+from hf_ddpm.fourier_unet import input_channels
+from hf_ddpm.losses import HYBRID_VLB_WEIGHT, LOSS_TYPES, TIMESTEP_SAMPLERS
+from hf_ddpm.options import describe_beta_schedule
+from hf_ddpm.scheduler import PREDICTION_TYPES, VARIANCE_TYPES
+from hf_ddpm.training.config import (MIXED_PRECISIONS, ComputeConfig, DataConfig, HubConfig, ObjectiveConfig,
+                                     OptimConfig, OutputConfig, ProcessConfig, RunConfig)
+from hf_ddpm.training.record import RunRecord
+from helpers import tiny_unet
+from hub_support import run_results, tiny_pipeline
 
-RUN = dict(dataset_name=None, resolution=8, train_batch_size=16, gradient_accumulation_steps=2, learning_rate=3e-4,
-           lr_scheduler="cosine", lr_warmup_steps=50, use_ema=True, ema_max_decay=0.999, mixed_precision="bf16",
-           loss_type="simple", timestep_sampler="uniform", seed=7, hub_model_id="alice/ddpm-digits",
-           output_dir="not shown", logging_dir="not shown")
 DIGITS_QUALITY = {"fd": 1.75, "fd_name": "FD (digits classifier)", "inception_score": 8.9,
                   "score_name": "classifier score (digits classifier)", "precision": 0.8, "recall": 0.7,
                   "num_samples": 400, "num_reference": 359, "feature_model": "digits classifier",
                   "classifier": "digits classifier"}
+SECTIONS = ["Use it", "Without hf-ddpm (diffusers only)", "Training", "Objective", "Evaluation", "Limitations"]
 
 
 @pytest.fixture
@@ -28,25 +40,56 @@ def offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-def saved(tmp_path, **scheduler_config) -> tuple[DDPMDocPipeline, object]:
-    pipe = tiny_pipeline()
-    pipe = DDPMDocPipeline(unet=pipe.unet, scheduler=DDPMDocScheduler(**scheduler_config))
-    pipe.save_pretrained(tmp_path / "out")
-    return pipe, tmp_path / "out"
+def saved(tmp_path, name="out", unet=None, **scheduler_config):
+    """The tiny pipeline with the given scheduler settings, saved in ``tmp_path / name``."""
+    pipe = DDPMDocPipeline(unet=unet or tiny_pipeline().unet, scheduler=DDPMDocScheduler(**scheduler_config))
+    pipe.save_pretrained(tmp_path / name)
+    return pipe, tmp_path / name
 
 
-def metadata(card_path) -> dict:
-    return yaml.safe_load(card_path.read_text(encoding="utf-8").split("---\n")[1])
+def record(T: int, results=None, images=None, **sections) -> RunRecord:
+    """A run record of a T-step process (its other sections' defaults where not given)."""
+    sections.setdefault("process", ProcessConfig(num_train_timesteps=T, variance_type="fixed_small"))
+    sections.setdefault("objective", ObjectiveConfig(loss_type="simple", timestep_sampler="uniform"))
+    sections.setdefault("output", OutputConfig(num_inference_steps=T, eval_inference_steps=T))
+    return RunRecord(RunConfig(**sections), results, images or {})
 
 
-def test_card_is_rendered_from_the_saved_pipeline_and_the_run(tmp_path, offline):
+def sections(text: str) -> dict[str, str]:
+    """The card's sections and subsections in order: {heading: text up to the next heading}."""
+    parts = re.split(r"^#{2,3} (.+)$", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def section(text: str, title: str) -> str:
+    return sections(text)[title]
+
+
+def table(text: str) -> list[list[str]]:
+    """The rows of the first markdown table in ``text`` (header and separator left out), as lists of cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip().strip("|").split(" | ")] for line in lines[2:]]
+
+
+def training_table(text: str) -> dict[str, str]:
+    return dict(table(section(text, "Training")))
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_metadata_and_tables_come_from_the_saved_pipeline_and_the_record(tmp_path, offline):
     pipe, out = saved(tmp_path, num_train_timesteps=400, beta_schedule="squaredcos_cap_v2", variance_type="fixed_large")
-    metrics = {"test_bits_per_dim": 1.23456, "test_bits_per_dim_stderr": 0.0123, "num_test_images": 359,
-               "sample_quality": DIGITS_QUALITY}  # as training/train.py writes it
     (out / "grid.png").write_bytes(b"png")
-    path = hub.write_model_card(out, args=RUN, metrics=metrics, global_step=2500, wall_time_s=3725.0,
-                                num_processes=2, sample_grid="grid.png", hardware="2 × test GPU")
-    text = path.read_text(encoding="utf-8")
+    results = run_results(test_bits_per_dim=1.23456, test_bits_per_dim_stderr=0.0123, global_step=2500,
+                          global_batch_size=64, num_processes=2, hardware="2 × test GPU", train_seconds=3725.0,
+                          num_samples=16, num_inference_steps=400, sample_quality=DIGITS_QUALITY)
+    run = record(400, results, {"samples": "grid.png"}, data=DataConfig(resolution=8),
+                 optim=OptimConfig(train_batch_size=16, gradient_accumulation_steps=2, learning_rate=3e-4,
+                                   lr_scheduler="cosine", lr_warmup_steps=50, ema_max_decay=0.995, seed=7),
+                 compute=ComputeConfig(mixed_precision="bf16"), hub=HubConfig(hub_model_id="alice/ddpm-digits"))
+    path = hub.write_model_card(out, run)
     card = ModelCard.load(path)
     hub.check_card_metadata(card)
 
@@ -54,103 +97,173 @@ def test_card_is_rendered_from_the_saved_pipeline_and_the_run(tmp_path, offline)
     assert card.data.license == "apache-2.0"
     assert set(card.data.tags) >= {"pytorch", "diffusers", "unconditional-image-generation", "ddpm", "hf-ddpm"}
     assert card.data.datasets is None  # the digits ship with scikit-learn, not the Hub
-    results = {r.metric_type: r for r in card.data.eval_results}
-    assert results["bits_per_dim"].metric_value == pytest.approx(1.23456, abs=1e-4)
-    assert results["fd_digits_classifier"].metric_value == 1.75
-    assert results["fd_digits_classifier"].metric_name == "FD (digits classifier)"
-    assert "fid" not in results and "FID" not in yaml.safe_dump(metadata(path))
-    assert "No FID is reported" in text
+    measured = {r.metric_type: (r.metric_name, r.metric_value) for r in card.data.eval_results}
+    assert measured == {"bits_per_dim": ("NLL bound (bits/dim)", 1.2346),
+                        "fd_digits_classifier": ("FD (digits classifier)", 1.75),
+                        "classifier_score_digits_classifier": ("classifier score (digits classifier)", 8.9),
+                        "precision_digits_classifier": ("Precision (digits classifier)", 0.8),
+                        "recall_digits_classifier": ("Recall (digits classifier)", 0.7)}
+    assert {r.dataset_type for r in card.data.eval_results} == {"sklearn-digits"}
+    assert list(sections(card.text)) == SECTIONS
 
-    # settings come from the saved configs, not from defaults
+    rows = training_table(card.text)
+    # from the saved configs
     n_params = sum(p.numel() for p in pipe.unet.parameters())
-    assert f"{n_params / 1e3:.0f}k parameters" in text
-    assert "| diffusion steps T | 400 |" in text and "`squaredcos_cap_v2`" in text
-    assert "`fixed_large`: σ_t² = β_t" in text and "attention at 4×4" in text
-    # and from the run
-    assert "64 per step (16 per process × 2 accumulation × 2 processes)" in text
-    assert "| optimizer steps | 2,500 |" in text and "| training wall time | 1 h 02 min |" in text
-    assert "bfloat16 mixed" in text and "| hardware | 2 × test GPU |" in text
-    assert "![Samples from the final EMA model](grid.png)" in text
-    assert 'DDPMDocPipeline.from_pretrained("alice/ddpm-digits")' in text
-    assert "num_inference_steps=400," in text and "num_inference_steps=40," in text
-    assert "L_simple = E_{t, x_0, ε} ‖ ε − ε_θ(" in text
-    # the inputs are kept so the card can be rendered again for another repo
-    run = json.loads((out / "training_run.json").read_text())
-    assert run["metrics"]["sample_quality"]["fd"] == 1.75 and "output_dir" not in run["settings"]
+    assert rows["diffusion steps T"] == "400" and rows["β schedule"] == describe_beta_schedule("squaredcos_cap_v2", 1e-4, 0.02)
+    assert rows["variance Σ_θ"].startswith("`fixed_large`:") and rows["prediction"] == "`epsilon`"
+    model = re.fullmatch(r"diffusers `UNet2DModel`, (\d+)k parameters; channels 8, 16; 1 residual block per level; "
+                         r"attention at 4×4", rows["model"])
+    assert model and int(model.group(1)) == round(n_params / 1e3)
+    # from the record
+    batch = re.fullmatch(r"(\d+) per step \((\d+) per process × (\d+) accumulation × (\d+) processes\)",
+                         rows["batch"])
+    assert batch and [int(g) for g in batch.groups()] == [64, 16, 2, 2]
+    assert rows["optimizer steps"] == "2,500" and rows["training wall time"] == "1 h 02 min"
+    assert rows["learning rate (AdamW)"].startswith("0.0003, cosine schedule, 50 warm-up steps")
+    assert "max_decay 0.995" in rows["EMA"] and rows["precision"] == "bfloat16 mixed"
+    assert rows["hardware"] == "2 × test GPU" and rows["seed"] == "7" and rows["held-out data"] == results.test_split
+    assert rows["loss"].startswith("L_simple") and rows["timestep sampling"] == "uniform"
+    evaluation = table(section(card.text, "Evaluation"))
+    assert evaluation[0][1:] == ["1.2346 ± 0.0123", results.test_split]
+    assert [row[:2] for row in evaluation[1:]] == [["FD (digits classifier)", "1.75"],
+                                                   ["classifier score (digits classifier)", "8.9"],
+                                                   ["Precision (digits classifier)", "0.8"],
+                                                   ["Recall (digits classifier)", "0.7"]]
+    assert {row[2] for row in evaluation[1:]} == {"400 samples against 359 held-out images"}
+    assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card.text) == ["grid.png"]
+    snippet = python_blocks(section(card.text, "Use it"))[0]
+    assert re.findall(r'from_pretrained\("([^"]+)"\)', snippet) == ["alice/ddpm-digits"]
+    assert re.findall(r"num_inference_steps=(\d+)", snippet) == ["400", "40"]  # the full chain, a respaced one
+
+    # rendered again for another repo: only the repo id changes
     again = hub.render_model_card(out, run, repo_id="bob/other")
-    assert 'from_pretrained("bob/other")' in str(again) and again.data.model_name == "bob/other"
+    assert again.data.model_name == "bob/other"
+    assert re.findall(r'from_pretrained\("([^"]+)"\)', python_blocks(str(again))[0]) == ["bob/other"]
+    assert str(again).replace("bob/other", "alice/ddpm-digits").replace("# other", "# ddpm-digits") == \
+        path.read_text(encoding="utf-8")
 
 
-def test_hub_dataset_is_listed_and_objective_follows_the_loss(tmp_path, offline):
-    _, out = saved(tmp_path, variance_type="learned")
-    run = {**RUN, "dataset_name": "someone/faces", "dataset_config_name": "small", "loss_type": "hybrid"}
-    path = hub.write_model_card(out, args=run, metrics={"test_bits_per_dim": 3.5})
-    card = ModelCard.load(path)
+def test_the_usage_snippet_runs_and_gives_the_pipelines_images(tmp_path, offline, monkeypatch):
+    pipe, out = saved(tmp_path, num_train_timesteps=20)
+    pipe.set_progress_bar_config(disable=True)
+    card = hub.render_model_card(out, record(20, run_results(num_inference_steps=20)), repo_id=str(out))
+    monkeypatch.chdir(tmp_path)  # the snippet saves sample.png
+    scope = {}
+    exec(python_blocks(section(card.text, "Use it"))[0], scope)
+    expected = pipe(batch_size=16, num_inference_steps=20, generator=torch.Generator().manual_seed(0)).images
+    as_array = lambda images: np.stack([np.asarray(image) for image in images])  # noqa: E731
+    np.testing.assert_array_equal(as_array(scope["images"]), as_array(expected))
+    fewer = pipe(batch_size=16, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    np.testing.assert_array_equal(as_array(scope["fast"]), as_array(fewer))
+    bound = pipe.log_likelihood(expected[:4], generator=torch.Generator().manual_seed(0)).total
+    assert torch.equal(scope["bound"].total, bound)
+
+
+def test_a_hub_dataset_is_listed_and_the_objective_follows_the_loss(tmp_path, offline):
+    _, out = saved(tmp_path, variance_type="learned", num_train_timesteps=50)
+    run = record(50, run_results(), data=DataConfig(dataset_name="someone/faces", dataset_config_name="small"),
+                 process=ProcessConfig(num_train_timesteps=50, variance_type="learned"),
+                 objective=ObjectiveConfig(loss_type="hybrid", timestep_sampler="importance"))
+    card = ModelCard.load(hub.write_model_card(out, run))
     assert card.data.datasets == ["someone/faces"]
-    assert card.data.eval_results[0].dataset_type == "someone/faces"
-    assert card.data.eval_results[0].dataset_config == "small"
-    assert "L_simple + λ · L_vlb with λ = 0.001" in card.text
-    # diffusers' DDPMScheduler reads hf-ddpm's `learned` (a log-variance) as a variance: no diffusers-only recipe then
-    assert "DDPMPipeline(unet=" not in card.text
-    assert "`DDPMPipeline` is no substitute here: this model's variance type `learned`" in card.text
-    assert 'get_class_from_dynamic_module(folder, "hf_ddpm_remote.py"' in card.text  # the bundled code still works
+    assert {(r.dataset_type, r.dataset_name, r.dataset_config) for r in card.data.eval_results} == \
+        {("someone/faces", "someone/faces", "small")}
+    rows = training_table(card.text)
+    assert rows["data"].startswith("someone/faces ([someone/faces](https://huggingface.co/datasets/someone/faces)")
+    assert rows["loss"].startswith("L_hybrid") and rows["timestep sampling"].startswith("importance")
+    assert f"λ = {HYBRID_VLB_WEIGHT}" in section(card.text, "Objective")
+    # diffusers' DDPMScheduler reads hf-ddpm's `learned` (a log-variance) as a variance: no diffusers-only recipe
+    # then, but the bundled code still works
+    recipes = python_blocks(section(card.text, "Without hf-ddpm (diffusers only)"))
+    assert len(recipes) == 1 and 'get_class_from_dynamic_module(folder, "hf_ddpm_remote.py"' in recipes[0]
+    assert VARIANCE_TYPES["learned"].diffusers_difference in section(card.text, "Without hf-ddpm (diffusers only)")
 
 
 def test_a_fourier_unet_is_named_and_diffusers_alone_is_not_offered(tmp_path, offline):
-    pipe = tiny_pipeline(fourier_periods=(1.0, 4.0, 16.0))
-    pipe.save_pretrained(tmp_path / "fourier")
-    text = hub.write_model_card(tmp_path / "fourier", args=RUN).read_text(encoding="utf-8")
-    row = next(line for line in text.splitlines() if line.startswith("| model |"))
-    n_params = sum(p.numel() for p in pipe.unet.parameters())
-    assert row.startswith("| model | hf-ddpm's `FourierUNet2DModel` (a diffusers `UNet2DModel` whose first convolution")
-    assert "8-bit units, periods P = 1, 4, 16)" in row and f", {n_params / 1e3:.0f}k parameters; channels 8, 16;" in row
+    periods = (1.0, 4.0, 16.0)
+    fourier = tiny_pipeline(fourier_periods=periods).unet
+    _, out = saved(tmp_path, "fourier", unet=fourier)
+    card = hub.render_model_card(out, record(1000))
+    rows = training_table(card.text)
+    n_params = sum(p.numel() for p in fourier.parameters())
+    assert rows["model"].startswith("hf-ddpm's `FourierUNet2DModel` (")
+    assert "periods P = 1, 4, 16)" in rows["model"] and f", {n_params / 1e3:.0f}k parameters;" in rows["model"]
     # the diffusers-only recipe takes the network's class from the bundled code; no DDPMPipeline recipe, and why
-    assert 'class_name="FourierUNet2DModel", trust_remote_code=True)' in text
-    assert "DDPMDocPipeline(unet=FourierUNet2DModel.from_pretrained(folder" in text
-    assert " UNet2DModel.from_pretrained(" not in text and "DDPMPipeline(unet=" not in text
-    reason = text.split("`DDPMPipeline` is no substitute here: ")[1].split("\n\n")[0]
-    assert reason.startswith("the network is hf-ddpm's `FourierUNet2DModel`") and "reads 7 channels" in reason
-    assert "variance" not in reason
+    without = section(card.text, "Without hf-ddpm (diffusers only)")
+    (recipe,) = python_blocks(without)
+    assert 'class_name="FourierUNet2DModel", trust_remote_code=True)' in recipe
+    assert "DDPMDocPipeline(unet=FourierUNet2DModel.from_pretrained(folder" in recipe
+    assert "UNet2DModel" not in recipe.replace("FourierUNet2DModel", "")
+    reasons = without.split("```")[-1]
+    assert "`FourierUNet2DModel`" in reasons and f"reads {input_channels(1, periods)} channels" in reasons
+    assert "variance" not in reasons
     # with a learned variance both reasons are given
-    learned = DDPMDocPipeline(unet=pipe.unet, scheduler=DDPMDocScheduler(variance_type="learned"))
-    learned.save_pretrained(tmp_path / "learned")
-    text = hub.write_model_card(tmp_path / "learned", args=RUN).read_text(encoding="utf-8")
-    reason = text.split("`DDPMPipeline` is no substitute here: ")[1].split("\n\n")[0]
-    assert "`FourierUNet2DModel`" in reason and "variance type `learned`" in reason
+    _, out = saved(tmp_path, "learned", unet=fourier, variance_type="learned")
+    reasons = section(hub.render_model_card(out).text, "Without hf-ddpm (diffusers only)").split("```")[-1]
+    assert "`FourierUNet2DModel`" in reasons and VARIANCE_TYPES["learned"].diffusers_difference in reasons
     # diffusers' own UNet, for contrast: named as such, loaded by diffusers, and DDPMPipeline offered
     _, out = saved(tmp_path)
-    plain = hub.write_model_card(out, args=RUN).read_text(encoding="utf-8")
-    assert "| model | diffusers `UNet2DModel`, " in plain and "FourierUNet2DModel" not in plain
-    assert "DDPMDocPipeline(unet=UNet2DModel.from_pretrained(folder" in plain and "DDPMPipeline(unet=" in plain
+    plain = hub.render_model_card(out).text
+    assert training_table(plain)["model"].startswith("diffusers `UNet2DModel`, ") and "FourierUNet2DModel" not in plain
+    remote, fallback = python_blocks(section(plain, "Without hf-ddpm (diffusers only)"))
+    assert "DDPMDocPipeline(unet=UNet2DModel.from_pretrained(folder" in remote and "DDPMPipeline(unet=" in fallback
+
+
+def test_a_pipeline_saved_by_hand_states_only_what_its_configs_say(tmp_path, offline):
+    _, out = saved(tmp_path, num_train_timesteps=30)
+    card = ModelCard.load(hub.write_model_card(out))
+    hub.check_card_metadata(card)
+    assert card.data.eval_results is None and card.data.model_name == "out"
+    assert list(sections(card.text)) == SECTIONS and table(section(card.text, "Evaluation")) == []
+    rows = training_table(card.text)
+    assert rows["diffusion steps T"] == "30"
+    assert rows["loss"] == rows["timestep sampling"] == "not recorded" and rows["data"] == "data that was not recorded"
+    assert {"optimizer steps", "batch", "seed"}.isdisjoint(rows)  # nothing is made up
+    assert re.findall(r"!\[", card.text) == []
+
+
+def test_every_image_the_record_names_is_shown(tmp_path, offline):
+    _, out = saved(tmp_path, num_train_timesteps=50)
+    images = {"samples": "samples.png", "loss": "loss.png", "evaluations": "evaluations.png",
+              "a_new_plot": "plots/new.png"}
+    for path in images.values():
+        (out / path).parent.mkdir(exist_ok=True)
+        (out / path).write_bytes(b"png")
+    card = hub.render_model_card(out, record(50, run_results(num_samples=16, num_inference_steps=5), images))
+    shown = dict(re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", card.text))
+    assert sorted(shown.values()) == sorted(images.values())
+    caption = re.search(r"^\*(\d+) samples .*?(\d+) of the (\d+) steps", card.text, flags=re.MULTILINE)
+    assert caption and caption.groups() == ("16", "5", "50")  # under the samples grid, from the results
+    assert shown["Training loss"] == "loss.png" and shown["A new plot"] == "plots/new.png"  # a role without a caption
 
 
 def test_inception_features_are_called_fid(tmp_path, offline):
     _, out = saved(tmp_path)
     quality = {"fd": 12.0, "fd_name": "FID", "num_samples": 50000, "num_reference": 10000,
                "feature_model": "inception-v3"}
-    card = ModelCard.load(hub.write_model_card(out, args=RUN, metrics=quality))
-    assert [(r.metric_type, r.metric_name) for r in card.data.eval_results] == [("fid", "FID")]
-    assert "No FID is reported" not in card.text
+    card = hub.render_model_card(out, record(1000, run_results(sample_quality=quality)))
+    assert [(r.metric_type, r.metric_name) for r in card.data.eval_results][1:] == [("fid", "FID")]
 
 
 def test_a_metric_claiming_fid_for_other_features_is_refused(tmp_path, offline):
     _, out = saved(tmp_path)
     with pytest.raises(ValueError, match="not Inception-v3"):
-        hub.write_model_card(out, args=RUN, metrics={**DIGITS_QUALITY, "fd_name": "FID (digits)"})
+        misnamed = {**DIGITS_QUALITY, "fd_name": "FID (digits)"}
+        hub.write_model_card(out, record(1000, run_results(sample_quality=misnamed)))
 
 
 def test_bad_inputs_are_named(tmp_path, offline):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="does not hold a saved pipeline"):
-        hub.write_model_card(tmp_path / "empty", args=RUN)
+        hub.write_model_card(tmp_path / "empty")
     _, out = saved(tmp_path)
-    with pytest.raises(ValueError, match="sample_grid='missing.png'"):
-        hub.write_model_card(out, args=RUN, sample_grid="missing.png")
+    with pytest.raises(ValueError, match=re.escape("record.images['samples']='missing.png'")):
+        hub.write_model_card(out, record(1000, images={"samples": "missing.png"}))
     assert not (out / "README.md").exists()
     config = json.loads((out / "unet" / "config.json").read_text())
     (out / "unet" / "config.json").write_text(json.dumps({**config, "_class_name": "UNet2DConditionModel"}))
     with pytest.raises(ValueError, match="'UNet2DConditionModel'; the model card describes only UNet2DModel or Four"):
-        hub.write_model_card(out, args=RUN)
+        hub.write_model_card(out)
     assert not (out / "README.md").exists()
 
 
@@ -164,9 +277,8 @@ def test_bad_inputs_are_named(tmp_path, offline):
 )
 def test_metadata_check_catches_what_the_hub_would_reject(tmp_path, offline, edit, problem):
     _, out = saved(tmp_path)
-    path = hub.write_model_card(out, args=RUN, metrics={"test_bits_per_dim": 2.0})
-    card = ModelCard.load(path)
-    meta = metadata(path)
+    card = hub.render_model_card(out, record(1000, run_results(test_bits_per_dim=2.0)))
+    meta = yaml.safe_load(str(card).split("---\n")[1])
     edit(meta)
     broken = f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n{card.text}"
     with pytest.raises(ValueError, match=problem):
@@ -181,6 +293,26 @@ def test_diffusers_ddpm_pipeline_is_offered_exactly_for_the_chains_it_reproduces
     # tests/test_scheduler.py shows DDPMScheduler reproducing fixed_small_log and learned_range chains; it reads
     # `learned` as a variance (ours is a log-variance) and samples NaN with fixed_large_log
     _, out = saved(tmp_path, variance_type=variance_type)
-    text = hub.write_model_card(out, args=RUN).read_text(encoding="utf-8")
-    assert ("DDPMPipeline(unet=" in text) is offered
-    assert ("`DDPMPipeline` is no substitute here" in text) is not offered
+    recipes = python_blocks(section(hub.render_model_card(out).text, "Without hf-ddpm (diffusers only)"))
+    assert [("DDPMPipeline(unet=" in recipe) for recipe in recipes] == [False, True][:1 + offered]
+
+
+@pytest.mark.parametrize("variance_type", list(VARIANCE_TYPES))
+def test_the_card_describes_each_option_in_the_options_own_words(tmp_path, offline, variance_type):
+    """Each option carries its description where it is defined (hf_ddpm.options, LOSS_TYPES, TIMESTEP_SAMPLERS,
+    MIXED_PRECISIONS), and the card shows exactly that text: a new option cannot be described in one place and
+    forgotten in another."""
+    learned = VARIANCE_TYPES[variance_type].learned
+    unet = tiny_pipeline().unet if not learned else tiny_unet(out_channels=2)
+    prediction = list(PREDICTION_TYPES)[len(variance_type) % len(PREDICTION_TYPES)]
+    loss = "hybrid" if learned else "simple"
+    sampler, precision = list(TIMESTEP_SAMPLERS)[len(variance_type) % 2], list(MIXED_PRECISIONS)[len(variance_type) % 3]
+    _, out = saved(tmp_path, unet=unet, num_train_timesteps=50, variance_type=variance_type, prediction_type=prediction)
+    process = ProcessConfig(num_train_timesteps=50, variance_type=variance_type, prediction_type=prediction)
+    run = record(50, process=process, objective=ObjectiveConfig(loss_type=loss, timestep_sampler=sampler),
+                 compute=ComputeConfig(mixed_precision="bf16" if precision == "fp16" else precision))
+    rows = training_table(hub.render_model_card(out, run).text)
+    assert rows["variance Σ_θ"] == f"`{variance_type}`: {VARIANCE_TYPES[variance_type].variance}"
+    assert rows["timestep sampling"] == TIMESTEP_SAMPLERS[sampler]
+    assert rows["precision"] == MIXED_PRECISIONS["bf16" if precision == "fp16" else precision]
+    assert LOSS_TYPES[loss].format(target=PREDICTION_TYPES[prediction].target) in rows["loss"]

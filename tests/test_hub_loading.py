@@ -23,7 +23,9 @@ from PIL import Image
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, FourierUNet2DModel, hub
 from hf_ddpm.images import make_grid
-from hub_support import TOKEN, FakeHub, populate_hub_cache, tiny_pipeline
+from hf_ddpm.training.config import HubConfig, ObjectiveConfig, OutputConfig, ProcessConfig, RunConfig
+from hf_ddpm.training.record import RunRecord
+from hub_support import TOKEN, FakeHub, populate_hub_cache, run_results, tiny_pipeline
 
 REPO_ID = "alice/ddpm-digits"
 FOURIER_REPO_ID = "alice/ddpm-digits-fourier"
@@ -53,8 +55,14 @@ def push_to_cache(root: Path, pipe, repo_id: str) -> tuple:
     pipe.save_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     pipe(batch_size=4, num_inference_steps=2).images[0].save(folder / "samples.png")
-    hub.write_model_card(folder, args={"hub_model_id": repo_id, "loss_type": "simple"},
-                         metrics={"test_bits_per_dim": 3.0}, sample_grid="samples.png")
+    T = pipe.scheduler.config.num_train_timesteps
+    record = RunRecord(RunConfig(process=ProcessConfig(num_train_timesteps=T, variance_type="fixed_small"),
+                                 objective=ObjectiveConfig(loss_type="simple", timestep_sampler="uniform"),
+                                 output=OutputConfig(num_inference_steps=T, eval_inference_steps=T),
+                                 hub=HubConfig(hub_model_id=repo_id)),
+                       run_results(test_bits_per_dim=3.0), images={"samples": "samples.png"})
+    record.save(folder)
+    hub.write_model_card(folder, record)
     with FakeHub() as server, pytest.MonkeyPatch.context() as patch:  # push it, through the real client
         patch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
         patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)

@@ -1,13 +1,12 @@
 """Pushing to the Hub through huggingface_hub's real client, down to HTTP, against a Hub stand-in on 127.0.0.1.
 
-The stand-in implements the endpoints ``HfApi.create_repo`` and ``HfApi.create_commit`` call (repo creation,
+The stand-in implements the endpoints ``HfApi.create_repo`` and ``HfApi.upload_folder`` call (repo creation,
 README metadata validation, preupload — answered "regular" so contents travel inline in the commit — and the
 NDJSON commit), records every upload, and can be told to fail. Nothing of hf_ddpm is mocked.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -23,7 +22,10 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from hf_ddpm import DDPMDocPipeline, hub
-from hub_support import TOKEN, USER, FakeHub, tiny_pipeline
+from hf_ddpm.errors import ParameterError
+from hf_ddpm.training.config import HubConfig, ObjectiveConfig, OutputConfig, ProcessConfig, RunConfig
+from hf_ddpm.training.record import RunRecord
+from hub_support import TOKEN, USER, FakeHub, run_results, tiny_pipeline
 
 
 @pytest.fixture
@@ -35,9 +37,14 @@ def fake_hub(monkeypatch):
         yield server
 
 
-TRAINING_ARGS = dict(dataset_name=None, resolution=8, train_batch_size=32, gradient_accumulation_steps=1,
-                     learning_rate=1e-3, lr_scheduler="constant", use_ema=True, ema_max_decay=0.999,
-                     mixed_precision="no", loss_type="simple", seed=0, hub_model_id="alice/ddpm-digits")
+RECORD = RunRecord(
+    RunConfig(process=ProcessConfig(num_train_timesteps=50, variance_type="fixed_small"),
+              objective=ObjectiveConfig(loss_type="simple", timestep_sampler="uniform"),
+              output=OutputConfig(num_inference_steps=50, eval_inference_steps=50),
+              hub=HubConfig(hub_model_id="alice/ddpm-digits")),
+    run_results(test_bits_per_dim=2.5),
+    images={"samples": "samples.png", "loss": "loss.png"},
+)
 
 
 @pytest.fixture
@@ -49,9 +56,8 @@ def output_dir(tmp_path) -> Path:
     (out / "samples").mkdir()
     Image.fromarray(np.full((8, 8), 7, np.uint8)).save(out / "samples" / "step_000100.png")
     Image.fromarray(np.full((8, 8), 9, np.uint8)).save(out / "loss.png")
-    (out / "metrics.json").write_text(json.dumps({"test_bits_per_dim": 2.5, "num_test_images": 359}))
-    hub.write_model_card(out, args=TRAINING_ARGS, metrics={"test_bits_per_dim": 2.5, "num_test_images": 359},
-                         global_step=100, wall_time_s=12.0, sample_grid="samples.png", loss_plot="loss.png")
+    RECORD.save(out)  # training_run.json and metrics.json
+    hub.write_model_card(out, RECORD)
     # training state and logs: never pushed
     (out / "checkpoint-100").mkdir()
     torch.save({"exp_avg": torch.ones(3)}, out / "checkpoint-100" / "optimizer.bin")
@@ -152,7 +158,7 @@ def test_a_pipeline_saved_by_hand_gets_a_card_rendered_from_its_configs(fake_hub
                           "scheduler/scheduler_config.json", "README.md"} | set(hub.remote_code_files())
     card = ModelCard(files["README.md"].decode())
     hub.check_card_metadata(card)
-    assert card.data.eval_results is None and "The held-out bound was not evaluated" in card.text
+    assert card.data.eval_results is None and "| metric |" not in card.text  # no evaluation table
     assert "| diffusion steps T | 30 |" in card.text and 'from_pretrained("bob/by-hand")' in card.text
     assert "| loss | not recorded |" in card.text and "L_simple =" not in card.text  # nothing is made up
     assert "digits" not in card.text and "| data | data that was not recorded |" in card.text
@@ -222,30 +228,24 @@ def test_checkpoint_pusher_failure_is_logged_not_raised(fake_hub):
     assert [c["summary"] for c in fake_hub.commits] == ["Training in progress: step 6"]
 
 
-def parse_hub_flags(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    hub.add_hub_arguments(parser)
-    args = parser.parse_args(argv)
-    hub.check_hub_arguments(args)
-    return args
-
-
-def test_hub_flags():
-    args = parse_hub_flags(["--push_to_hub", "--hub_model_id", "bob/run", "--push_every_checkpoint"])
-    assert isinstance(hub.CheckpointPusher.from_args(args), hub.CheckpointPusher)
-    assert hub.CheckpointPusher.from_args(parse_hub_flags(["--push_to_hub", "--hub_model_id", "bob/run"])) is None
-    for argv, flag in [(["--push_every_checkpoint"], "--push_every_checkpoint"),
-                       (["--push_to_hub"], "--hub_model_id"),
-                       (["--hub_private_repo"], "--hub_private_repo"),
-                       (["--push_to_hub", "--hub_model_id", "bad name!"], "--hub_model_id='bad name!'")]:
-        with pytest.raises(ValueError, match=re.escape(flag)):
-            parse_hub_flags(argv)
+def test_hub_settings_are_checked_by_name():
+    """The trainer's Hub settings (``HubConfig``, checked with this module's ``check_repo_id``) and the pusher refuse
+    contradictions and malformed repo ids before any network call, naming the parameter."""
+    HubConfig(push_to_hub=True, hub_model_id="bob/run", push_every_checkpoint=True)
+    for settings, named in [(dict(push_every_checkpoint=True), "push_every_checkpoint"),
+                            (dict(push_to_hub=True), "hub_model_id"),
+                            (dict(hub_private_repo=True), "hub_private_repo"),
+                            (dict(push_to_hub=True, hub_model_id="bad name!"), "hub_model_id='bad name!'")]:
+        with pytest.raises(ParameterError, match=re.escape(named)):
+            HubConfig(**settings)
+    with pytest.raises(ParameterError, match=re.escape("repo_id='a/b/c'")):
+        hub.CheckpointPusher("a/b/c")
 
 
 TRAIN = Path(__file__).resolve().parents[1] / "training" / "train.py"
 TINY_RUN = ["--max_train_steps", "6", "--checkpointing_steps", "3", "--num_train_timesteps", "20",
             "--num_samples", "4", "--num_inference_steps", "5", "--final_eval_timesteps", "4",
-            "--eval_steps", "1000", "--save_images_steps", "1000"]
+            "--eval_steps", "1000", "--eval_inference_steps", "5", "--save_images_steps", "1000"]
 
 
 def train_and_push(fake_hub, out: Path, *extra: str) -> subprocess.CompletedProcess:

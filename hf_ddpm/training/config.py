@@ -25,7 +25,7 @@ from ..scheduler import DDPMDocScheduler
 from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-MIXED_PRECISIONS = ("no", "fp16", "bf16")
+MIXED_PRECISIONS = {"no": "float32", "fp16": "float16 mixed", "bf16": "bfloat16 mixed"}  # option: the card's words
 LOGGERS = ("none", "tensorboard", "wandb")
 SECRET_SETTINGS = ("hub_token",)  # never written to training_run.json or a tracker
 

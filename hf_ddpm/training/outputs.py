@@ -87,11 +87,7 @@ def _sample_quality(samples, eval_images) -> dict | None:
 def _write_card(output_dir: str, record: RunRecord) -> None:
     from .. import hub
 
-    results = record.results
-    hub.write_model_card(output_dir, args=record.config.settings(), metrics=results.to_dict(),
-                         global_step=results.global_step, wall_time_s=results.train_seconds,
-                         num_processes=results.num_processes, sample_grid=SAMPLE_GRID, loss_plot=LOSS_PLOT,
-                         hardware=results.hardware)
+    hub.write_model_card(output_dir, record)
 
 
 def push(trainer) -> str | None:

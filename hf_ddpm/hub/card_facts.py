@@ -1,0 +1,268 @@
+"""What the model card says, as typed facts: the saved pipeline and the run's record, read once.
+
+:class:`CardFacts` is the template's one variable, ``card``. The template reads typed attributes — the saved
+network and diffusion process (:mod:`.saved_pipeline`), the run's ``RunConfig`` and ``RunResults``
+(``card.config``, ``card.results``; None for a pipeline saved by hand) — and the few texts that need more than a
+lookup (the training table's rows, the figures' captions, why diffusers alone cannot sample the model). What an
+option means is read from the option's own table (``hf_ddpm.options`` for the scheduler's, ``LOSS_TYPES`` and
+``TIMESTEP_SAMPLERS`` in ``hf_ddpm.losses``, ``MIXED_PRECISIONS`` in the run configuration).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from ..data.digits import DIGITS_LEVELS, DIGITS_NAMES, DIGITS_RESOLUTION, DIGITS_TEST_EVERY
+from ..fourier_unet import input_channels
+from ..losses import HYBRID_VLB_WEIGHT, LOSS_TYPES, TIMESTEP_SAMPLERS
+from ..options import VARIANCE_TYPES
+from ..training.config import MIXED_PRECISIONS, DataConfig, RunConfig
+from ..training.record import RunRecord, RunResults
+from .saved_pipeline import FOURIER_UNET, Network, Process, read_pipeline_configs
+
+# Captions of the images a run record names, by role (any other role is captioned with its name).
+FIGURE_CAPTIONS = {
+    "loss": "Training loss",
+    "evaluations": "Evaluations during training: the held-out bound estimate (± its standard error) and, where "
+                   "samples were judged, their FD and class-balance χ²",
+}
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """What the data was: a Hub dataset (listed in the card's ``datasets``), a local folder, or the digits."""
+
+    description: str
+    hub_id: str | None = None
+    config_name: str | None = None
+    index_type: str = "unknown"  # model-index dataset type and name
+    index_name: str = "unknown"
+
+    @classmethod
+    def of(cls, data: DataConfig | None) -> "DataSource":
+        if data is None:  # a pipeline saved outside training/train.py: say nothing we do not know
+            return cls("data that was not recorded")
+        name = data.dataset_name
+        if data.train_data_dir:
+            folder = Path(data.train_data_dir).name
+            return cls(f"the images in a local folder ({folder})", index_type="imagefolder", index_name=folder)
+        if name is None or name in DIGITS_NAMES:
+            size = DIGITS_RESOLUTION
+            return cls(f"scikit-learn's handwritten digits ({size}×{size}, {DIGITS_LEVELS + 1} grey levels)",
+                       index_type="sklearn-digits", index_name="scikit-learn digits")
+        if Path(name).exists():
+            return cls(f"a local dataset ({Path(name).name})", index_type="local", index_name=Path(name).name)
+        return cls(name, hub_id=name, config_name=data.dataset_config_name, index_type=name, index_name=name)
+
+    @property
+    def digits(self) -> bool:
+        return self.index_type == "sklearn-digits"
+
+
+@dataclass(frozen=True)
+class SampleMetric:
+    """One sample-quality number, named after the network whose features it uses."""
+
+    name: str
+    type: str  # the model-index metric type
+    value: float
+    data: str
+
+
+@dataclass(frozen=True)
+class Figure:
+    """An image of the output folder that the card shows (``path`` relative to it)."""
+
+    role: str
+    path: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything the card states, for the pipeline saved in a folder and its run record (None: saved by hand)."""
+
+    repo_id: str
+    network: Network
+    process: Process
+    record: RunRecord | None
+    data: DataSource
+    sample_metrics: tuple[SampleMetric, ...]
+    figures: tuple[Figure, ...]
+    version: str = __version__  # of hf-ddpm, which rendered the card
+    hybrid_weight: float = HYBRID_VLB_WEIGHT  # λ of the hybrid loss
+
+    @classmethod
+    def gather(cls, folder: Path, record: RunRecord | None, repo_id: str | None) -> "CardFacts":
+        """The facts of the pipeline in ``folder``; ``repo_id`` (default: the record's ``hub_model_id``, else the
+        folder's name) is the repo the usage snippets load."""
+        _, unet, scheduler = read_pipeline_configs(folder)
+        process = Process.read(scheduler)
+        results = record.results if record else None
+        quality = results.sample_quality if results else None
+        return cls(
+            repo_id=repo_id or (record and record.config.hub.hub_model_id) or folder.resolve().name,
+            network=Network.read(folder / "unet", unet),
+            process=process,
+            record=record,
+            data=DataSource.of(record.config.data if record else None),
+            sample_metrics=_sample_metrics(quality) if quality else (),
+            figures=tuple(_figures(folder, record, process.num_train_timesteps)) if record else (),
+        )
+
+    @property
+    def title(self) -> str:
+        return self.repo_id.split("/")[-1]
+
+    @property
+    def config(self) -> RunConfig | None:
+        return self.record.config if self.record else None
+
+    @property
+    def results(self) -> RunResults | None:
+        return self.record.results if self.record else None
+
+    @property
+    def loss_type(self) -> str | None:
+        return self.config.objective.loss_type if self.config else None
+
+    @property
+    def loss_text(self) -> str:
+        return LOSS_TYPES[self.loss_type].format(target=self.process.target_symbol) if self.config else "not recorded"
+
+    @property
+    def sampler_text(self) -> str:
+        return TIMESTEP_SAMPLERS[self.config.objective.timestep_sampler] if self.config else "not recorded"
+
+    @property
+    def eval_description(self) -> str:
+        if self.results:
+            return self.results.test_split
+        if self.data.digits:
+            return f"the digits' test split (index i % {DIGITS_TEST_EVERY} == {DIGITS_TEST_EVERY - 1})"
+        return "held-out images"
+
+    @property
+    def augmentation(self) -> str:
+        data = self.config.data if self.config else None
+        return ", ".join(text for text, on in (("random horizontal flips", data and data.random_flip),
+                                               ("centre crop", data and data.center_crop)) if on)
+
+    @property
+    def fid_reported(self) -> bool:
+        return any(m.type == "fid" for m in self.sample_metrics)
+
+    @property
+    def samples_figure(self) -> Figure | None:
+        return next((f for f in self.figures if f.role == "samples"), None)
+
+    @property
+    def other_figures(self) -> list[Figure]:
+        return [f for f in self.figures if f.role != "samples"]
+
+    @property
+    def training_rows(self) -> list[tuple[str, str]]:
+        """The training table's rows after the process's: what the run's configuration and results say."""
+        config, results = self.config, self.results
+        if config is None:
+            return []
+        optim, rows = config.optim, []
+        if results:
+            rows.append(("optimizer steps", f"{results.global_step:,}"))
+        per = f"{optim.train_batch_size} per process × {optim.gradient_accumulation_steps} accumulation"
+        if results:
+            n = results.num_processes
+            per = f"{results.global_batch_size} per step ({per} × {n} process{'es' if n != 1 else ''})"
+        rows.append(("batch", per))
+        warmup = f", {optim.lr_warmup_steps} warm-up steps" if optim.lr_warmup_steps else ""
+        rows.append(("learning rate (AdamW)", f"{optim.learning_rate:g}, {optim.lr_scheduler} schedule{warmup}"))
+        ema = (f"yes (diffusers' EMAModel, max_decay {optim.ema_max_decay:g}, inv_gamma {optim.ema_inv_gamma:g}, "
+               f"power {optim.ema_power:g}); the weights here are the EMA weights")
+        rows.append(("EMA", ema if optim.use_ema else "no"))
+        rows.append(("precision", MIXED_PRECISIONS[config.compute.mixed_precision]))
+        if results:
+            rows += [("hardware", results.hardware), ("training wall time", _duration_text(results.train_seconds))]
+        rows.append(("seed", str(optim.seed)))
+        return rows
+
+    @property
+    def no_fallback_reasons(self) -> list[str]:
+        """Why diffusers' own DDPMPipeline (UNet2DModel + DDPMScheduler, no hf-ddpm code) cannot sample this model;
+        empty when it can. (An explicit β schedule is no reason.)"""
+        reasons = []
+        if self.network.fourier:
+            channels = self.network.in_channels
+            reasons.append(
+                f"the network is hf-ddpm's `{FOURIER_UNET}`, which diffusers cannot build by itself "
+                f"(`UNet2DModel.from_pretrained` refuses its weights, whose first convolution reads "
+                f"{input_channels(channels, self.network.fourier_periods)} channels, the image's {channels} and its "
+                "Fourier features)")
+        difference = VARIANCE_TYPES[self.process.variance_type].diffusers_difference
+        if difference is not None:
+            reasons.append(difference)
+        return reasons
+
+
+def _figures(folder: Path, record: RunRecord, T: int) -> list[Figure]:
+    """Every image the record names, captioned by its role; a missing file is a ``ValueError`` naming it."""
+    figures = []
+    for role, path in record.images.items():
+        if not (folder / path).is_file():
+            raise ValueError(f"record.images[{role!r}]={path!r} is not a file inside {folder}")
+        if role == "samples":
+            caption = _grid_caption(record.results, T)
+        else:
+            caption = FIGURE_CAPTIONS.get(role, role.replace("_", " ").capitalize())
+        figures.append(Figure(role, path, caption))
+    return figures
+
+
+def _grid_caption(results: RunResults | None, T: int) -> str:
+    steps = results.num_inference_steps if results else T
+    count = f"{results.num_samples} samples" if results else "Samples"
+    chain = f"all {T} ancestral steps" if steps == T else f"{steps} of the {T} steps (respaced chain)"
+    return f"{count} from the final EMA model, {chain}."
+
+
+def _duration_text(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
+
+
+def _is_inception(network: str) -> bool:
+    return _slug(network).startswith("inception")
+
+
+def _sample_metrics(quality: dict) -> tuple[SampleMetric, ...]:
+    """The numbers of ``hf_ddpm.metrics.sample_quality``'s dict, named after the network whose features they use:
+    "FID" and "Inception Score" only for Inception-v3, else e.g. "FD (digits classifier)"; a name that claims FID
+    for other features is a ``ValueError``."""
+    features = str(quality.get("feature_model") or "unknown features")
+    classifier = str(quality.get("classifier") or features)
+    n, ref = quality.get("num_samples"), quality.get("num_reference")
+    data = f"{n} samples against {ref} held-out images" if n and ref else "samples against held-out images"
+    found = []
+    if quality.get("fd") is not None:
+        inception = _is_inception(features)
+        name = "FID" if inception else str(quality.get("fd_name") or f"FD ({features})")
+        if re.search(r"\bFID\b", name, flags=re.IGNORECASE) and not inception:
+            raise ValueError(f"sample metric named {name!r}, but its features come from {features!r}, not Inception-v3")
+        found.append(SampleMetric(name, "fid" if inception else f"fd_{_slug(features)}", float(quality["fd"]), data))
+    if quality.get("inception_score") is not None:
+        inception = _is_inception(classifier)
+        name = "Inception Score" if inception else str(quality.get("score_name") or f"classifier score ({classifier})")
+        kind = "inception_score" if inception else f"classifier_score_{_slug(classifier)}"
+        found.append(SampleMetric(name, kind, float(quality["inception_score"]), data))
+    for key in ("precision", "recall"):
+        if quality.get(key) is not None:
+            found.append(SampleMetric(f"{key.capitalize()} ({features})", f"{key}_{_slug(features)}",
+                                      float(quality[key]), data))
+    return tuple(found)
