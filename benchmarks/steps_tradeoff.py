@@ -1,7 +1,7 @@
 """The README's K-step table: for each number of sampling steps K, the held-out bound of the K-step sampler and the
 quality of its samples, so that a user chooses K by numbers. One `hf-ddpm evaluate --num-inference-steps K` per K.
 
-    python benchmarks/steps_tradeoff.py --model ddpm-digits                      # K = 1000 250 100 50 20 10, 400 samples
+    python benchmarks/steps_tradeoff.py --model ddpm-digits      # K = 1000 250 100 50 20 10, 400 samples each
     python benchmarks/steps_tradeoff.py --model out --steps 1000 100 --num-samples 1000 --json tradeoff.json
 
 Each row is the exact bound (every term of the K-step chain: the distribution `pipe(num_inference_steps=K)` samples
@@ -63,8 +63,9 @@ def settings(model: str) -> str:
         lines.append("flags other than this checkout's defaults: " + (", ".join(
             f"{key}={value}" for key, value in flags.items() if defaults.get(key) != value) or "none"))
     if record is not None and record.results is not None:
-        lines.append(f"its own final bound: {record.results.test_bits_per_dim:.4f} ± "
-                     f"{record.results.test_bits_per_dim_stderr:.4f} bits/dim ({record.results.test_bits_per_dim_method})")
+        results = record.results
+        lines.append(f"its own final bound: {results.test_bits_per_dim:.4f} ± {results.test_bits_per_dim_stderr:.4f} "
+                     f"bits/dim ({results.test_bits_per_dim_method})")
     return "\n".join(lines)
 
 

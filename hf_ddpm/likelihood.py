@@ -141,7 +141,8 @@ def _chunk_terms(model, scheduler, chain: ChainTables, x0, timesteps: torch.Tens
     x0_64 = x0.double()
     terms = []
     for t in timesteps.tolist():
-        eps = noise if noise is not None else randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        eps = noise if noise is not None else \
+            randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = scheduler.add_noise(x0, eps, t)
         t_batch = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
         model_output = _as_output_tensor(model(x_t, t_batch)).double()
@@ -205,8 +206,8 @@ def bits_per_dim(
 
     ``num_inference_steps`` K: the bound of exactly the distribution ``pipe(num_inference_steps=K)`` samples from, on
     its K-step chain; ``inference_timesteps``: that of the chain ``set_timesteps(timesteps=inference_timesteps)``
-    installs (:func:`sampling_chain`); neither: the full T-step chain. ``timesteps``: evaluate only these steps of the chain, for
-    the unbiased estimate L_T + N/|S| · Σ_{t∈S} L_t when they were drawn uniformly from its N steps
+    installs (:func:`sampling_chain`); neither: the full T-step chain. ``timesteps``: evaluate only these steps of
+    the chain, for the unbiased estimate L_T + N/|S| · Σ_{t∈S} L_t when they were drawn uniformly from its N steps
     (:meth:`TimestepPlan.uniform`); None: every step. ``model``, ``noise``, ``generator``: as in
     :func:`estimate_bound`.
     """

@@ -35,8 +35,8 @@ class TimestepPlan:
 
     ``num_train_timesteps``: T of the scheduler. ``chain`` [N]: the ascending timesteps of the chain whose terms are
     evaluated (the training chain 0 … T−1, or a sampling chain of fewer steps, whose bound is that of the distribution
-    ``set_timesteps`` + ``step`` sample from on it). ``timesteps`` [K]: the evaluated steps of that chain, ascending (where
-    the network is called). ``num_exact``: the first ``num_exact`` timesteps are the chain's first ``num_exact``
+    ``set_timesteps`` + ``step`` sample from on it). ``timesteps`` [K]: the evaluated steps of that chain, ascending
+    (where the network is called). ``num_exact``: the first ``num_exact`` timesteps are the chain's first ``num_exact``
     steps, evaluated exactly; the rest were drawn uniformly without replacement from the chain's other steps.
     """
 
@@ -61,7 +61,8 @@ class TimestepPlan:
         outside = timesteps[~torch.isin(timesteps, chain)]
         if outside.numel():
             raise ValueError(f"timesteps {outside.tolist()} are not steps of the chain {chain.tolist()}")
-        if not (0 <= self.num_exact <= len(timesteps) and torch.equal(timesteps[: self.num_exact], chain[: self.num_exact])):
+        exact = self.num_exact
+        if not (0 <= exact <= len(timesteps) and torch.equal(timesteps[:exact], chain[:exact])):
             raise ValueError(f"num_exact={self.num_exact}: the plan's first timesteps must be the chain's first steps")
 
     @classmethod
@@ -149,8 +150,8 @@ class TimestepPlan:
             return "full bound over all timesteps" if self.is_training_chain else \
                 f"full bound of the {len(self.chain)}-step chain"
         chain = "" if self.is_training_chain else f" of the {len(self.chain)}-step chain"
-        return (f"unbiased estimate from {len(self.timesteps)} timesteps{chain}: the {self.num_exact} smallest exactly, "
-                f"{self.num_drawn} drawn uniformly without replacement from the rest")
+        return (f"unbiased estimate from {len(self.timesteps)} timesteps{chain}: the {self.num_exact} smallest "
+                f"exactly, {self.num_drawn} drawn uniformly without replacement from the rest")
 
     @property
     def prior_timestep(self) -> int:

@@ -17,8 +17,9 @@ from helpers import tiny_unet
 
 pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
 
+# what metrics.json, the card and `hf-ddpm evaluate` read
 JSON_KEYS = {"bits_per_dim", "standard_error", "prior", "decoder", "rate", "num_images", "num_timesteps",
-             "num_train_timesteps", "chain", "timesteps", "terms"}  # what metrics.json, the card and `hf-ddpm evaluate` read
+             "num_train_timesteps", "chain", "timesteps", "terms"}
 
 
 @pytest.mark.parametrize("exact", [4, 0], ids=["stratified", "uniform"])
@@ -132,6 +133,7 @@ def test_held_out_bound_is_bits_per_dim_chunk_by_chunk():
     images = images.round() / 127.5 - 1
     bound = held_out_bound(unet, scheduler, images, num_timesteps=None, seed=5, batch_size=4)
     generator = torch.Generator().manual_seed(5)
-    reference = torch.cat([bits_per_dim(unet, scheduler, chunk, generator=generator).total for chunk in images.split(4)])
+    reference = torch.cat([bits_per_dim(unet, scheduler, chunk, generator=generator).total
+                           for chunk in images.split(4)])
     assert abs(bound.bits_per_dim - float(reference.double().mean())) < 1e-9
     assert bound.num_timesteps == 12 and bound.num_images == 6 and bound.plan.is_complete

@@ -233,8 +233,10 @@ def test_k_step_bound_is_the_respaced_chains_bound(config, ask, expected, varian
     assert bound.timesteps.tolist() == expected and bound.plan.prior_timestep == expected[-1]
     assert ((bound.prior - prior).abs() <= prior_tol).all(), (bound.prior, prior, prior_tol)
     error = (bound.terms - terms).abs()
-    assert (error <= term_tol).all(), f"worst excess {float((error - term_tol).max())} at {divmod(int((error - term_tol).argmax()), len(tau))}"
-    torch.testing.assert_close(bound.total, prior + terms.sum(1), rtol=0, atol=float(prior_tol.max() + term_tol.sum(1).max()))
+    excess = error - term_tol
+    assert (excess <= 0).all(), f"worst excess {float(excess.max())} at {divmod(int(excess.argmax()), len(tau))}"
+    total_tol = float(prior_tol.max() + term_tol.sum(1).max())
+    torch.testing.assert_close(bound.total, prior + terms.sum(1), rtol=0, atol=total_tol)
     # the training chain's terms at the same timesteps (what the bound was before) are far outside the tolerance
     training = bits_per_dim(model, s, PIXELS, noise=noise, timesteps=expected)
     assert float((training.terms - terms).abs().max()) > 1e3 * float(term_tol.max())
@@ -253,8 +255,9 @@ def test_k_equal_t_is_todays_bound_exactly(spacing):
     assert k_step.plan.is_training_chain and k_step.to_dict() == full.to_dict()
     pipe = DDPMDocPipeline(unet=unet, scheduler=s)
     images = (x0 + 1) / 2
-    assert torch.equal(pipe.log_likelihood(images, num_inference_steps=30, generator=torch.Generator().manual_seed(2)).terms,
-                       pipe.log_likelihood(images, generator=torch.Generator().manual_seed(2)).terms)
+    seeded = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    assert torch.equal(pipe.log_likelihood(images, num_inference_steps=30, generator=seeded()).terms,
+                       pipe.log_likelihood(images, generator=seeded()).terms)
 
 
 def test_stratified_subset_of_a_k_step_chain():
@@ -320,7 +323,7 @@ def test_the_chain_is_named_and_checked():
     assert bound.plan.describe() == "full bound of the 50-step chain"
     with pytest.raises(ValueError, match="at most one of num_inference_steps or inference_timesteps"):
         bits_per_dim(toy_model, s, x0, num_inference_steps=5, inference_timesteps=[5, 0])
-    with pytest.raises(ParameterError, match="inference_timesteps is not a chain set_timesteps accepts: .*strictly descending"):
+    with pytest.raises(ParameterError, match="inference_timesteps is not a chain set_timesteps accepts: .*descending"):
         bits_per_dim(toy_model, s, x0, inference_timesteps=[0, 5])
     with pytest.raises(ValueError, match=r"num_inference_steps must be an integer in \[1, 1000\]"):
         bits_per_dim(toy_model, s, x0, num_inference_steps=1001)
@@ -334,14 +337,16 @@ def test_log_likelihood_is_the_bound_of_what_the_pipeline_samples_with_k_steps()
     s = DDPMDocScheduler(num_train_timesteps=40, beta_end=0.1, timestep_spacing="trailing", variance_type="fixed_large")
     pipe = DDPMDocPipeline(unet=tiny_unet(), scheduler=s)
     pipe.set_progress_bar_config(disable=True)
-    images = pipe(batch_size=3, num_inference_steps=7, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    images = pipe(batch_size=3, num_inference_steps=7, generator=torch.Generator().manual_seed(0),
+                  output_type="pt").images
     sampled_on = pipe.scheduler.timesteps.flip(0).tolist()
     bound = pipe.log_likelihood(images, num_inference_steps=7, generator=torch.Generator().manual_seed(1))
     assert bound.plan.chain.tolist() == sampled_on and sampled_on[0] > 0  # trailing: the decoder at τ_0 > 0
     x0 = torch.round(images * 255) / 127.5 - 1
     direct = bits_per_dim(pipe.unet, s, x0, generator=torch.Generator().manual_seed(1), num_inference_steps=7)
     torch.testing.assert_close(bound.total, direct.total, rtol=0, atol=0)
-    custom = pipe.log_likelihood(images, inference_timesteps=sampled_on[::-1], generator=torch.Generator().manual_seed(1))
+    custom = pipe.log_likelihood(images, inference_timesteps=sampled_on[::-1],
+                                 generator=torch.Generator().manual_seed(1))
     assert torch.equal(custom.terms, bound.terms)
 
 
@@ -364,7 +369,8 @@ def test_evaluate_reports_the_k_step_bound_beside_its_samples(tmp_path, capsys):
     assert record["bound"]["chain"] == [0, 4, 8, 12, 16] and record["sample_quality"]["num_inference_steps"] == 5
     pipe = DDPMDocPipeline.from_pretrained(model)
     x0 = _digits_test_x0()[spread_indices(359, 40)]
-    direct = bits_per_dim(pipe.unet, pipe.scheduler, x0, generator=torch.Generator().manual_seed(1), num_inference_steps=5)
+    direct = bits_per_dim(pipe.unet, pipe.scheduler, x0, generator=torch.Generator().manual_seed(1),
+                          num_inference_steps=5)
     assert record["bound"]["bits_per_dim"] == pytest.approx(direct.mean(), rel=1e-6)
     printed = capsys.readouterr().out
     assert "16 samples (5 steps, seed 1)" in printed and "of the 5-step sampling chain 0, 4, 8, 12, 16" in printed
