@@ -221,7 +221,7 @@ def test_k_step_bound_is_the_respaced_chains_bound(config, ask, expected, varian
     chain transcribed from the equations: β'_k = 1 − ᾱ_{τ_k}/ᾱ_{τ_{k−1}}, its own β̃'_k, the decoder at its first
     step τ_0 (whatever that timestep), learned_range between log β'_k and log β̃'_k, the prior at τ_{K−1}, the
     network called at the original τ_k. The tolerance is each value's first-order float64 error budget (above),
-    ~1e-11 of the term (the errors found are ~1 % of it), far below the gap to the training chain's terms at the
+    at most 7e-10 of the term (the errors found are at most 10 % of it), far below the gap to the training chain's terms at the
     same timesteps (what bits_per_dim gave for every K before)."""
     s = DDPMDocScheduler(variance_type=variance_type, clip_sample=clip, **config)
     assert sampling_chain(s, **ask).tolist() == expected
