@@ -2,8 +2,8 @@
 
     hf-ddpm sample   --model DIR --num-images 64 --steps 1000 --seed 0 --out grid.png
     hf-ddpm evaluate --model DIR [--dataset digits|<hub id> | --train-data-dir DIR] [--split test]
-                     [--num-images N] [--timesteps all|K] [--json out.json] [--plot lt.png]
-                     [--num-samples N [--num-inference-steps S] [--feature-model ID] [--classifier ID]]
+                     [--num-images N] [--num-inference-steps S] [--timesteps all|K] [--json out.json] [--plot lt.png]
+                     [--num-samples N [--feature-model ID] [--classifier ID]]
     hf-ddpm figures  --model DIR [--dataset … as for evaluate] [--out DIR] [--seed S] [--num-images N]
     hf-ddpm push     --folder DIR --repo-id ID [--token T] [--private]
 
@@ -112,16 +112,23 @@ def add_evaluate_parser(subparsers) -> None:
     add_held_out_arguments(parser)
     parser.add_argument("--num-images", type=_positive_int, default=None, help="default: the whole split")
     parser.add_argument(
+        "--num-inference-steps",
+        type=_positive_int,
+        default=None,
+        help="the sampler judged: the bound (and the --num-samples samples) of the pipeline with this many ancestral "
+        "steps, on the chain its scheduler's timestep_spacing gives (default: the full T-step chain)",
+    )
+    parser.add_argument(
         "--timesteps",
         default="all",
-        help="'all' (the exact bound) or K ≥ 4: the K/2 smallest timesteps plus K/2 drawn from the rest, an unbiased estimate",
+        help="'all' (the exact bound) or K ≥ 4: the chain's K/2 smallest timesteps plus K/2 drawn from its other "
+        "steps, an unbiased estimate (all of them when the chain has no more than K steps)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the timestep subset")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per UNet call")
     quality = parser.add_argument_group("sample quality (hf_ddpm.metrics), against the held-out images")
     quality.add_argument("--num-samples", type=int, default=0, help="draw N samples (seeded by --seed) and report "
                          "FD, score, class histogram, precision/recall (default 0: skip)")
-    quality.add_argument("--num-inference-steps", type=_positive_int, default=1000, help="ancestral steps per sample")
     quality.add_argument("--feature-model", default=None, help="transformers image model (Hub id or folder) for FD "
                          "and precision/recall, e.g. facebook/dinov2-small (default: the built-in digits evaluator)")
     quality.add_argument("--classifier", default=None, help="image classifier (Hub id, folder or 'digits') for the "
@@ -175,12 +182,13 @@ def held_out_source(args) -> tuple[dict, str]:
     return source, origin
 
 
-def sample_quality_of(pipeline, held_out, args) -> dict:
-    """``--num-samples``: draw the samples and judge them against the held-out images (``hf_ddpm.metrics``)."""
+def sample_quality_of(pipeline, held_out, args, num_inference_steps: int) -> dict:
+    """``--num-samples``: draw the samples with ``num_inference_steps`` steps and judge them against the held-out
+    images (``hf_ddpm.metrics``)."""
     from .metrics import sample_quality
     from .images import sample_grid
 
-    samples, _ = sample_grid(pipeline, args.num_samples, args.num_inference_steps, args.seed)
+    samples, _ = sample_grid(pipeline, args.num_samples, num_inference_steps, args.seed)
     try:
         quality = sample_quality(samples, (held_out.tensor() + 1) / 2, feature_model=args.feature_model,
                                  classifier=args.classifier, device=pipeline.device)
@@ -188,9 +196,9 @@ def sample_quality_of(pipeline, held_out, args) -> dict:
         raise ValueError(str(error)) from error
     score = "" if quality["inception_score"] is None else \
         f", {quality['score_name']} {quality['inception_score']:.3f}, classes {quality['class_histogram']}"
-    print(f"{args.num_samples} samples ({args.num_inference_steps} steps, seed {args.seed}): {quality['fd_name']} "
+    print(f"{args.num_samples} samples ({num_inference_steps} steps, seed {args.seed}): {quality['fd_name']} "
           f"{quality['fd']:.4f}, precision {quality['precision']:.3f}, recall {quality['recall']:.3f}{score}")
-    return dict(quality, num_inference_steps=args.num_inference_steps, seed=args.seed)
+    return dict(quality, num_inference_steps=num_inference_steps, seed=args.seed)
 
 
 def load_held_out(args, pipeline):
@@ -224,11 +232,16 @@ def run_evaluate(args) -> None:
     from .training.held_out import held_out_bound
 
     pipeline = load_pipeline(args.model, args.device)
-    num_timesteps = timestep_count(args.timesteps, pipeline.scheduler.config.num_train_timesteps)
+    process = pipeline.scheduler.config
+    T = process.num_train_timesteps
+    num_timesteps = timestep_count(args.timesteps, T)
+    steps = T if args.num_inference_steps is None else args.num_inference_steps
+    if steps > T:
+        raise ParameterError("num_inference_steps", f"must be at most the model's num_train_timesteps={T}, got {steps}")
     if args.num_samples < 0:
         raise ValueError(f"--num-samples must be ≥ 0 (0 skips sample quality), got {args.num_samples}")
     held_out, origin = load_held_out(args, pipeline)
-    quality = sample_quality_of(pipeline, held_out, args) if args.num_samples else None
+    quality = sample_quality_of(pipeline, held_out, args, steps) if args.num_samples else None
     bound = held_out_bound(
         pipeline.unet,
         pipeline.scheduler,
@@ -236,6 +249,7 @@ def run_evaluate(args) -> None:
         num_timesteps=num_timesteps,
         seed=args.seed,
         batch_size=args.batch_size,
+        num_inference_steps=steps,
     )
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin})")
     print(bound.describe())
@@ -246,6 +260,10 @@ def run_evaluate(args) -> None:
             "split": held_out.split,
             "data_chosen_by": origin,
             "seed": args.seed,
+            "num_inference_steps": steps,
+            "timestep_spacing": process.timestep_spacing,
+            "steps_offset": process.steps_offset,
+            "bound_of": bound.plan.describe_chain(),
             "timesteps": args.timesteps,
             "bound": bound.to_dict(),
         }

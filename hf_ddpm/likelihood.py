@@ -5,6 +5,11 @@ L_T = KL(q(x_T | x_0) ‖ N(0, I)), L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p
 Gaussian decoder L_0 = −log p_θ(x_0 | x_1) over the 256 bins of 8-bit data scaled to [−1, 1] (Eq. 13).
 Every per-term value is averaged over the data dimensions and divided by ln 2: bits/dim, computed in float64.
 
+The bound is that of a chain: by default the training chain (all T steps); for a sampler of K < T steps, the K-step
+chain τ_0 < … < τ_{K−1} it samples on (:func:`sampling_chain`), a diffusion process of its own with β'_k =
+1 − ᾱ_{τ_k}/ᾱ_{τ_{k−1}} (``hf_ddpm.schedules``): its prior at τ_{K−1}, its decoder at τ_0, its KL terms between its own
+posterior and the p_θ that ``step`` samples from on it, the network called at the original timesteps τ_k.
+
 This module holds the terms and the one loop that evaluates a model on images under a
 :class:`~hf_ddpm.timestep_plan.TimestepPlan` (:func:`estimate_bound`; :func:`bits_per_dim` for one batch); the result
 is a :class:`~hf_ddpm.variational_bound.VariationalBound`.
@@ -17,7 +22,9 @@ import math
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from .errors import ParameterError
 from .scheduler import DDPMDocScheduler
+from .schedules import ChainTables
 from .timestep_plan import TimestepPlan
 from .variational_bound import VariationalBound
 
@@ -81,42 +88,65 @@ def bound_term(
     x0: torch.Tensor,
     x_t: torch.Tensor,
     timesteps: torch.Tensor | int,
+    *,
+    chain: ChainTables | None = None,
 ) -> torch.Tensor:
-    """The bound's term at each example's timestep, bits/dim, shape [B]: L_{t−1} = KL(q ‖ p_θ) (Eqs. 5, 6)
-    for code timestep t > 0, and the decoder L_0 = −log p_θ(x_0 | x_1) (Eq. 13) for t = 0.
+    """The bound's term at each example's timestep of ``chain``, bits/dim, shape [B]: the decoder
+    L_0 = −log p_θ(x_0 | x_{τ_0}) (Eq. 13) at the chain's first step τ_0, and L_{k−1} = KL(q(x_{τ_{k−1}} | x_{τ_k}, x_0)
+    ‖ p_θ(x_{τ_{k−1}} | x_{τ_k})) (Eqs. 5, 6) at every other step τ_k.
 
-    p_θ is exactly the distribution ``scheduler.step`` samples from (same prediction type, variance type and
-    clipping of x̂_0)."""
-    p = scheduler.p_mean_variance(model_output, x_t, timesteps)
+    ``chain``: the training chain (default; τ_k = k, so the decoder is at code timestep 0) or a sampling chain from
+    ``scheduler.chain(...)``. p_θ is exactly the distribution ``scheduler.step`` samples from on that chain (same
+    prediction type, variance type and clipping of x̂_0)."""
+    chain = scheduler.train_tables if chain is None else chain
+    p = scheduler.p_mean_variance(model_output, x_t, timesteps, chain=chain)
 
     def kl():
-        q = scheduler.q_posterior(x0, x_t, timesteps)
+        q = scheduler.q_posterior(x0, x_t, timesteps, chain=chain)
         return mean_over_dims(normal_kl(q.mean, q.log_variance, p.mean, p.log_variance))
 
-    def decoder_nll():  # log σ = ½ log σ², a float or a float64 tensor: never rounded to float32
+    def decoder_nll():  # log σ = ½ log σ², a float64 tensor: never rounded to float32
         log_scales = 0.5 * p.log_variance
         return -mean_over_dims(discretized_gaussian_log_likelihood(x0, means=p.mean, log_scales=log_scales))
 
-    if isinstance(timesteps, int):  # one timestep for the whole batch: compute only its term
-        return (decoder_nll() if timesteps == 0 else kl()) / math.log(2.0)
-    return torch.where(timesteps.to(x0.device) == 0, decoder_nll(), kl()) / math.log(2.0)
+    k = chain.index(timesteps, x_t)
+    if isinstance(k, int):  # one timestep for the whole batch: compute only its term
+        return (decoder_nll() if k == 0 else kl()) / math.log(2.0)
+    return torch.where(k == 0, decoder_nll(), kl()) / math.log(2.0)
+
+
+def sampling_chain(
+    scheduler: DDPMDocScheduler, num_inference_steps: int | None = None, inference_timesteps=None
+) -> torch.Tensor:
+    """The ascending train timesteps of the chain that ``pipe(num_inference_steps=K)`` samples on (spaced by the
+    scheduler's ``timestep_spacing`` and ``steps_offset``, as ``set_timesteps(K)``), or of custom strictly descending
+    ``inference_timesteps`` (as ``set_timesteps(timesteps=…)`` takes them); neither: the training chain 0 … T−1."""
+    if num_inference_steps is not None and inference_timesteps is not None:
+        raise ValueError("pass at most one of num_inference_steps or inference_timesteps")
+    try:
+        return scheduler.chain(num_inference_steps, inference_timesteps).timesteps
+    except ValueError as error:
+        if inference_timesteps is None:
+            raise
+        raise ParameterError("inference_timesteps", f"is not a chain set_timesteps accepts: {error}") from error
 
 
 def _as_output_tensor(output) -> torch.Tensor:
     return output.sample if hasattr(output, "sample") else output
 
 
-def _chunk_terms(model, scheduler, x0, timesteps: torch.Tensor, noise, generator) -> torch.Tensor:
-    """[B, K] float64: the terms of images ``x0`` at ``timesteps``, in ascending t, each from one ε (``noise``, or
-    drawn from ``generator``), x_t = add_noise(x_0, ε, t) (Eq. 4) and the model's output at x_t."""
+def _chunk_terms(model, scheduler, chain: ChainTables, x0, timesteps: torch.Tensor, noise, generator) -> torch.Tensor:
+    """[B, K] float64: the terms of images ``x0`` at ``timesteps`` of ``chain``, in ascending t, each from one ε
+    (``noise``, or drawn from ``generator``), x_t = add_noise(x_0, ε, t) (Eq. 4) and the model's output at (x_t, t)."""
     x0_64 = x0.double()
     terms = []
     for t in timesteps.tolist():
-        eps = noise if noise is not None else randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        eps = noise if noise is not None else \
+            randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = scheduler.add_noise(x0, eps, t)
         t_batch = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
         model_output = _as_output_tensor(model(x_t, t_batch)).double()
-        terms.append(bound_term(scheduler, model_output, x0_64, x_t.double(), t))
+        terms.append(bound_term(scheduler, model_output, x0_64, x_t.double(), t, chain=chain))
     return torch.stack(terms, dim=1)
 
 
@@ -131,7 +161,9 @@ def estimate_bound(
     generator: torch.Generator | list[torch.Generator] | None = None,
     batch_size: int | None = None,
 ) -> VariationalBound:
-    """The variational bound (Eq. 5) of images ``x0`` (in [−1, 1] on the 8-bit grid) under ``plan``, bits/dim.
+    """The variational bound (Eq. 5) of images ``x0`` (in [−1, 1] on the 8-bit grid) under ``plan``, bits/dim: the
+    bound of ``plan.chain`` (the training chain, or the sampling chain ``plan`` was built on), estimated from the
+    plan's terms.
 
     ``model(x_t, t)`` returns the network output (a tensor or an object with ``.sample``, e.g. ``UNet2DModel``).
     The images go through the model ``batch_size`` at a time (None: all at once); within a chunk every planned
@@ -140,21 +172,22 @@ def estimate_bound(
     only with ``batch_size`` None). The terms are computed in float64 from the model's outputs.
     """
     T = scheduler.config.num_train_timesteps
-    if plan.num_train_timesteps != T or len(plan.chain) != T:
+    if plan.num_train_timesteps != T:
         raise ValueError(
-            f"plan must cover the scheduler's training chain (num_train_timesteps={T}), got a chain of "
-            f"{len(plan.chain)} steps with num_train_timesteps={plan.num_train_timesteps}"
+            f"plan must be for the scheduler's num_train_timesteps={T}, got a plan for "
+            f"num_train_timesteps={plan.num_train_timesteps}"
         )
     if noise is not None and noise.shape != x0.shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)}, expected the images' shape {tuple(x0.shape)}")
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    chain = scheduler.chain(timesteps=plan.chain.flip(0))  # the training chain's own tables when it is that one
     chunks = x0.split(batch_size) if batch_size else (x0,)
     noises = noise.split(batch_size) if noise is not None and batch_size else (noise,) * len(chunks)
     priors, terms = [], []
     for chunk, eps in zip(chunks, noises):
         priors.append(prior_bpd(scheduler, chunk.double(), plan.prior_timestep))
-        terms.append(_chunk_terms(model, scheduler, chunk, plan.timesteps, eps, generator))
+        terms.append(_chunk_terms(model, scheduler, chain, chunk, plan.timesteps, eps, generator))
     return VariationalBound(plan, torch.cat(priors), torch.cat(terms))
 
 
@@ -166,12 +199,18 @@ def bits_per_dim(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | list[torch.Generator] | None = None,
     timesteps: torch.Tensor | list[int] | None = None,
+    num_inference_steps: int | None = None,
+    inference_timesteps: torch.Tensor | list[int] | None = None,
 ) -> VariationalBound:
     """The variational bound (Eq. 5) of the batch ``x0`` (in [−1, 1] on the 8-bit grid), bits/dim per image.
 
-    ``timesteps``: evaluate only these timesteps, for the unbiased estimate L_T + T/|S| · Σ_{t∈S} L_t when they were
-    drawn uniformly (:meth:`TimestepPlan.uniform`); None: every timestep. ``model``, ``noise``, ``generator``: as in
+    ``num_inference_steps`` K: the bound of exactly the distribution ``pipe(num_inference_steps=K)`` samples from, on
+    its K-step chain; ``inference_timesteps``: that of the chain ``set_timesteps(timesteps=inference_timesteps)``
+    installs (:func:`sampling_chain`); neither: the full T-step chain. ``timesteps``: evaluate only these steps of
+    the chain, for the unbiased estimate L_T + N/|S| · Σ_{t∈S} L_t when they were drawn uniformly from its N steps
+    (:meth:`TimestepPlan.uniform`); None: every step. ``model``, ``noise``, ``generator``: as in
     :func:`estimate_bound`.
     """
-    plan = TimestepPlan.uniform(scheduler.config.num_train_timesteps, timesteps)
+    chain = sampling_chain(scheduler, num_inference_steps, inference_timesteps)
+    plan = TimestepPlan.uniform(scheduler.config.num_train_timesteps, timesteps, chain=chain)
     return estimate_bound(model, scheduler, x0, plan, noise=noise, generator=generator)

@@ -13,10 +13,12 @@ from .timestep_plan import TimestepPlan
 
 @dataclass(frozen=True, eq=False)
 class VariationalBound:
-    """The bound of ``num_images`` images in bits/dim, as evaluated under ``plan``.
+    """The bound of ``num_images`` images in bits/dim, as evaluated under ``plan``: the bound of ``plan.chain`` (the
+    training chain, or a sampling chain of fewer steps).
 
-    ``prior`` [B]: L_T of each image; ``terms`` [B, K]: each image's term at ``plan.timesteps`` (ascending t; the
-    column of the chain's first step is the decoder L_0 = −log p_θ(x_0 | x_1), the others KL terms). Everything else
+    ``prior`` [B]: L_T of each image, at the chain's last step; ``terms`` [B, K]: each image's term at
+    ``plan.timesteps`` (ascending t; the column of the chain's first step is the decoder L_0 = −log p_θ(x_0 | x_{τ_0}),
+    the others KL terms). Everything else
     is derived from these and the plan's weights: ``total`` [B] = L_T + Σ_k w_k L_{t_k} (the bound itself when the
     plan evaluates every term, else an unbiased estimate of it).
     """
@@ -97,7 +99,8 @@ class VariationalBound:
 
     def to_dict(self) -> dict:
         """The averages, ready for JSON (metrics.json, the model card, ``hf-ddpm evaluate --json``):
-        bits_per_dim = prior + (the decoder's weighted contribution) + rate."""
+        bits_per_dim = prior + (the decoder's weighted contribution) + rate; ``chain``: the ascending timesteps of the
+        chain whose bound it is (all T of them for the training chain)."""
         return {
             "bits_per_dim": self.bits_per_dim,
             "standard_error": self.standard_error,
@@ -107,6 +110,7 @@ class VariationalBound:
             "num_images": self.num_images,
             "num_timesteps": self.num_timesteps,
             "num_train_timesteps": self.num_train_timesteps,
+            "chain": self.plan.chain.tolist(),
             "timesteps": self.timesteps.tolist(),
             "terms": self.term_means.tolist(),
         }
@@ -122,6 +126,7 @@ class VariationalBound:
             [
                 f"bound: {summary['bits_per_dim']:.4f} ± {summary['standard_error']:.4f} bits/dim on "
                 f"{self.num_images} images{estimate}",
+                f"  of {self.plan.describe_chain()}",
                 f"  L_T (prior)          {summary['prior']:.6f}",
                 f"  L_0 (decoder)        {decoder}",
                 f"  rate Σ L_(t-1), t>1  {summary['rate']:.4f}",

@@ -12,7 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ParameterError
 from ..host_transfers import to_device
-from ..likelihood import estimate_bound
+from ..likelihood import estimate_bound, sampling_chain
 from ..scheduler import DDPMDocScheduler
 from ..timestep_plan import TimestepPlan
 from ..variational_bound import VariationalBound
@@ -171,6 +171,8 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         self,
         images,
         *,
+        num_inference_steps: int | None = None,
+        inference_timesteps: list[int] | None = None,
         timesteps: list[int] | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
@@ -178,7 +180,10 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
     ) -> VariationalBound:
         """The variational bound (Eq. 5) of real images in bits/dim (quantised to 8 bits first).
 
-        ``timesteps``: evaluate a subset of timesteps for an unbiased estimate (``TimestepPlan.uniform``);
+        ``num_inference_steps`` K: the bound of exactly the distribution ``self(num_inference_steps=K)`` samples from,
+        on its K-step chain; ``inference_timesteps``: that of the chain ``scheduler.set_timesteps(timesteps=…)``
+        installs from them (:func:`~hf_ddpm.likelihood.sampling_chain`); neither: the full T-step chain.
+        ``timesteps``: evaluate a subset of the chain's steps for an unbiased estimate (``TimestepPlan.uniform``);
         ``generator``: seeds the ε drawn at every timestep; ``noise``: or one ε per image ``[N, C, H, W]``, used at
         every timestep (as :meth:`rate_distortion` does); ``batch_size``: images per UNet call.
         Returns the per-image bound (``.total``, ``.prior``, ``.terms``) on the CPU.
@@ -186,7 +191,8 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         if not isinstance(self.scheduler, DDPMDocScheduler):
             raise TypeError(f"log_likelihood needs a DDPMDocScheduler, the pipeline has {type(self.scheduler).__name__}")
         x0 = self._images_to_model_range(images)
-        plan = TimestepPlan.uniform(self.scheduler.config.num_train_timesteps, timesteps)
+        chain = sampling_chain(self.scheduler, num_inference_steps, inference_timesteps)
+        plan = TimestepPlan.uniform(self.scheduler.config.num_train_timesteps, timesteps, chain=chain)
         bound = estimate_bound(
             self.unet,
             self.scheduler,
