@@ -1,5 +1,6 @@
 """The README's K-step table: for each number of sampling steps K, the held-out bound of the K-step sampler and the
-quality of its samples, so that a user chooses K by numbers. One `hf-ddpm evaluate --num-inference-steps K` per K.
+quality of its samples, so that a user chooses K by numbers (``hf_ddpm.steps_tradeoff``, as ``hf-ddpm figures``
+writes it to steps_tradeoff.csv), printed as Markdown.
 
     python benchmarks/steps_tradeoff.py --model ddpm-digits      # K = 1000 250 100 50 20 10, 400 samples each
     python benchmarks/steps_tradeoff.py --model out --steps 1000 100 --num-samples 1000 --json tradeoff.json
@@ -15,30 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
-import time
 
 import torch
 
-from hf_ddpm.cli import main as hf_ddpm
-from hf_ddpm.metrics import class_balance_chi2
-
-STEPS = (1000, 250, 100, 50, 20, 10)
-
-
-def evaluate(model: str, steps: int, args) -> dict:
-    """The record `hf-ddpm evaluate --num-inference-steps steps` writes, with its wall time."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "evaluate.json")
-        argv = ["evaluate", "--model", model, "--num-inference-steps", str(steps), "--timesteps", args.timesteps,
-                "--num-samples", str(args.num_samples), "--seed", str(args.seed), "--json", path]
-        argv += ["--feature-model", args.feature_model] if args.feature_model else []
-        started = time.time()
-        hf_ddpm(argv)
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    record["seconds"] = time.time() - started
-    return record
+from hf_ddpm import DDPMDocPipeline
+from hf_ddpm.cli.common import held_out_source
+from hf_ddpm.data import load_eval_images
+from hf_ddpm.steps_tradeoff import DEFAULT_STEPS, steps_tradeoff
 
 
 MODEL_SETTINGS = ("fourier_periods", "variance_type", "beta_start", "beta_end", "loss_type", "timestep_sampler",
@@ -70,43 +54,44 @@ def settings(model: str) -> str:
 
 
 def row(record: dict) -> str:
-    bound, quality = record["bound"], record["sample_quality"]
-    histogram = quality["class_histogram"]
-    score = "–" if quality["inception_score"] is None else f"{quality['inception_score']:.2f}"
-    classes = "–" if histogram is None else f"{class_balance_chi2(histogram):.1f} ({' '.join(map(str, histogram))})"
-    return (f"| {record['num_inference_steps']} | {bound['bits_per_dim']:.3f} ± {bound['standard_error']:.3f} "
-            f"| {bound['decoder']:.3f} | {bound['prior']:.1e} | {quality['fd']:.2f} | {score} | {classes} "
+    histogram = record["class_histogram"]
+    score = "–" if record["score"] is None else f"{record['score']:.2f}"
+    classes = "–" if histogram is None else f"{record['class_chi2']:.1f} ({' '.join(map(str, histogram))})"
+    return (f"| {record['num_inference_steps']} | {record['bits_per_dim']:.3f} ± {record['standard_error']:.3f} "
+            f"| {record['decoder']:.3f} | {record['prior']:.1e} | {record['fd']:.2f} | {score} | {classes} "
             f"| {record['seconds']:.0f} s |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline folder")
-    parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS), help="the K to compare")
+    parser.add_argument("--steps", type=int, nargs="+", default=list(DEFAULT_STEPS), help="the K to compare")
     parser.add_argument("--num-samples", type=int, default=400, help="samples per K (≥ 400 to judge class balance)")
-    parser.add_argument("--timesteps", default="all", help="`hf-ddpm evaluate --timesteps` (all: the exact bound)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--feature-model", default=None, help="default: the digits evaluator")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine may be shared)")
-    parser.add_argument("--json", default=None, help="also write every evaluate record here")
+    parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
-    records = [evaluate(args.model, steps, args) for steps in args.steps]
-    first = records[0]
+    pipeline = DDPMDocPipeline.from_pretrained(args.model)
+    pipeline.set_progress_bar_config(disable=True)
+    held_out = load_eval_images(**held_out_source(argparse.Namespace(
+        model=args.model, dataset=None, train_data_dir=None, dataset_config=None, validation_fraction=None,
+        split_seed=None))[0])
+    rows = steps_tradeoff(pipeline, held_out.tensor(), args.steps, num_samples=args.num_samples, seed=args.seed,
+                          feature_model=args.feature_model)
     print()
     print(settings(args.model))
-    print(f"held-out: {first['dataset']}, split {first['split']!r}, {first['bound']['num_images']} images; "
-          f"{args.num_samples} samples per K from seed {args.seed}; {first['sample_quality']['fd_name']}")
+    print(f"held-out: {held_out.name}, split {held_out.split!r}, {len(held_out)} images; {args.num_samples} samples "
+          f"per K from seed {args.seed}; {rows[0]['fd_name']}; torch threads {torch.get_num_threads()}")
     print()
     print("| K | bound of the K-step sampler (bits/dim) | L_0 (decoder) | L_T (prior) | FD | score | class χ² "
           "(9 d.o.f.; counts 0–9) | time |")
     print("|--:|--:|--:|--:|--:|--:|--|--:|")
-    for record in records:
+    for record in rows:
         print(row(record))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(records, handle, indent=2)
+            json.dump(rows, handle, indent=2)
 
 
 if __name__ == "__main__":

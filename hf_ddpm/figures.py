@@ -9,11 +9,14 @@
 ``interpolation.png``      Fig. 8: pairs encoded at t = T/4, T/2, 3T/4 with the same ε, decoded for λ = 0, 0.1, …, 1
 ``rate_distortion.csv``    Table 4: rate (bits/dim) and distortion (RMSE, 0–255) at every t, T … 1
 ``rate_distortion.png``    Fig. 5: distortion and rate against the reverse process's steps, distortion against rate
-``figures.json``           the settings, the rate–distortion summary and the seconds each figure took
+``steps_tradeoff.csv``     for each number of sampling steps K: the bound of the K-step sampler and its samples'
+                           quality (:mod:`hf_ddpm.steps_tradeoff`; ``hf-ddpm figures`` only — it takes minutes)
+``steps_tradeoff.png``     the same against K
+``figures.json``           the settings, the rate–distortion summary, the K table and the seconds each figure took
 =========================  ==========================================================================================
 
 Each figure is drawn with a fresh generator seeded by ``seed``: ``progressive.png``'s samples are
-``hf-ddpm sample --seed S``'s. (``steps_tradeoff.csv/png``, the K-step bound against K, comes with that bound.)
+``hf-ddpm sample --seed S``'s.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from .images import make_grid
 from .pipelines.paper_experiments import INTERPOLATION_LAMBDAS, paper_timestep, to_unit_range
 from .rate_distortion import RateDistortion
+from .steps_tradeoff import steps_tradeoff
 from .training.record import RunRecord, write_json
 
 FIGURES_DIR = "figures"
@@ -37,6 +41,8 @@ SHARED_LATENTS = "shared_latents.png"
 INTERPOLATION = "interpolation.png"
 RATE_DISTORTION_CSV = "rate_distortion.csv"
 RATE_DISTORTION_PLOT = "rate_distortion.png"
+STEPS_TRADEOFF_CSV = "steps_tradeoff.csv"
+STEPS_TRADEOFF_PLOT = "steps_tradeoff.png"
 SUMMARY = "figures.json"
 
 PROGRESSIVE_SAMPLES, PROGRESSIVE_COLUMNS = 8, 10
@@ -49,14 +55,18 @@ DPI = 100
 
 def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *, seed: int = 0,
                   settings: dict | None = None, batch_size: int = 256,
-                  rate_distortion: RateDistortion | None = None) -> dict:
+                  rate_distortion: RateDistortion | None = None, steps=None, steps_samples: int = 400,
+                  feature_model: str | None = None, classifier: str | None = None) -> dict:
     """Write the figures of the module docstring into ``out_dir`` and return ``figures.json``'s content.
 
     ``images`` [N, C, H, W] in [0, 1]: held-out images. All N give the rate–distortion numbers; the first
     2 × ``INTERPOLATION_PAIRS`` are paired (0 with 1, 2 with 3, …) for the interpolation and the first
     ``SHARED_IMAGES`` encoded for the shared latents. ``settings``: what to record beside the figures' own
     settings (the model and data, e.g.); ``batch_size``: images per UNet call of the rate–distortion pass;
-    ``rate_distortion``: that pass of these ``images`` already made (``pipeline.rate_distortion``), to reuse."""
+    ``rate_distortion``: that pass of these ``images`` already made (``pipeline.rate_distortion``), to reuse.
+    ``steps``: the numbers of sampling steps K of ``steps_tradeoff.csv/png`` (None: not drawn), each judged on
+    ``steps_samples`` samples with ``feature_model``/``classifier`` (``hf_ddpm.metrics``; default: the digits
+    evaluator)."""
     os.makedirs(out_dir, exist_ok=True)
     T = pipeline.scheduler.config.num_train_timesteps
     seconds, timesteps = {}, {}
@@ -100,7 +110,15 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     rd = rate_distortion or pipeline.rate_distortion(images, generator=generator(), batch_size=batch_size)
     write_rate_distortion_csv(rd, os.path.join(out_dir, RATE_DISTORTION_CSV))
     plot_rate_distortion(rd, os.path.join(out_dir, RATE_DISTORTION_PLOT))
-    seconds["rate_distortion"] = time.perf_counter() - started
+    seconds["rate_distortion"], started = time.perf_counter() - started, time.perf_counter()
+
+    tradeoff = None
+    if steps is not None:
+        tradeoff = steps_tradeoff(pipeline, images.to(pipeline.device) * 2 - 1, steps, num_samples=steps_samples,
+                                  seed=seed, feature_model=feature_model, classifier=classifier, batch_size=batch_size,
+                                  full_bound=rd.bound)
+        write_steps_tradeoff(tradeoff, out_dir)
+        seconds["steps_tradeoff"] = time.perf_counter() - started
 
     summary = {
         "settings": {**(settings or {}), "seed": seed, "num_images": len(images), "num_train_timesteps": T,
@@ -108,6 +126,7 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
                      "timesteps_are": "the paper's t (code timestep + 1)",
                      "interpolation_lambdas": list(INTERPOLATION_LAMBDAS)},
         "rate_distortion": rd.summary(),
+        "steps_tradeoff": tradeoff,
         "seconds": seconds,
     }
     write_json(os.path.join(out_dir, SUMMARY), summary)
@@ -126,6 +145,39 @@ def add_to_record(folder: str | os.PathLike, out_dir: str | os.PathLike, summary
     images = {**record.images, "progressive": figure.relative_to(folder).as_posix()}
     RunRecord(record.config, results, images).save(folder)
     return True
+
+
+def write_steps_tradeoff(rows: list[dict], out_dir: str | os.PathLike) -> None:
+    """``steps_tradeoff.csv`` (one row per K: the bound of the K-step sampler and its samples' quality) and
+    ``steps_tradeoff.png`` (both against K)."""
+    columns = ("num_inference_steps", "bits_per_dim", "standard_error", "decoder", "prior", "fd", "score",
+               "class_chi2", "precision", "recall", "num_samples", "seconds")
+    with open(os.path.join(out_dir, STEPS_TRADEOFF_CSV), "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plt = _pyplot()
+    steps = [row["num_inference_steps"] for row in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].errorbar(steps, [row["bits_per_dim"] for row in rows], yerr=[row["standard_error"] for row in rows],
+                     marker="o", capsize=3)
+    axes[0].set(xscale="log", yscale="log", xlabel="sampling steps K", ylabel="bound of the K-step sampler (bits/dim)")
+    judged = [row for row in rows if row["fd"] is not None]
+    if judged:
+        axes[1].plot([row["num_inference_steps"] for row in judged], [row["fd"] for row in judged], marker="o",
+                     label=judged[0]["fd_name"])
+        scored = [row for row in judged if row["score"] is not None]
+        if scored:
+            twin = axes[1].twinx()
+            twin.plot([row["num_inference_steps"] for row in scored], [row["score"] for row in scored], marker="s",
+                      color="C1", label="score")
+            twin.set_ylabel("score")
+        axes[1].set(xscale="log", xlabel="sampling steps K", ylabel=judged[0]["fd_name"])
+        axes[1].set_title(f"{judged[0]['num_samples']} samples per K", fontsize=9)
+    figure.suptitle("Fewer sampling steps: the bound of exactly the K-step sampler, and its samples", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(os.path.join(out_dir, STEPS_TRADEOFF_PLOT), dpi=DPI)
+    plt.close(figure)
 
 
 def write_rate_distortion_csv(rd: RateDistortion, path: str | os.PathLike) -> None:

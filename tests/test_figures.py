@@ -18,6 +18,7 @@ from hf_ddpm.cli import main
 from hf_ddpm.data import digits_dataset
 from hf_ddpm.figures import PIXELS_PER_CELL, add_to_record, tile, write_figures
 from hf_ddpm.images import to_uint8
+from hf_ddpm.steps_tradeoff import DEFAULT_STEPS
 from hf_ddpm.training.config import RunConfig
 from hf_ddpm.training.record import RunRecord
 
@@ -106,8 +107,25 @@ def test_figures_default_to_the_digits_only():
 def test_the_command_writes_into_the_model_and_updates_its_record(trained, tmp_path, capsys):
     out, record = trained
     RunRecord(record.config, record.results, {"samples": "samples.png"}).save(out)
-    main(["figures", "--model", str(out), "--out", str(out / "again"), "--num-images", "6", "--seed", "3"])
+    main(["figures", "--model", str(out), "--out", str(out / "again"), "--num-images", "6", "--seed", "3",
+          "--num-samples", "8"])
     summary = json.loads((out / "again" / "figures.json").read_text())
+    # the K table: the bound of exactly the K-step sampler (K = T: the rate–distortion pass's bound, not evaluated
+    # again), and the quality of 8 samples drawn with K steps
+    pipe = DDPMDocPipeline.from_pretrained(out)
+    T = pipe.scheduler.config.num_train_timesteps
+    with open(out / "again" / "steps_tradeoff.csv", newline="") as handle:
+        rows = {int(row["num_inference_steps"]): row for row in csv.DictReader(handle)}
+    assert sorted(rows, reverse=True) == [k for k in DEFAULT_STEPS if k <= T] and T in rows
+    assert float(rows[T]["bits_per_dim"]) == pytest.approx(summary["rate_distortion"]["bits_per_dim"], rel=1e-12)
+    images = digits_dataset("test", num_images=6).tensor()  # what --num-images 6 chooses from the digits' test split
+    for k in rows:
+        if k < T:
+            expected = pipe.log_likelihood((images + 1) / 2, num_inference_steps=k,
+                                           generator=torch.Generator().manual_seed(3)).mean()
+            assert float(rows[k]["bits_per_dim"]) == pytest.approx(expected, rel=1e-9)
+    assert all(int(row["num_samples"]) == 8 and float(row["fd"]) > 0 for row in rows.values())
+    assert [row["num_inference_steps"] for row in summary["steps_tradeoff"]] == sorted(rows, reverse=True)
     assert summary["settings"]["num_images"] == 6 and summary["settings"]["data_chosen_by"].startswith("the training")
     updated = RunRecord.load(out)
     assert updated.images == {"samples": "samples.png", "progressive": "again/progressive.png"}

@@ -1,0 +1,61 @@
+"""``hf-ddpm``: sample from and evaluate a trained pipeline without writing Python.
+
+    hf-ddpm sample   --model DIR --num-images 64 --steps 1000 --seed 0 --out grid.png
+    hf-ddpm evaluate --model DIR [--dataset digits|<hub id> | --train-data-dir DIR] [--split test]
+                     [--num-images N] [--num-inference-steps S] [--timesteps all|K] [--json out.json] [--plot lt.png]
+                     [--num-samples N [--feature-model ID] [--classifier ID]]
+    hf-ddpm figures  --model DIR [--dataset … as for evaluate] [--out DIR] [--seed S] [--num-images N]
+    hf-ddpm push     --folder DIR --repo-id ID [--token T] [--private]
+
+Each subcommand is a module here with an ``add_<name>_parser(subparsers)`` that registers its options and sets
+``func``; the work is done by library functions. A new subcommand is one more entry in ``SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ParameterError
+from .evaluate import add_evaluate_parser
+from .figures import add_figures_parser
+from .push import add_push_parser
+from .sample import add_sample_parser
+
+SUBCOMMANDS = (add_sample_parser, add_evaluate_parser, add_figures_parser, add_push_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-ddpm", description="Sample from and evaluate DDPM pipelines.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+# The library's parameters whose flags are not spelled "--" + the name with dashes.
+FLAGS = {"dataset_name": "--dataset", "dataset_config_name": "--dataset-config", "eval_split": "--split",
+         "num_timesteps": "--timesteps"}
+
+
+def flag_of(parameter: str) -> str:
+    """The ``hf-ddpm`` flag of a library parameter (``train_data_dir`` → ``--train-data-dir``)."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``hf-ddpm``; bad input (a ValueError; a library ``ParameterError`` with the flag it came from) is
+    reported as one ``error:`` line with exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ParameterError as error:
+        parser.exit(2, f"hf-ddpm {args.command}: error: {error.with_name(flag_of(error.parameter))}\n")
+    except ValueError as error:
+        parser.exit(2, f"hf-ddpm {args.command}: error: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

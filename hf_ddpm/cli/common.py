@@ -1,0 +1,113 @@
+"""What the ``hf-ddpm`` subcommands share: loading a pipeline, the held-out data flags of ``evaluate`` and ``figures``
+(by default the data the model was trained on, from its ``training_run.json``), and argument types."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from ..errors import ParameterError
+
+
+def device_name(name: str | None) -> str:
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_pipeline(model: str, device: str | None = None):
+    """``DDPMDocPipeline.from_pretrained(model)`` on ``device``; a ValueError naming ``--model`` if it fails."""
+    from ..pipelines import DDPMDocPipeline
+
+    try:
+        pipeline = DDPMDocPipeline.from_pretrained(model)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--model {model!r} could not be loaded as a DDPMDocPipeline: {error}") from error
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device_name(device))
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_held_out_arguments(parser) -> None:
+    """The flags that choose the held-out images (``hf-ddpm evaluate`` and ``hf-ddpm figures``; see
+    :func:`held_out_source` and :func:`load_held_out`)."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset",
+        default=None,
+        help="'digits' or a datasets Hub id / folder (default: the model's training data, from its "
+        "training_run.json, else the digits)",
+    )
+    source.add_argument("--train-data-dir", default=None, help="an image folder (datasets' imagefolder)")
+    parser.add_argument("--dataset-config", default=None, help="the dataset's configuration name")
+    parser.add_argument("--image-column", default=None, help="default: the dataset's single Image column")
+    parser.add_argument(
+        "--split", default=None, help="default: the held-out split training used (test/validation, else a fraction)"
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        help="held out when the data has no test/validation split (default: as in training, else 0.1)",
+    )
+    parser.add_argument(
+        "--split-seed", type=int, default=None, help="seed of that hold-out (default: the training seed, else 0)"
+    )
+
+
+def held_out_source(args) -> tuple[dict, str]:
+    """``load_eval_images`` keyword arguments for ``hf-ddpm evaluate``, and where they came from.
+
+    Explicit flags win; without ``--dataset``/``--train-data-dir`` the data of the run that trained the model (its
+    ``training_run.json``) is used, so the held-out split is the one training held out, with its fraction and seed;
+    else the digits."""
+    from ..training.record import RUN_FILE, RunRecord
+
+    flagged = args.dataset is not None or args.train_data_dir is not None
+    record = None if flagged or not os.path.isdir(args.model) else RunRecord.load(args.model)
+    if record is not None:
+        data = record.config.data
+        source = dict(dataset_name=data.dataset_name, train_data_dir=data.train_data_dir,
+                      dataset_config_name=args.dataset_config or data.dataset_config_name)
+        fraction, seed = data.validation_fraction, record.config.optim.seed
+        origin = f"the training run ({os.path.join(args.model, RUN_FILE)})"
+    else:
+        source = dict(dataset_name=args.dataset, train_data_dir=args.train_data_dir,
+                      dataset_config_name=args.dataset_config)
+        fraction, seed = 0.1, 0
+        origin = "the flags" if flagged else f"default (no {RUN_FILE})"
+    source.update(validation_fraction=fraction if args.validation_fraction is None else args.validation_fraction,
+                  seed=seed if args.split_seed is None else args.split_seed)
+    return source, origin
+
+
+def load_held_out(args, pipeline):
+    """The held-out images the flags of :func:`add_held_out_arguments` (and ``--num-images``) choose, at the model's
+    resolution, and where the choice came from; data of another channel count than the model's is an error."""
+    from ..data import load_eval_images
+
+    unet = pipeline.unet.config
+    source, origin = held_out_source(args)
+    try:
+        held_out = load_eval_images(
+            **source,
+            split=args.split,
+            image_column=args.image_column,
+            resolution=unet.sample_size if isinstance(unet.sample_size, int) else None,
+            num_images=args.num_images,
+        )
+    except ParameterError as error:
+        hint = f"data chosen by {origin}; --dataset / --train-data-dir choose other data"
+        raise ParameterError(error.parameter, f"{error.detail} ({hint})") from error
+    if held_out.channels != unet.in_channels:
+        raise ValueError(
+            f"the data ({held_out.name}, split {held_out.split!r}) has {held_out.channels} channel(s) but --model "
+            f"{args.model!r} expects {unet.in_channels}"
+        )
+    return held_out, origin

@@ -1,0 +1,73 @@
+"""``hf-ddpm figures``: the paper's experiments for a trained pipeline (``hf_ddpm.figures``)."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import ParameterError
+from ..steps_tradeoff import DEFAULT_STEPS
+from .common import add_held_out_arguments, load_held_out, load_pipeline, positive_int
+
+
+def add_figures_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "figures", help="the paper's experiments: progressive generation, shared latents, interpolation, "
+                        "rate–distortion (Figs. 5–8, Table 4)",
+        description="Write progressive.png (Fig. 6), shared_latents.png (Fig. 7), interpolation.png (Fig. 8), "
+                    "rate_distortion.csv/.png (Table 4, Fig. 5) and figures.json (settings and summary) for a trained "
+                    "pipeline, on held-out images chosen as by hf-ddpm evaluate. (steps_tradeoff.csv/.png, the bound "
+                    "and sample quality against the number of sampling steps K, is not written yet: it needs the "
+                    "K-step bound.) When the output folder lies inside the model folder and the model has a "
+                    "training_run.json, the record gains the progressive figure and the rate–distortion summary, so "
+                    "that hf-ddpm push shows them on the model card.")
+    parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline (folder or Hub id)")
+    add_held_out_arguments(parser)
+    parser.add_argument("--num-images", type=positive_int, default=None,
+                        help="held-out images of the rate–distortion table (default: the whole split); the first "
+                             "few are also encoded for the shared-latent and interpolation figures")
+    parser.add_argument("--out", default=None, help="output folder (default: MODEL/figures for a model folder, "
+                                                    "else ./figures)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds every figure (progressive.png's samples are "
+                                                            "hf-ddpm sample --seed's)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="images per UNet call (rate–distortion)")
+    parser.add_argument("--steps", default=None,
+                        help="comma-separated numbers of sampling steps K for steps_tradeoff.csv/.png ('none': skip it; "
+                             f"default: those of {','.join(map(str, DEFAULT_STEPS))} the model's T allows)")
+    parser.add_argument("--num-samples", type=int, default=400, help="samples judged at each K (0: the bound only)")
+    parser.add_argument("--feature-model", default=None, help="as for evaluate (default: the digits evaluator)")
+    parser.add_argument("--classifier", default=None, help="as for evaluate")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=run_figures)
+
+
+def steps_list(spec: str | None, num_train_timesteps: int) -> list[int] | None:
+    """``--steps``: 'none' → None; None → the default K that are at most T (T itself if none is); else the
+    comma-separated numbers of sampling steps."""
+    if spec is None:
+        return [k for k in DEFAULT_STEPS if k <= num_train_timesteps] or [num_train_timesteps]
+    if spec == "none":
+        return None
+    try:
+        return [int(k) for k in spec.split(",")]
+    except ValueError:
+        raise ParameterError("steps", f"must be 'none' or comma-separated numbers of steps, got {spec!r}") from None
+
+
+def run_figures(args) -> None:
+    from ..figures import FIGURES_DIR, add_to_record, write_figures
+    from ..rate_distortion import describe_summary
+
+    pipeline = load_pipeline(args.model, args.device)
+    held_out, origin = load_held_out(args, pipeline)
+    out = args.out or (os.path.join(args.model, FIGURES_DIR) if os.path.isdir(args.model) else FIGURES_DIR)
+    settings = {"model": args.model, "dataset": held_out.name, "split": held_out.split, "data_chosen_by": origin}
+    summary = write_figures(pipeline, (held_out.tensor() + 1) / 2, out, seed=args.seed, settings=settings,
+                            batch_size=args.batch_size, steps=steps_list(args.steps, pipeline.scheduler.config.num_train_timesteps), steps_samples=args.num_samples,
+                            feature_model=args.feature_model, classifier=args.classifier)
+    print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin}): {len(held_out)} images")
+    for name, seconds in summary["seconds"].items():
+        print(f"  {name:16s} {seconds:7.1f} s")
+    print(describe_summary(summary["rate_distortion"]))
+    print(f"wrote the figures to {out}")
+    if os.path.isdir(args.model) and add_to_record(args.model, out, summary):
+        print(f"added the progressive figure and the rate–distortion summary to {args.model}'s training_run.json")
