@@ -61,8 +61,9 @@ def run_figures(args) -> None:
     held_out, origin = load_held_out(args, pipeline)
     out = args.out or (os.path.join(args.model, FIGURES_DIR) if os.path.isdir(args.model) else FIGURES_DIR)
     settings = {"model": args.model, "dataset": held_out.name, "split": held_out.split, "data_chosen_by": origin}
+    steps = steps_list(args.steps, pipeline.scheduler.config.num_train_timesteps)
     summary = write_figures(pipeline, (held_out.tensor() + 1) / 2, out, seed=args.seed, settings=settings,
-                            batch_size=args.batch_size, steps=steps_list(args.steps, pipeline.scheduler.config.num_train_timesteps), steps_samples=args.num_samples,
+                            batch_size=args.batch_size, steps=steps, steps_samples=args.num_samples,
                             feature_model=args.feature_model, classifier=args.classifier)
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin}): {len(held_out)} images")
     for name, seconds in summary["seconds"].items():
