@@ -5,6 +5,11 @@
   minus the constant L_T: the true weighting λ_t of Eq. 12, plus the decoder L_0 at t = 0.
 * ``"hybrid"``: L_simple + λ · T · L_t with the mean stopped (only the variance learns from the bound),
   λ = 0.001 (improved DDPM's L_hybrid); for learned variances.
+* ``"vlb_simple"``: T · L_t + c · L_simple, c = ``simple_weight``. The bound's weight on the mean's squared error,
+  T λ_t / ln 2 (Eq. 12; for ε-prediction λ_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t))), is ~2000 at the smallest t and only
+  ~7–15 for t ≳ 100; c adds the same weight at every t. Both parts are minimised by the same mean (the posterior mean
+  of the target given x_t), so the bound's optimum is unchanged; c moves the network's effort towards the large t
+  that decide an image's coarse structure, which the bound barely prices.
 
 A timestep sampler draws t with probabilities p_t and returns the weights 1 / (T p_t) that keep the loss an
 unbiased estimate of its uniform-t expectation.
@@ -28,8 +33,13 @@ LOSS_TYPES = {
     "simple": "L_simple, the unweighted MSE on {target} (Eq. 14)",
     "vlb": "the variational bound L_vlb (Eq. 5)",
     "hybrid": "L_hybrid = L_simple + λ·L_vlb (improved DDPM)",
+    "vlb_simple": "the variational bound L_vlb (Eq. 5) + c·L_simple on {target}, c = {simple_weight:g}",
 }
-TIMESTEP_SAMPLERS = {"uniform": "uniform", "importance": "importance (importance sampling of t by the bound's terms)"}
+TIMESTEP_SAMPLERS = {
+    "uniform": "uniform",
+    "importance": "importance (importance sampling of t by the bound's terms, mixed with {uniform_mix:g} of the "
+                  "uniform distribution)",
+}
 HYBRID_VLB_WEIGHT = 0.001  # λ of L_hybrid on the full bound (improved DDPM, Sec. 3.1)
 
 
@@ -74,11 +84,12 @@ def training_loss(
     timesteps: torch.Tensor,
     loss_type: str = "simple",
     *,
+    simple_weight: float = 1.0,
     bound_terms: bool = False,
 ) -> TrainingLoss:
     """The loss of ``loss_type`` (validated once where it is chosen: :func:`check_objective`) for
-    x_t = add_noise(x0, noise, timesteps) (Algorithm 1). ``bound_terms``: also return L_t for ``"simple"`` (the
-    bound objectives compute it anyway, once)."""
+    x_t = add_noise(x0, noise, timesteps) (Algorithm 1); ``simple_weight``: c of ``"vlb_simple"``.
+    ``bound_terms``: also return L_t for ``"simple"`` (the bound objectives compute it anyway, once)."""
     T = scheduler.config.num_train_timesteps
     if loss_type == "vlb":
         terms = bound_term(scheduler, model_output, x0, x_t, timesteps)
@@ -89,6 +100,9 @@ def training_loss(
     if loss_type == "simple":
         terms = bound_term(scheduler, model_output.detach(), x0, x_t, timesteps) if bound_terms else None
         return TrainingLoss(simple, terms)
+    if loss_type == "vlb_simple":
+        terms = bound_term(scheduler, model_output, x0, x_t, timesteps)
+        return TrainingLoss(T * terms + simple_weight * simple, terms.detach())
     terms = bound_term(scheduler, torch.cat([prediction.detach(), variance_output], dim=1), x0, x_t, timesteps)
     return TrainingLoss(simple + HYBRID_VLB_WEIGHT * T * terms, terms.detach())
 
@@ -122,7 +136,8 @@ class UniformSampler:
 
 class ImportanceSampler(UniformSampler):
     """p_t ∝ √E[L_t²] over the last ``history`` losses seen at each t, mixed with ``uniform_mix`` of the
-    uniform distribution (improved DDPM, Sec. 3.3). Uniform until every t has a full history.
+    uniform distribution (improved DDPM, Sec. 3.3): every t keeps p_t ≥ ``uniform_mix`` / T, so its weight
+    1 / (T p_t) stays ≤ 1 / ``uniform_mix``. Uniform until every t has a full history.
 
     :meth:`update` reads nothing back from the device: it starts copying the losses to the host
     (:class:`~hf_ddpm.host_transfers.HostCopy`), and they enter the history at the next :meth:`probabilities`,
@@ -175,10 +190,10 @@ class ImportanceSampler(UniformSampler):
         self._counts = np.array(state["counts"], dtype=np.int64)
 
 
-def make_timestep_sampler(name: str, num_timesteps: int) -> UniformSampler:
-    """The sampler called ``name`` (one of ``TIMESTEP_SAMPLERS``)."""
+def make_timestep_sampler(name: str, num_timesteps: int, uniform_mix: float = 0.001) -> UniformSampler:
+    """The sampler called ``name`` (one of ``TIMESTEP_SAMPLERS``); ``uniform_mix``: the importance sampler's share of
+    the uniform distribution."""
+    check_choice("timestep_sampler", name, TIMESTEP_SAMPLERS)
     if name == "uniform":
         return UniformSampler(num_timesteps)
-    if name == "importance":
-        return ImportanceSampler(num_timesteps)
-    raise ValueError(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got {name!r}")
+    return ImportanceSampler(num_timesteps, uniform_mix=uniform_mix)

@@ -180,6 +180,20 @@ def test_a_hub_dataset_is_listed_and_the_objective_follows_the_loss(tmp_path, of
     assert VARIANCE_TYPES["learned"].diffusers_difference in section(card.text, "Without hf-ddpm (diffusers only)")
 
 
+def test_the_bound_plus_simple_objective_and_the_sampler_mix_are_stated_with_their_values(tmp_path, offline):
+    _, out = saved(tmp_path, variance_type="learned_range", num_train_timesteps=50)
+    objective = ObjectiveConfig(loss_type="vlb_simple", simple_weight=12.5, timestep_sampler="importance",
+                                importance_uniform_mix=0.25)
+    run = record(50, process=ProcessConfig(num_train_timesteps=50, variance_type="learned_range"), objective=objective)
+    text = hub.render_model_card(out, run).text
+    rows = training_table(text)
+    assert rows["loss"] == LOSS_TYPES["vlb_simple"].format(target="ε", simple_weight=12.5)
+    assert rows["loss"].endswith("c = 12.5")
+    assert rows["timestep sampling"] == TIMESTEP_SAMPLERS["importance"].format(uniform_mix=0.25)
+    assert "0.25 of the uniform" in rows["timestep sampling"]
+    assert "c = 12.5 times" in section(text, "Objective")
+
+
 def test_a_fourier_unet_is_named_and_diffusers_alone_is_not_offered(tmp_path, offline):
     periods = (1.0, 4.0, 16.0)
     fourier = tiny_pipeline(fourier_periods=periods).unet
@@ -335,6 +349,6 @@ def test_the_card_describes_each_option_in_the_options_own_words(tmp_path, offli
                  compute=ComputeConfig(mixed_precision="bf16" if precision == "fp16" else precision))
     rows = training_table(hub.render_model_card(out, run).text)
     assert rows["variance Σ_θ"] == f"`{variance_type}`: {VARIANCE_TYPES[variance_type].variance}"
-    assert rows["timestep sampling"] == TIMESTEP_SAMPLERS[sampler]
+    assert rows["timestep sampling"] == TIMESTEP_SAMPLERS[sampler].format(uniform_mix=0.001)
     assert rows["precision"] == MIXED_PRECISIONS["bf16" if precision == "fp16" else precision]
     assert LOSS_TYPES[loss].format(target=PREDICTION_TYPES[prediction].target) in rows["loss"]

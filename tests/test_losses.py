@@ -72,6 +72,32 @@ def test_hybrid_loss_stops_the_mean_gradient_of_the_bound():
     assert grad_hybrid[:, 1:].abs().sum() > 0  # the variance learns from λ·L_vlb
 
 
+@pytest.mark.parametrize("variance_type", ["fixed_small", "learned_range"])
+def test_vlb_simple_is_the_bound_term_plus_c_times_the_mean_squared_error(variance_type):
+    """T·L_t + c·‖ε − ε_θ‖²/D: the bound term of the same output, plus c times the squared error of the prediction
+    channels computed here in float64; the mean learns from both terms (nothing is stopped)."""
+    T, c = 1000, 12.5
+    s = DDPMDocScheduler(variance_type=variance_type)
+    x0, noise = torch.rand(4, 1, 4, 4) * 2 - 1, torch.randn(4, 1, 4, 4)
+    t = torch.tensor([0, 3, 400, 999])
+    x_t = s.add_noise(x0, noise, t)
+    out = torch.randn(4, 2 if variance_type == "learned_range" else 1, 4, 4, requires_grad=True)
+    result = training_loss(s, out, x0, x_t, noise, t, "vlb_simple", simple_weight=c)
+    mse = ((out[:, :1].detach().double() - noise.double()) ** 2).mean(dim=(1, 2, 3))
+    bound = bound_term(s, out.detach(), x0, x_t, t)
+    # float32 rounding, 2^-24 relative per operation: the squared error's D = 16 squares of differences summed
+    # (≤ D + 2 roundings of it), then T·L_t, c·mse and their sum (≤ 3 roundings of the total)
+    expected = T * bound.double() + c * mse
+    tolerance = (c * mse * (16 + 2) + expected.abs() * 3) * 2.0**-24
+    assert ((result.per_example.detach().double() - expected).abs() <= tolerance).all()
+    torch.testing.assert_close(result.bound_terms, bound)
+    (grad,) = torch.autograd.grad(result.per_example.sum(), out)
+    (grad_vlb,) = torch.autograd.grad(training_loss(s, out, x0, x_t, noise, t, "vlb").per_example.sum(), out)
+    # ∂/∂ε_θ of c·mean((ε_θ − ε)²) = 2c(ε_θ − ε)/D; the variance channel's gradient is the bound's alone
+    torch.testing.assert_close(grad - grad_vlb, torch.cat([2 * c * (out[:, :1].detach() - noise) / 16,
+                                                           torch.zeros_like(out[:, 1:])], dim=1))
+
+
 @pytest.mark.parametrize(
     "variance_type, loss_type, match",
     [("learned", "simple", "does not train the variance"), ("fixed_small", "hybrid", "is fixed"), ("fixed_small", "l2", "loss_type must be one of")],
@@ -101,6 +127,17 @@ def test_importance_sampler_is_uniform_until_warm_then_unbiased():
     estimate = float((w.double() * torch.tensor(per_t_loss)[t]).mean())
     assert estimate == pytest.approx(per_t_loss.mean(), rel=0.02)
     torch.testing.assert_close(w, (1 / (T * torch.tensor(p)[t])).float())
+
+
+def test_uniform_mix_bounds_every_weight():
+    """make_timestep_sampler hands the mix to the importance sampler: p_t ≥ mix / T, so each weight ≤ 1 / mix."""
+    T, mix = 4, 0.25
+    sampler = make_timestep_sampler("importance", T, uniform_mix=mix)
+    sampler._counts[:] = 10  # a full history where t = 3 never lost anything
+    sampler._losses[:] = np.array([1.0, 2.0, 3.0, 0.0])[:, None]
+    np.testing.assert_allclose(sampler.probabilities(), (1 - mix) * np.array([1, 2, 3, 0]) / 6 + mix / T)
+    _, weights = sampler.sample(1000, generator=torch.Generator().manual_seed(0))
+    assert float(weights.max()) == pytest.approx(1 / mix)
 
 
 def test_importance_sampler_state_round_trips():

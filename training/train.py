@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
          help="clip x̂_0 to [−1, 1] in sampling, and so in the losses and the bound (the bound is the clipped "
               "sampler's)")
     flag(model, "loss_type", choices=LOSS_TYPES)
+    flag(model, "simple_weight", type=float, help="c of --loss_type vlb_simple: T·L_t + c·L_simple")
     flag(model, "timestep_sampler", choices=TIMESTEP_SAMPLERS)
+    flag(model, "importance_uniform_mix", type=float,
+         help="share of the uniform distribution in the importance sampler's p_t (every t keeps a weight ≤ 1/share)")
 
     opt = p.add_argument_group("optimisation")
     flag(opt, "seed", type=int)

@@ -133,11 +133,17 @@ class CardFacts:
 
     @property
     def loss_text(self) -> str:
-        return LOSS_TYPES[self.loss_type].format(target=self.process.target_symbol) if self.config else "not recorded"
+        if not self.config:
+            return "not recorded"
+        return LOSS_TYPES[self.loss_type].format(target=self.process.target_symbol,
+                                                 simple_weight=self.config.objective.simple_weight)
 
     @property
     def sampler_text(self) -> str:
-        return TIMESTEP_SAMPLERS[self.config.objective.timestep_sampler] if self.config else "not recorded"
+        if not self.config:
+            return "not recorded"
+        objective = self.config.objective
+        return TIMESTEP_SAMPLERS[objective.timestep_sampler].format(uniform_mix=objective.importance_uniform_mix)
 
     @property
     def eval_description(self) -> str:

@@ -97,14 +97,20 @@ class ProcessConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """The loss (``hf_ddpm.losses``) and how its timesteps are drawn."""
+    """The loss (``hf_ddpm.losses``) and how its timesteps are drawn. ``simple_weight``: c of the loss
+    ``"vlb_simple"`` (unused by the others); ``importance_uniform_mix``: the share of the uniform distribution in the
+    importance sampler's p_t (unused by the uniform sampler)."""
 
     loss_type: str = fixed("vlb")
+    simple_weight: float = fixed(1.0)
     timestep_sampler: str = fixed("importance")
+    importance_uniform_mix: float = fixed(0.001)
 
     def __post_init__(self):
         check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        check_interval("simple_weight", self.simple_weight, 0.0, math.inf)
         check_choice("timestep_sampler", self.timestep_sampler, TIMESTEP_SAMPLERS)
+        check_interval("importance_uniform_mix", self.importance_uniform_mix, 0.0, 1.0, closed_high=True)
 
 
 @dataclass(frozen=True)

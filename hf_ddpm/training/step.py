@@ -31,7 +31,7 @@ class StepResult(NamedTuple):
 
 
 def training_step(accelerator, unet, scheduler, timestep_sampler, clean: torch.Tensor, *, seed: int,
-                  micro_step: int, loss_type: str, importance: bool) -> StepResult:
+                  micro_step: int, loss_type: str, simple_weight: float, importance: bool) -> StepResult:
     """Algorithm 1 on one micro-batch of clean images x_0 (this process's share of the global micro-batch).
 
     t and ε are drawn on the host for the whole global micro-batch from (seed, micro_step) and each process takes its
@@ -45,7 +45,7 @@ def training_step(accelerator, unet, scheduler, timestep_sampler, clean: torch.T
     noisy = scheduler.add_noise(clean, noise, timesteps)
     model_output = unet(noisy, timesteps).sample
     per_example, terms = training_loss(scheduler, model_output, clean, noisy, noise, timesteps, loss_type,
-                                       bound_terms=importance)
+                                       simple_weight=simple_weight, bound_terms=importance)
     loss = (per_example * weights).mean()
     if not importance:
         return StepResult(loss, None, None)

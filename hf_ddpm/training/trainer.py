@@ -86,7 +86,8 @@ class Trainer:
         self.ema = EMAModel(unet.parameters(), decay=optim.ema_max_decay, use_ema_warmup=True,
                             inv_gamma=optim.ema_inv_gamma, power=optim.ema_power, foreach=True) if optim.use_ema else None
         self.timestep_sampler = make_timestep_sampler(config.objective.timestep_sampler,
-                                                      config.process.num_train_timesteps)
+                                                      config.process.num_train_timesteps,
+                                                      config.objective.importance_uniform_mix)
         self.history = TrainingHistory()
         self.images_seen = 0  # by this process, in this session
         self.unet, self.optimizer, self.loader, self.lr_scheduler = accelerator.prepare(
@@ -224,7 +225,8 @@ class Trainer:
                         result = training_step(
                             accelerator, self.unet, self.scheduler, self.timestep_sampler, clean,
                             seed=config.optim.seed, micro_step=epoch * len(self.loader) + batch_index,
-                            loss_type=config.objective.loss_type, importance=importance,
+                            loss_type=config.objective.loss_type, simple_weight=config.objective.simple_weight,
+                            importance=importance,
                         )
                         if importance:  # its copy to the host overlaps the backward pass on a GPU
                             self.timestep_sampler.update(result.timesteps, result.bound_terms)
