@@ -101,10 +101,10 @@ class ObjectiveConfig:
     ``"vlb_simple"`` (unused by the others); ``importance_uniform_mix``: the share of the uniform distribution in the
     importance sampler's p_t (unused by the uniform sampler)."""
 
-    loss_type: str = fixed("vlb")
-    simple_weight: float = fixed(1.0)
+    loss_type: str = fixed("vlb_simple")
+    simple_weight: float = fixed(20.0)
     timestep_sampler: str = fixed("importance")
-    importance_uniform_mix: float = fixed(0.001)
+    importance_uniform_mix: float = fixed(0.25)
 
     def __post_init__(self):
         check_choice("loss_type", self.loss_type, LOSS_TYPES)
@@ -119,10 +119,10 @@ class OptimConfig:
     process; ``max_train_steps`` (optimizer steps) overrides ``num_epochs``."""
 
     seed: int = fixed(0)
-    train_batch_size: int = fixed(128)
+    train_batch_size: int = fixed(64)
     gradient_accumulation_steps: int = fixed(1)
     num_epochs: int = 100
-    max_train_steps: int | None = 2500
+    max_train_steps: int | None = 3500
     learning_rate: float = 2e-3
     lr_scheduler: str = "cosine"
     lr_warmup_steps: int = 100
