@@ -345,10 +345,11 @@ def test_the_card_describes_each_option_in_the_options_own_words(tmp_path, offli
     sampler, precision = list(TIMESTEP_SAMPLERS)[len(variance_type) % 2], list(MIXED_PRECISIONS)[len(variance_type) % 3]
     _, out = saved(tmp_path, unet=unet, num_train_timesteps=50, variance_type=variance_type, prediction_type=prediction)
     process = ProcessConfig(num_train_timesteps=50, variance_type=variance_type, prediction_type=prediction)
-    run = record(50, process=process, objective=ObjectiveConfig(loss_type=loss, timestep_sampler=sampler),
+    objective = ObjectiveConfig(loss_type=loss, timestep_sampler=sampler)
+    run = record(50, process=process, objective=objective,
                  compute=ComputeConfig(mixed_precision="bf16" if precision == "fp16" else precision))
     rows = training_table(hub.render_model_card(out, run).text)
     assert rows["variance Σ_θ"] == f"`{variance_type}`: {VARIANCE_TYPES[variance_type].variance}"
-    assert rows["timestep sampling"] == TIMESTEP_SAMPLERS[sampler].format(uniform_mix=0.001)
+    assert rows["timestep sampling"] == TIMESTEP_SAMPLERS[sampler].format(uniform_mix=objective.importance_uniform_mix)
     assert rows["precision"] == MIXED_PRECISIONS["bf16" if precision == "fp16" else precision]
     assert LOSS_TYPES[loss].format(target=PREDICTION_TYPES[prediction].target) in rows["loss"]
