@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a DDPM (Ho et al. 2020) with 🤗 Accelerate.
 
-    accelerate launch training/train.py                  # the built-in digits: ≤ 8 minutes on 2 CPU cores
+    accelerate launch training/train.py                  # the built-in digits: about 8 minutes on 2 CPU cores
     accelerate launch training/train.py --dataset_name cifar10 --resolution 32 --variance_type fixed_large \
         --loss_type simple --timestep_sampler uniform --beta_start 1e-4
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 training/train.py   # 2-process DDP on CPU
