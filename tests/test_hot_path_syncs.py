@@ -73,7 +73,7 @@ def test_pipeline_loop_makes_no_host_sync_per_step(callback):
 
 @pytest.mark.parametrize("sampler_name, loss_type, variance_type",
                          [("uniform", "simple", "fixed_small"), ("importance", "hybrid", "learned_range"),
-                          ("importance", "vlb", "fixed_large")])
+                          ("importance", "vlb", "fixed_large"), ("importance", "vlb_simple", "learned_range")])
 def test_training_step_makes_no_host_sync(sampler_name, loss_type, variance_type):
     """Micro-steps as the trainer runs them (training_step, backward, optimizer step, the sampler's update): nothing
     the step computes is read back. The importance sampler reads only its host copies of the previous step's terms
@@ -90,7 +90,7 @@ def test_training_step_makes_no_host_sync(sampler_name, loss_type, variance_type
 
     def micro_step(index: int):
         result = training_step(accelerator, unet, scheduler, sampler, clean, seed=0, micro_step=index,
-                               loss_type=loss_type, importance=importance)
+                               loss_type=loss_type, importance=importance, simple_weight=20.0)
         if importance:
             sampler.update(result.timesteps, result.bound_terms)
         accelerator.backward(result.loss)

@@ -31,8 +31,9 @@ class StepResult(NamedTuple):
 
 
 def training_step(accelerator, unet, scheduler, timestep_sampler, clean: torch.Tensor, *, seed: int,
-                  micro_step: int, loss_type: str, simple_weight: float, importance: bool) -> StepResult:
-    """Algorithm 1 on one micro-batch of clean images x_0 (this process's share of the global micro-batch).
+                  micro_step: int, loss_type: str, importance: bool, simple_weight: float = 1.0) -> StepResult:
+    """Algorithm 1 on one micro-batch of clean images x_0 (this process's share of the global micro-batch), with the
+    objective ``loss_type`` (``simple_weight``: its c when it is ``"vlb_simple"``).
 
     t and ε are drawn on the host for the whole global micro-batch from (seed, micro_step) and each process takes its
     slice, so a run's draws depend neither on how its global batch is split over processes nor on the device."""
