@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from .data import model_range_to_uint8
 from .errors import ParameterError, check_at_least
 from .images import sample_grid
 from .likelihood import estimate_bound, sampling_chain
@@ -37,7 +38,7 @@ def steps_tradeoff(pipeline, images: torch.Tensor, steps=DEFAULT_STEPS, *, num_s
     if not steps or any(not 1 <= k <= T for k in steps):
         raise ParameterError("steps", f"must be numbers of sampling steps in [1, {T}], got {steps}")
     check_at_least("num_samples", num_samples, 0)
-    reference = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    reference = model_range_to_uint8(images)
     rows = []
     for k in steps:
         started = time.time()

@@ -23,8 +23,8 @@ Modules: :mod:`.transforms` (8-bit conversion, resize, crop, flip, decoding), :m
 from .dataset import ImageData, ImageDataset
 from .digits import DIGITS_LEVELS, DIGITS_RESOLUTION, digits_dataset, digits_split, digits_uint8
 from .loading import is_digits, load_eval_images, load_image_data
-from .transforms import crop_and_flip, resize_image, to_8bit, uint8_to_model_range
+from .transforms import crop_and_flip, model_range_to_uint8, resize_image, to_8bit, uint8_to_model_range
 
 __all__ = ["DIGITS_LEVELS", "DIGITS_RESOLUTION", "ImageData", "ImageDataset", "crop_and_flip", "digits_dataset",
-           "digits_split", "digits_uint8", "is_digits", "load_eval_images", "load_image_data", "resize_image",
-           "to_8bit", "uint8_to_model_range"]
+           "digits_split", "digits_uint8", "is_digits", "load_eval_images", "load_image_data", "model_range_to_uint8",
+           "resize_image", "to_8bit", "uint8_to_model_range"]

@@ -19,6 +19,11 @@ def uint8_to_model_range(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(images), dtype=torch.float32) / 127.5 - 1.0
 
 
+def model_range_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`uint8_to_model_range`: images in [−1, 1] → uint8 tensor, each value on its nearest level."""
+    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
 def to_8bit(image: Image.Image, channels: int) -> Image.Image:
     """An image of any supported mode → mode ``"L"`` (``channels=1``) or ``"RGB"`` (``channels=3``), 8 bits.
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 
-import torch
 from tqdm.auto import tqdm
 
+from ..data import model_range_to_uint8
 from ..images import sample_grid
 from .held_out import held_out_bound
 
@@ -56,7 +56,7 @@ def training_sample_quality(trainer) -> dict:
 
     output, steps = trainer.config.output, trainer.config.eval_chain_steps
     samples, _ = sample_grid(trainer.pipeline(), output.eval_samples, steps, trainer.config.optim.seed)
-    reference = ((trainer.eval_images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    reference = model_range_to_uint8(trainer.eval_images)
     quality = sample_quality(samples, reference, feature_model=output.feature_model, classifier=output.classifier,
                              device=trainer.accelerator.device, progress=False)
     histogram = quality["class_histogram"]

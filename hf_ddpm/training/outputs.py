@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from ..data import model_range_to_uint8
 from ..figures import FIGURES_DIR, PROGRESSIVE, write_figures
 from ..images import sample_grid
 from ..rate_distortion import describe_summary
@@ -108,7 +109,7 @@ def _sample_quality(samples, eval_images) -> dict | None:
     """The final grid's sample quality against the held-out images (``hf_ddpm.metrics``, digits evaluator)."""
     from ..metrics import sample_quality
 
-    reference = ((eval_images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    reference = model_range_to_uint8(eval_images)
     return sample_quality(samples, reference)
 
 
