@@ -51,17 +51,15 @@ def steps_tradeoff(pipeline, images: torch.Tensor, steps=DEFAULT_STEPS, *, num_s
                                    batch_size=batch_size)
         row = {"num_inference_steps": k, "bits_per_dim": bound.bits_per_dim, "standard_error": bound.standard_error,
                "decoder": bound.decoder, "prior": float(bound.prior.mean()), "chain": bound.plan.describe_chain()}
-        quality = None
+        quality = {}
         if num_samples:
             samples, _ = sample_grid(pipeline, num_samples, k, seed)
             quality = sample_quality(samples, reference, feature_model=feature_model, classifier=classifier,
                                      device=pipeline.device, progress=False)
-        histogram = None if quality is None else quality["class_histogram"]
-        row.update(fd=None if quality is None else quality["fd"], fd_name=None if quality is None else quality["fd_name"],
-                   score=None if quality is None else quality["inception_score"], class_histogram=histogram,
-                   class_chi2=None if histogram is None else class_balance_chi2(histogram),
-                   precision=None if quality is None else quality["precision"],
-                   recall=None if quality is None else quality["recall"], num_samples=num_samples,
+        histogram = quality.get("class_histogram")
+        row.update(fd=quality.get("fd"), fd_name=quality.get("fd_name"), score=quality.get("inception_score"),
+                   class_histogram=histogram, class_chi2=None if histogram is None else class_balance_chi2(histogram),
+                   precision=quality.get("precision"), recall=quality.get("recall"), num_samples=num_samples,
                    seconds=time.time() - started)
         rows.append(row)
     return rows
