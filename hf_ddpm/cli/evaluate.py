@@ -63,12 +63,13 @@ def timestep_count(spec: str, num_train_timesteps: int) -> int | None:
 def sample_quality_of(pipeline, held_out, args, num_inference_steps: int) -> dict:
     """``--num-samples``: draw the samples with ``num_inference_steps`` steps and judge them against the held-out
     images (``hf_ddpm.metrics``)."""
-    from ..metrics import sample_quality
     from ..images import sample_grid
+    from ..metrics import sample_quality
+    from ..pipelines.paper_experiments import to_unit_range
 
     samples, _ = sample_grid(pipeline, args.num_samples, num_inference_steps, args.seed)
     try:
-        quality = sample_quality(samples, (held_out.tensor() + 1) / 2, feature_model=args.feature_model,
+        quality = sample_quality(samples, to_unit_range(held_out.tensor()), feature_model=args.feature_model,
                                  classifier=args.classifier, device=pipeline.device)
     except OSError as error:  # a feature model or classifier that cannot be loaded
         raise ValueError(str(error)) from error

@@ -55,6 +55,7 @@ def steps_list(spec: str | None, num_train_timesteps: int) -> list[int] | None:
 
 def run_figures(args) -> None:
     from ..figures import FIGURES_DIR, add_to_record, write_figures
+    from ..pipelines.paper_experiments import to_unit_range
     from ..rate_distortion import describe_summary
 
     pipeline = load_pipeline(args.model, args.device)
@@ -62,7 +63,7 @@ def run_figures(args) -> None:
     out = args.out or (os.path.join(args.model, FIGURES_DIR) if os.path.isdir(args.model) else FIGURES_DIR)
     settings = {"model": args.model, "dataset": held_out.name, "split": held_out.split, "data_chosen_by": origin}
     steps = steps_list(args.steps, pipeline.scheduler.config.num_train_timesteps)
-    summary = write_figures(pipeline, (held_out.tensor() + 1) / 2, out, seed=args.seed, settings=settings,
+    summary = write_figures(pipeline, to_unit_range(held_out.tensor()), out, seed=args.seed, settings=settings,
                             batch_size=args.batch_size, steps=steps, steps_samples=args.num_samples,
                             feature_model=args.feature_model, classifier=args.classifier)
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin}): {len(held_out)} images")

@@ -13,6 +13,7 @@ import torch
 from ..data import model_range_to_uint8
 from ..figures import FIGURES_DIR, PROGRESSIVE, write_figures
 from ..images import sample_grid
+from ..pipelines.paper_experiments import to_unit_range
 from ..rate_distortion import describe_summary
 from .held_out import held_out_bound
 from .history import save_evaluation_plot, save_loss_plot
@@ -42,7 +43,7 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     # (with one ε per image, drawn from the seed), and its bound is the held-out bound.
     rate_distortion = None
     if config.draws_figures and output.final_eval_timesteps is None:
-        rate_distortion = pipeline.rate_distortion((trainer.eval_images + 1) / 2,
+        rate_distortion = pipeline.rate_distortion(to_unit_range(trainer.eval_images),
                                                    generator=torch.Generator().manual_seed(config.optim.seed))
         bound = rate_distortion.bound
     else:
@@ -98,7 +99,7 @@ def _figures(pipeline, trainer, rate_distortion) -> dict:
     content."""
     data = trainer.data
     settings = {"model": "this run's final EMA pipeline", "dataset": data.name, "split": data.eval_split}
-    summary = write_figures(pipeline, (trainer.eval_images + 1) / 2,
+    summary = write_figures(pipeline, to_unit_range(trainer.eval_images),
                             os.path.join(trainer.config.output.output_dir, FIGURES_DIR), seed=trainer.config.optim.seed,
                             settings=settings, rate_distortion=rate_distortion)
     print(describe_summary(summary["rate_distortion"]))
