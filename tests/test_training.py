@@ -131,6 +131,9 @@ def test_resume_from_another_configuration_names_the_setting(tmp_path, tiny_conf
         (dict(validation_fraction=1.5), "validation_fraction", r"\(0, 1\)"),
         (dict(push_to_hub=True), "hub_model_id", "needed by push_to_hub"),
         (dict(beta_start=0.5, beta_end=1.5), None, "betas must lie in"),
+        (dict(num_samples=3), "num_samples", "≥ 4"),  # the digits' final samples are judged (FD with k = 3)
+        (dict(max_eval_images=3), "max_eval_images", "≥ 4"),
+        (dict(train_data_dir="somewhere", classifier="digits"), "classifier", "needs a feature_model"),
     ],
 )
 def test_bad_settings_are_refused_by_name_before_any_work(settings, parameter, message):

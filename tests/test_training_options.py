@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from hf_ddpm import DDPMDocPipeline, bits_per_dim
 from hf_ddpm.data import load_image_data
+from hf_ddpm.errors import ParameterError
 from hf_ddpm.training import held_out_bound
 from hf_ddpm.training.checkpointing import complete_checkpoints
 from hf_ddpm.training.config import RunConfig
@@ -308,6 +309,48 @@ def test_evaluate_finds_the_training_folder_from_another_directory(tmp_path, tin
     bound = bits_per_dim(pipeline.unet, pipeline.scheduler, held_out, generator=torch.Generator().manual_seed(4))
     assert record["bound"]["num_images"] == len(held_out) == 10
     assert record["bound"]["bits_per_dim"] == pytest.approx(float(bound.total.double().mean()), rel=1e-6)
+
+
+def test_other_images_are_judged_only_in_the_feature_model_named(tmp_path, tiny_config):
+    """On an image folder the digits evaluator means nothing: without --feature_model neither the evaluations nor the
+    final samples are judged (and a 1-image grid is fine); with one, both are judged in its features, and the final
+    numbers are those of hf_ddpm.metrics on the saved pipeline's own samples. A held-out split too small to judge
+    against stops the run before training."""
+    from test_metrics_models import _tiny_dinov2
+
+    from hf_ddpm.data import digits_split
+    from hf_ddpm.images import sample_grid
+    from hf_ddpm.metrics import sample_quality
+
+    folder = tmp_path / "images" / "train"
+    folder.mkdir(parents=True)
+    for i, image in enumerate(digits_split("train")[0][:40, 0]):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    data = dict(train_data_dir=str(tmp_path / "images"), validation_fraction=0.25, train_batch_size=10,
+                max_train_steps=2, checkpointing_steps=0, eval_steps=1)
+    plain = train_tiny(tiny_config, tmp_path / "plain", num_samples=1, **data)
+    assert plain.results.sample_quality is None
+    assert [sorted(e) for e in plain.results.eval_log] == [["eval_bits_per_dim", "eval_bits_per_dim_stderr", "loss",
+                                                             "lr", "step"]]
+
+    _tiny_dinov2(tmp_path / "features")
+    out = tmp_path / "judged"
+    judged = train_tiny(tiny_config, out, feature_model=str(tmp_path / "features"), **data)
+    (evaluation,) = judged.results.eval_log
+    assert evaluation["eval_fd_name"] == "FD_DINOv2" and evaluation["eval_fd"] > 0 and evaluation["eval_score"] is None
+    pipe = DDPMDocPipeline.from_pretrained(out)
+    samples, _ = sample_grid(pipe, 4, 5, 3)  # tiny_settings: num_samples 4, num_inference_steps 5, seed 3
+    held_out = load_image_data(train_data_dir=str(tmp_path / "images"), validation_fraction=0.25, seed=3).eval.tensor()
+    expected = sample_quality(samples, ((held_out + 1) * 127.5).round().to(torch.uint8).numpy(),
+                              feature_model=str(tmp_path / "features"), progress=False)
+    final = judged.results.sample_quality
+    assert final["fd_name"] == "FD_DINOv2" and final["inception_score"] is None and final["num_reference"] == 10
+    assert final["fd"] == pytest.approx(expected["fd"], rel=1e-6)
+
+    with pytest.raises(ParameterError, match=r"held-out images .* are 2; judging the samples .* at least 4") as error:
+        train_tiny(tiny_config, tmp_path / "small", feature_model=str(tmp_path / "features"),
+                   **{**data, "validation_fraction": 0.05})
+    assert error.value.parameter == "validation_fraction" and not (tmp_path / "small" / "unet").exists()
 
 
 def test_the_thread_count_is_the_cores_unless_someone_chose(tmp_path):

@@ -29,6 +29,7 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 MIXED_PRECISIONS = {"no": "float32", "fp16": "float16 mixed", "bf16": "bfloat16 mixed"}  # option: the card's words
 LOGGERS = ("none", "tensorboard", "wandb")
 SECRET_SETTINGS = ("hub_token",)  # never written to training_run.json or a tracker
+MIN_JUDGED_IMAGES = 4  # FD and precision/recall (k = 3 neighbours) need more images than neighbours, on both sides
 
 
 def fixed(default):
@@ -208,8 +209,8 @@ class OutputConfig:
             check_at_least(name, getattr(self, name), MIN_STRATIFIED_TIMESTEPS, optional=name == "final_eval_timesteps")
         check_at_least("num_samples", self.num_samples, 1)
         check_at_least("num_inference_steps", self.num_inference_steps, 1)
-        if self.eval_samples != 0:  # FD and precision/recall need more samples than neighbours (k = 3)
-            check_at_least("eval_samples", self.eval_samples, 4)
+        if self.eval_samples != 0:
+            check_at_least("eval_samples", self.eval_samples, MIN_JUDGED_IMAGES)
         check_at_least("eval_inference_steps", self.eval_inference_steps, 1, optional=True)
         check_choice("figures", self.figures, (None, True, False))
         check_choice("logger", self.logger, LOGGERS)
@@ -277,12 +278,26 @@ class RunConfig:
 
             if not torch.cuda.is_available():
                 raise ParameterError("mixed_precision", "'fp16' needs a GPU; use 'bf16' or 'no' on a CPU")
+        if self.output.classifier is not None and not self.judges_samples:
+            raise ParameterError("classifier", "needs a feature_model for data other than the built-in digits (the FD "
+                                               "of the judged samples is computed in its features)")
+        if self.judges_samples:  # the final samples and the held-out images are judged: enough of each, or no run
+            check_at_least("num_samples", self.output.num_samples, MIN_JUDGED_IMAGES)
+            check_at_least("max_eval_images", self.data.max_eval_images, MIN_JUDGED_IMAGES, optional=True)
 
     @property
     def eval_chain_steps(self) -> int:
         """The steps of the chain that draws the samples judged during training (``eval_inference_steps``, by default
         100 or T if fewer)."""
         return self.output.eval_inference_steps or min(100, self.process.num_train_timesteps)
+
+    @property
+    def judges_samples(self) -> bool:
+        """The samples' quality is measured, at the end (the ``num_samples`` final samples) and, with
+        ``eval_samples`` > 0, at each evaluation: by the digits evaluator on the built-in digits, else only with a
+        ``feature_model`` the user named (``hf_ddpm.metrics``; the digits evaluator's features mean nothing for other
+        images)."""
+        return self.output.feature_model is not None or is_digits(self.data.dataset_name, self.data.train_data_dir)
 
     @property
     def draws_figures(self) -> bool:

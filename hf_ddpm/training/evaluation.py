@@ -43,22 +43,30 @@ def periodic_evaluation(trainer, step: int, logs: dict, *, sample: bool, evaluat
 
 def judges_samples(trainer) -> bool:
     """Sample quality during training: asked for (``eval_samples`` > 0) and with features that mean something for
-    the data — the built-in digits evaluator on the digits, else a ``feature_model`` the user named."""
+    the data (:attr:`~hf_ddpm.training.config.RunConfig.judges_samples`)."""
+    return trainer.config.output.eval_samples > 0 and trainer.config.judges_samples
+
+
+def judge_samples(trainer, samples) -> dict:
+    """``hf_ddpm.metrics.sample_quality`` of uint8 ``samples`` against the held-out images, with the run's
+    ``feature_model`` and ``classifier`` (default: the digits evaluator): the one judge of the evaluations during
+    training and of the final samples."""
+    from ..metrics import sample_quality
+
     output = trainer.config.output
-    return output.eval_samples > 0 and (trainer.data.name == "digits" or output.feature_model is not None)
+    return sample_quality(samples, model_range_to_uint8(trainer.eval_images), feature_model=output.feature_model,
+                          classifier=output.classifier, device=trainer.accelerator.device, progress=False)
 
 
 def training_sample_quality(trainer) -> dict:
     """``eval_samples`` samples of the evaluation network, drawn with the respaced ``eval_inference_steps``-step chain
     from the run's seed (the same noise at every evaluation, so the curve follows the model, not the draw), judged
     against the held-out images: FD, score, class histogram and its χ² against even classes, precision, recall."""
-    from ..metrics import class_balance_chi2, sample_quality
+    from ..metrics import class_balance_chi2
 
     output, steps = trainer.config.output, trainer.config.eval_chain_steps
     samples, _ = sample_grid(trainer.pipeline(), output.eval_samples, steps, trainer.config.optim.seed)
-    reference = model_range_to_uint8(trainer.eval_images)
-    quality = sample_quality(samples, reference, feature_model=output.feature_model, classifier=output.classifier,
-                             device=trainer.accelerator.device, progress=False)
+    quality = judge_samples(trainer, samples)
     histogram = quality["class_histogram"]
     return {
         "eval_quality_setting": f"{output.eval_samples} samples, {steps}-step chain",

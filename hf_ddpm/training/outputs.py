@@ -10,11 +10,11 @@ import time
 
 import torch
 
-from ..data import model_range_to_uint8
 from ..figures import FIGURES_DIR, PROGRESSIVE, write_figures
 from ..images import sample_grid
 from ..pipelines.paper_experiments import to_unit_range
 from ..rate_distortion import describe_summary
+from .evaluation import judge_samples
 from .held_out import held_out_bound
 from .history import save_evaluation_plot, save_loss_plot
 from .machine import describe_hardware
@@ -81,7 +81,7 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
         eval_log=trainer.history.evaluations,
         num_samples=output.num_samples,
         num_inference_steps=output.num_inference_steps,
-        sample_quality=_sample_quality(samples, trainer.eval_images),
+        sample_quality=judge_samples(trainer, samples) if config.judges_samples else None,
         figures=figures,
     )
     record = RunRecord(config, results, images=images)
@@ -104,14 +104,6 @@ def _figures(pipeline, trainer, rate_distortion) -> dict:
                             settings=settings, rate_distortion=rate_distortion)
     print(describe_summary(summary["rate_distortion"]))
     return summary
-
-
-def _sample_quality(samples, eval_images) -> dict | None:
-    """The final grid's sample quality against the held-out images (``hf_ddpm.metrics``, digits evaluator)."""
-    from ..metrics import sample_quality
-
-    reference = model_range_to_uint8(eval_images)
-    return sample_quality(samples, reference)
 
 
 def _write_card(output_dir: str, record: RunRecord) -> None:

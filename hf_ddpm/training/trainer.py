@@ -26,7 +26,7 @@ from ..losses import make_timestep_sampler
 from ..presets import build_unet, preset_unet_config
 from ..scheduler import LEARNED_VARIANCE_TYPES
 from .checkpointing import StopRequest, check_resumable, resolve_resume, save_checkpoint
-from .config import RunConfig
+from .config import MIN_JUDGED_IMAGES, RunConfig
 from .data_order import EpochShuffleSampler
 from .distributed import check_process_group
 from .evaluation import periodic_evaluation
@@ -61,6 +61,10 @@ class Trainer:
             seed=optim.seed, cache_dir=data.cache_dir, max_eval_images=data.max_eval_images,
         )
         self.config = config = config.replace(resolution=self.data.resolution)
+        if config.judges_samples and len(self.data.eval) < MIN_JUDGED_IMAGES:
+            raise ParameterError("validation_fraction", f"the held-out images ({self.data.eval_split}) are "
+                                 f"{len(self.data.eval)}; judging the samples against them needs at least "
+                                 f"{MIN_JUDGED_IMAGES}: hold out more")
         unet = build_unet(self.data.resolution, self.data.channels,
                           learned_variance=config.process.variance_type in LEARNED_VARIANCE_TYPES,
                           config_name_or_path=config.model.model_config_name_or_path,
