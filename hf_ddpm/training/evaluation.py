@@ -29,7 +29,7 @@ def periodic_evaluation(trainer, step: int, logs: dict, *, sample: bool, evaluat
     message = f"step {step}: held-out bound ≈ {bound.bits_per_dim:.4f} ± {bound.standard_error:.4f} bits/dim " \
               f"({bound.num_timesteps} timesteps)"
     entry = {"step": step, **logs}
-    if judges_samples(trainer):
+    if output.eval_samples > 0 and trainer.config.judges_samples:
         quality = training_sample_quality(trainer)
         logs.update({key: quality[key] for key in ("eval_fd", "eval_score", "eval_class_chi2") if quality[key] is not None})
         entry.update(quality)
@@ -39,12 +39,6 @@ def periodic_evaluation(trainer, step: int, logs: dict, *, sample: bool, evaluat
             f"(χ² {quality['eval_class_chi2']:.1f})")
     trainer.history.evaluations.append({**entry, **logs})
     tqdm.write(message)
-
-
-def judges_samples(trainer) -> bool:
-    """Sample quality during training: asked for (``eval_samples`` > 0) and with features that mean something for
-    the data (:attr:`~hf_ddpm.training.config.RunConfig.judges_samples`)."""
-    return trainer.config.output.eval_samples > 0 and trainer.config.judges_samples
 
 
 def judge_samples(trainer, samples) -> dict:
