@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
 
 class ParameterError(ValueError):
     """A bad value of the parameter ``parameter``; ``detail`` says what is wrong without repeating the name."""
@@ -51,3 +54,11 @@ def check_choice(parameter: str, value, choices) -> None:
         known = False
     if not known:
         raise ParameterError(parameter, f"must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_repo_id(parameter: str, repo_id: str) -> None:
+    """``repo_id`` a valid Hub repo id ('name' or 'user/name'), checked offline by huggingface_hub's rules."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ParameterError(parameter, f"={repo_id!r} is not a valid Hub repo id ('name' or 'user/name'): {err}") from None

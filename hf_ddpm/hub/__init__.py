@@ -5,7 +5,7 @@
 * :mod:`.saved_pipeline` — the saved network and diffusion process, from the pipeline's configs.
 * :mod:`.metadata` — :func:`check_card_metadata`, the offline check of the card's YAML.
 * :mod:`.push` — what is pushed (:func:`files_to_push`), :func:`push_output_folder`, :class:`CheckpointPusher`,
-  :class:`HubPushError`, :func:`check_repo_id`.
+  :class:`HubPushError`.
 * :mod:`.remote_code` — :func:`remote_code_files`, the ``remote_code/`` bundle for diffusers-only users.
 
 The ``hf-ddpm push`` command is in :mod:`hf_ddpm.cli`; the trainer's Hub flags are ``HubConfig``'s.
@@ -13,9 +13,8 @@ The ``hf-ddpm push`` command is in :mod:`hf_ddpm.cli`; the trainer's Hub flags a
 
 from .card import render_model_card, write_model_card
 from .metadata import check_card_metadata
-from .push import (CheckpointPusher, HubPushError, check_repo_id, files_to_push, pipeline_files,
-                   push_output_folder)
+from .push import CheckpointPusher, HubPushError, files_to_push, pipeline_files, push_output_folder
 from .remote_code import remote_code_files
 
-__all__ = ["CheckpointPusher", "HubPushError", "check_card_metadata", "check_repo_id", "files_to_push",
-           "pipeline_files", "push_output_folder", "remote_code_files", "render_model_card", "write_model_card"]
+__all__ = ["CheckpointPusher", "HubPushError", "check_card_metadata", "files_to_push", "pipeline_files",
+           "push_output_folder", "remote_code_files", "render_model_card", "write_model_card"]

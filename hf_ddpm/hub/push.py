@@ -19,10 +19,9 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+from huggingface_hub.utils import filter_repo_objects
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_repo_id
 from ..training.record import RUN_FILE, RunRecord
 from .card import CARD_FILE, render_model_card
 from .remote_code import remote_code_files
@@ -38,14 +37,6 @@ NEVER_PUSHED = tuple(p for name in ("checkpoint-*", "checkpoints/*", "logs/*", "
 
 class HubPushError(RuntimeError):
     """A push to the Hub failed; the message says why and how to retry. The local output is untouched."""
-
-
-def check_repo_id(parameter: str, repo_id: str) -> None:
-    """A ``ParameterError`` naming ``parameter`` unless ``repo_id`` is a valid Hub repo id."""
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise ParameterError(parameter, f"={repo_id!r} is not a valid Hub repo id ('name' or 'user/name'): {err}") from None
 
 
 def pipeline_patterns(folder: str | os.PathLike) -> list[str]:

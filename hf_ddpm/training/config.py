@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data import is_digits
-from ..errors import ParameterError, check_at_least, check_choice, check_interval
+from ..errors import ParameterError, check_at_least, check_choice, check_interval, check_repo_id
 from ..fourier_unet import check_fourier_periods
 from ..losses import LOSS_TYPES, TIMESTEP_SAMPLERS, check_objective
 from ..scheduler import DDPMDocScheduler
@@ -236,8 +236,6 @@ class HubConfig:
     push_every_checkpoint: bool = False
 
     def __post_init__(self):
-        from ..hub import check_repo_id
-
         if self.push_every_checkpoint and not self.push_to_hub:
             raise ParameterError("push_every_checkpoint", "needs push_to_hub (and hub_model_id)")
         if self.hub_private_repo and not self.push_to_hub:
