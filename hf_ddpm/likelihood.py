@@ -23,6 +23,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .errors import ParameterError
+from .guidance import GuidedModel, check_guidance_scale
 from .scheduler import DDPMDocScheduler
 from .schedules import ChainTables
 from .timestep_plan import TimestepPlan
@@ -135,17 +136,20 @@ def _as_output_tensor(output) -> torch.Tensor:
     return output.sample if hasattr(output, "sample") else output
 
 
-def _chunk_terms(model, scheduler, chain: ChainTables, x0, timesteps: torch.Tensor, noise, generator) -> torch.Tensor:
+def _chunk_terms(model, scheduler, chain: ChainTables, x0, timesteps: torch.Tensor, noise, generator,
+                 class_labels) -> torch.Tensor:
     """[B, K] float64: the terms of images ``x0`` at ``timesteps`` of ``chain``, in ascending t, each from one ε
-    (``noise``, or drawn from ``generator``), x_t = add_noise(x_0, ε, t) (Eq. 4) and the model's output at (x_t, t)."""
+    (``noise``, or drawn from ``generator``), x_t = add_noise(x_0, ε, t) (Eq. 4) and the model's output at (x_t, t)
+    (and ``class_labels``, when given)."""
     x0_64 = x0.double()
+    labels = {} if class_labels is None else {"class_labels": class_labels}
     terms = []
     for t in timesteps.tolist():
         eps = noise if noise is not None else \
             randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = scheduler.add_noise(x0, eps, t)
         t_batch = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
-        model_output = _as_output_tensor(model(x_t, t_batch)).double()
+        model_output = _as_output_tensor(model(x_t, t_batch, **labels)).double()
         terms.append(bound_term(scheduler, model_output, x0_64, x_t.double(), t, chain=chain))
     return torch.stack(terms, dim=1)
 
@@ -160,12 +164,15 @@ def estimate_bound(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | list[torch.Generator] | None = None,
     batch_size: int | None = None,
+    class_labels: torch.Tensor | None = None,
 ) -> VariationalBound:
     """The variational bound (Eq. 5) of images ``x0`` (in [−1, 1] on the 8-bit grid) under ``plan``, bits/dim: the
     bound of ``plan.chain`` (the training chain, or the sampling chain ``plan`` was built on), estimated from the
     plan's terms.
 
-    ``model(x_t, t)`` returns the network output (a tensor or an object with ``.sample``, e.g. ``UNet2DModel``).
+    ``model(x_t, t)`` returns the network output (a tensor or an object with ``.sample``, e.g. ``UNet2DModel``);
+    with ``class_labels`` (one id per image) it is called as ``model(x_t, t, class_labels=y)``: the conditional bound
+    L_y, or, with a :class:`~hf_ddpm.guidance.GuidedModel`, the bound of the guided chain.
     The images go through the model ``batch_size`` at a time (None: all at once); within a chunk every planned
     timestep is evaluated in ascending order. ``noise``: the ε used at every timestep (a reproducible evaluation);
     otherwise fresh ε is drawn for every chunk and timestep from ``generator`` (a list of generators, one per image,
@@ -181,13 +188,18 @@ def estimate_bound(
         raise ValueError(f"noise has shape {tuple(noise.shape)}, expected the images' shape {tuple(x0.shape)}")
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if class_labels is not None and tuple(class_labels.shape) != (x0.shape[0],):
+        raise ParameterError("class_labels", f"has shape {tuple(class_labels.shape)}, expected one label per image "
+                                             f"({x0.shape[0]},)")
     chain = scheduler.chain(timesteps=plan.chain.flip(0))  # the training chain's own tables when it is that one
     chunks = x0.split(batch_size) if batch_size else (x0,)
     noises = noise.split(batch_size) if noise is not None and batch_size else (noise,) * len(chunks)
+    labels = class_labels.split(batch_size) if class_labels is not None and batch_size else \
+        (class_labels,) * len(chunks)
     priors, terms = [], []
-    for chunk, eps in zip(chunks, noises):
+    for chunk, eps, y in zip(chunks, noises, labels):
         priors.append(prior_bpd(scheduler, chunk.double(), plan.prior_timestep))
-        terms.append(_chunk_terms(model, scheduler, chain, chunk, plan.timesteps, eps, generator))
+        terms.append(_chunk_terms(model, scheduler, chain, chunk, plan.timesteps, eps, generator, y))
     return VariationalBound(plan, torch.cat(priors), torch.cat(terms))
 
 
@@ -201,8 +213,15 @@ def bits_per_dim(
     timesteps: torch.Tensor | list[int] | None = None,
     num_inference_steps: int | None = None,
     inference_timesteps: torch.Tensor | list[int] | None = None,
+    class_labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    null_class_label: int | None = None,
 ) -> VariationalBound:
     """The variational bound (Eq. 5) of the batch ``x0`` (in [−1, 1] on the 8-bit grid), bits/dim per image.
+
+    ``class_labels`` (one id per image): the conditional bound L_y ≥ −log p_θ(x | y) of a class-conditional network;
+    with ``guidance_scale`` s ≠ 1 (and the network's ``null_class_label``), the bound of the guided chain, ε̃ in every
+    term (:class:`~hf_ddpm.guidance.GuidedModel`).
 
     ``num_inference_steps`` K: the bound of exactly the distribution ``pipe(num_inference_steps=K)`` samples from, on
     its K-step chain; ``inference_timesteps``: that of the chain ``set_timesteps(timesteps=inference_timesteps)``
@@ -211,6 +230,11 @@ def bits_per_dim(
     (:meth:`TimestepPlan.uniform`); None: every step. ``model``, ``noise``, ``generator``: as in
     :func:`estimate_bound`.
     """
+    scale = check_guidance_scale(guidance_scale)
+    if class_labels is None and scale != 1.0:
+        raise ParameterError("guidance_scale", f"is {scale}: guidance needs class_labels")
+    if class_labels is not None:
+        model = GuidedModel(model, scale, null_class_label)
     chain = sampling_chain(scheduler, num_inference_steps, inference_timesteps)
     plan = TimestepPlan.uniform(scheduler.config.num_train_timesteps, timesteps, chain=chain)
-    return estimate_bound(model, scheduler, x0, plan, noise=noise, generator=generator)
+    return estimate_bound(model, scheduler, x0, plan, noise=noise, generator=generator, class_labels=class_labels)

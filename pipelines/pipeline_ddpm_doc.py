@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -11,23 +13,40 @@ from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ParameterError
+from ..guidance import ClassConditioning, GuidedModel, check_guidance_scale
 from ..host_transfers import to_device
 from ..likelihood import estimate_bound, sampling_chain
+from ..marginal_bound import MarginalBound
 from ..scheduler import DDPMDocScheduler
 from ..timestep_plan import TimestepPlan
 from ..variational_bound import VariationalBound
 from .paper_experiments import PaperExperimentsMixin
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+LEARNED_VARIANCE_NAMES = ("learned", "learned_range")  # diffusers' DDPMScheduler's names of the learned variances
+
+
+@dataclass
+class DDPMDocPipelineOutput(ImagePipelineOutput):
+    """The images, and the label id of each (None for an unconditional model)."""
+
+    class_labels: torch.Tensor | None = None
 
 
 class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
-    """Unconditional image generation with a ``UNet2DModel`` and the ``DDPMDocScheduler``; the paper's experiments
-    (progressive generation, shared latents, interpolation, rate–distortion) come from :class:`PaperExperimentsMixin`.
+    """Image generation with a ``UNet2DModel`` and the ``DDPMDocScheduler`` (or any diffusers scheduler swapped in),
+    unconditional or class-conditional with classifier-free guidance; the paper's experiments (progressive
+    generation, shared latents, interpolation, rate–distortion) come from :class:`PaperExperimentsMixin`.
 
     Loads folders saved by this project or by diffusers' ``DDPMPipeline`` (a ``DDPMScheduler`` there is replaced by
     the ``DDPMDocScheduler`` of the same configuration). With the same UNet, seed and configuration its images equal
     ``DDPMPipeline``'s.
+
+    A UNet with ``num_class_embeds`` is class-conditional. Its labels are described by three optional fields saved in
+    ``model_index.json`` (:class:`~hf_ddpm.guidance.ClassConditioning`): ``null_class_label``, the index of the null
+    label ∅ that training dropped labels to (hf-ddpm's trainer uses the last index, K, as DiT does; None: the model
+    has none and cannot be guided), ``class_names`` (the classes' names in id order) and ``class_frequencies`` (π(y)
+    of the training labels).
 
     Example:
         >>> import torch
@@ -40,21 +59,116 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["image", "pred_original_sample"]
 
-    def __init__(self, unet: UNet2DModel, scheduler: DDPMDocScheduler):
+    def __init__(self, unet: UNet2DModel, scheduler: DDPMDocScheduler, class_names: list[str] | None = None,
+                 null_class_label: int | None = None, class_frequencies: list[float] | None = None):
         super().__init__()
         if isinstance(scheduler, DDPMScheduler):
             scheduler = DDPMDocScheduler.from_config(scheduler.config)
         self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(class_names=None if class_names is None else list(class_names),
+                                null_class_label=null_class_label,
+                                class_frequencies=None if class_frequencies is None else list(class_frequencies))
+        _ = self.conditioning  # checks the label fields against the UNet now, not at the first call
+
+    @property
+    def conditioning(self) -> ClassConditioning | None:
+        """The labels of a class-conditional UNet (None: the UNet takes no labels)."""
+        config = self.config
+        num_class_embeds = getattr(self.unet.config, "num_class_embeds", None) if self.unet is not None else None
+        if num_class_embeds is None:
+            given = [name for name in ("class_names", "null_class_label", "class_frequencies")
+                     if getattr(config, name, None) is not None]
+            if given:
+                raise ParameterError(given[0], "describes class labels, but the UNet is not class-conditional "
+                                               "(its num_class_embeds is None)")
+            return None
+        return ClassConditioning(num_class_embeds, getattr(config, "null_class_label", None),
+                                 getattr(config, "class_names", None), getattr(config, "class_frequencies", None))
+
+    @property
+    def is_class_conditional(self) -> bool:
+        return self.conditioning is not None
+
+    @property
+    def num_classes(self) -> int | None:
+        """K, the number of classes (None for an unconditional model)."""
+        conditioning = self.conditioning
+        return None if conditioning is None else conditioning.num_classes
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """Class names → label ids (as diffusers' ``DiTPipeline.get_label_ids``)."""
+        return self._conditioning_or_error("label").label_ids(label, "label").tolist()
+
+    def _conditioning_or_error(self, parameter: str) -> ClassConditioning:
+        conditioning = self.conditioning
+        if conditioning is None:
+            raise ParameterError(parameter, "is for class-conditional models; this UNet takes no labels "
+                                            "(num_class_embeds is None)")
+        return conditioning
+
+    def _labels(self, class_labels, guidance_scale, batch_size: int | None) -> tuple:
+        """(batch size, label ids or None, guidance scale), checked: labels given to an unconditional model, a label
+        that is no class, a wrong count, a bad ``guidance_scale``; labels drawn uniformly when a conditional model
+        gets none."""
+        conditioning = self.conditioning
+        if conditioning is None:
+            if class_labels is not None:
+                self._conditioning_or_error("class_labels")
+            scale = check_guidance_scale(guidance_scale)
+            if scale != 1.0:
+                raise ParameterError("guidance_scale", f"is {scale}, but this UNet takes no labels to guide "
+                                                       "(num_class_embeds is None)")
+            return (1 if batch_size is None else batch_size), None, scale
+        scale = conditioning.check_guidance(guidance_scale)
+        if class_labels is None:
+            batch_size = 1 if batch_size is None else batch_size
+            return batch_size, None, scale  # drawn after x_T, from the same generator
+        labels = conditioning.label_ids(class_labels)
+        if batch_size is not None and len(labels) != batch_size:
+            raise ParameterError("class_labels", f"has {len(labels)} labels for batch_size={batch_size}: give one "
+                                                 "per image (or leave batch_size out)")
+        return len(labels), labels, scale
 
     def _image_shape(self, batch_size: int) -> tuple[int, ...]:
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         return (batch_size, self.unet.config.in_channels, *size)
 
+    def _hands_over_mean_only(self) -> bool:
+        """The UNet also predicts a variance but the scheduler models none: ``step`` gets the prediction channels
+        only. Our scheduler and diffusers' ``DDPMScheduler`` with a learned ``variance_type`` keep the variance."""
+        if self.unet.config.out_channels != 2 * self.unet.config.in_channels:
+            return False
+        scheduler = self.scheduler
+        if isinstance(scheduler, DDPMDocScheduler):
+            return False
+        return not (isinstance(scheduler, DDPMScheduler) and scheduler.config.variance_type in LEARNED_VARIANCE_NAMES)
+
+    def _step_kwargs(self, generator, eta: float) -> dict:
+        """The keyword arguments the scheduler's ``step`` accepts among ``generator`` and ``eta``."""
+        accepted = inspect.signature(self.scheduler.step).parameters
+        kwargs = {"generator": generator} if "generator" in accepted else {}
+        if "eta" in accepted:
+            kwargs["eta"] = eta
+        elif eta != 0.0:
+            raise ParameterError("eta", f"is {eta}, but {type(self.scheduler).__name__}.step takes no eta (DDIM's η)")
+        return kwargs
+
+    def _set_timesteps(self, num_inference_steps: int, timesteps, device) -> None:
+        scheduler = self.scheduler
+        ours = isinstance(scheduler, DDPMDocScheduler)
+        if timesteps is None:
+            scheduler.set_timesteps(num_inference_steps) if ours else \
+                scheduler.set_timesteps(num_inference_steps, device=device)
+        elif ours or "timesteps" in inspect.signature(scheduler.set_timesteps).parameters:
+            scheduler.set_timesteps(timesteps=timesteps)
+        else:
+            raise ParameterError("timesteps", f"{type(scheduler).__name__}.set_timesteps takes no custom timesteps")
+
     @torch.no_grad()
     def __call__(
         self,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 1000,
         output_type: str = "pil",
@@ -63,35 +177,52 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] = ("image",),
         latents: torch.Tensor | None = None,
         timesteps: list[int] | None = None,
-    ) -> ImagePipelineOutput | tuple:
-        """Draw ``batch_size`` images by ancestral sampling over ``num_inference_steps`` steps.
+        class_labels=None,
+        guidance_scale: float = 1.0,
+        eta: float = 0.0,
+    ) -> DDPMDocPipelineOutput | tuple:
+        """Draw ``batch_size`` images by ancestral sampling over ``num_inference_steps`` steps (Algorithm 2), or with
+        whatever diffusers scheduler ``self.scheduler`` is.
 
         Args:
-            batch_size: number of images.
+            batch_size: number of images (default: one per entry of ``class_labels``, else 1).
             generator: a ``torch.Generator`` (or one per image) for reproducible images.
             num_inference_steps: steps of the (respaced) chain; 1000 is the paper's full chain.
             output_type: ``"pil"``, ``"np"`` (float array in [0, 1], NHWC) or ``"pt"`` (tensor in [0, 1], NCHW).
-            return_dict: return an ``ImagePipelineOutput`` rather than a tuple.
+            return_dict: return a ``DDPMDocPipelineOutput`` rather than a tuple (``(images,)``, or
+                ``(images, class_labels)`` for a class-conditional model).
             callback_on_step_end: called after every step as ``callback(pipe, step_index, timestep, kwargs)`` with
                 ``kwargs`` holding the tensors named in ``callback_on_step_end_tensor_inputs`` ("image": x_{t−1},
-                "pred_original_sample": x̂_0); a returned ``"image"`` replaces x_{t−1} (progressive generation).
+                "pred_original_sample": x̂_0, None for schedulers that do not return it); a returned ``"image"``
+                replaces x_{t−1} (progressive generation).
             latents: the chain's starting point x_t, ``[batch_size, C, H, W]`` in the model's range (default: x_T
-                drawn from N(0, I) with ``generator``).
+                drawn from N(0, I) with ``generator``), scaled by the scheduler's ``init_noise_sigma``.
             timesteps: custom strictly descending timesteps of the chain (as ``scheduler.set_timesteps`` takes them;
                 they override ``num_inference_steps``): with ``latents``, e.g. t, t−1, …, 0 samples p_θ(x_0 | x_t).
+            class_labels: for a class-conditional model, one label per image: ids or class names (a list, or a
+                tensor/array of ids). None: drawn uniformly over the classes with ``generator`` (after x_T), and
+                returned with the images.
+            guidance_scale: s of classifier-free guidance, ε̃ = ε_∅ + s·(ε_c − ε_∅) (1: the conditional model, 0: the
+                null label, > 1: guided; needs a model with a null label). Both branches share one batched UNet call.
+            eta: DDIM's η, passed to schedulers whose ``step`` takes it.
 
         Raises:
+            ParameterError: a bad argument, named.
             FloatingPointError: the UNet produced NaN or inf; the message names the first step where it did.
         """
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ParameterError("batch_size", f"must be a positive integer, got {batch_size!r}")
         if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+            raise ParameterError("output_type", f"must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        batch_size, labels, scale = self._labels(class_labels, guidance_scale, batch_size)
         if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"got {len(generator)} generators for batch_size={batch_size}; pass one per image")
+            raise ParameterError("generator", f"is {len(generator)} generators for batch_size={batch_size}; pass "
+                                              "one per image")
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(unknown)} not in {self._callback_tensor_inputs}")
+            raise ParameterError("callback_on_step_end_tensor_inputs",
+                                 f"{sorted(unknown)} not in {self._callback_tensor_inputs}")
+        step_kwargs = self._step_kwargs(generator, eta)
 
         device = self._execution_device
         shape = self._image_shape(batch_size)
@@ -102,25 +233,33 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
                                             f"batch_size={batch_size}")
         else:
             image = latents.to(device=device, dtype=self.unet.dtype)
-        if timesteps is None:
-            self.scheduler.set_timesteps(num_inference_steps)
-        else:
-            self.scheduler.set_timesteps(timesteps=timesteps)
-        timesteps = self.scheduler.timesteps  # descending, on the host
-        # Algorithm 2. Nothing in the loop waits for the device: the scheduler takes each timestep as a host int
-        # (checked and looked up on the host; noise drawn as diffusers draws it), the UNet the same timesteps moved
-        # to the device once, before the loop. One float32 sum of the UNet output per step is kept on the device:
-        # NaN or ±inf anywhere makes it non-finite, and a sum is one reduction (isfinite is four full-size kernels);
-        # they are read once, after the loop.
+        if self.scheduler.init_noise_sigma != 1.0:
+            image = image * self.scheduler.init_noise_sigma
+        conditioning = self.conditioning
+        if conditioning is not None and labels is None:
+            labels = conditioning.draw(batch_size, generator)
+        model = GuidedModel(self.unet, scale, None if conditioning is None else conditioning.null_class_label)
+        device_labels = None if labels is None else to_device(labels, device)
+        self._set_timesteps(num_inference_steps, timesteps, device)
+        timesteps = self.scheduler.timesteps
+        mean_only = self._hands_over_mean_only()
+        # Algorithm 2. Nothing in the loop waits for the device: the scheduler takes each timestep as a host value
+        # (ours: checked and looked up on the host; noise drawn as diffusers draws it), the UNet the same timesteps
+        # moved to the device once, before the loop. One float32 sum of the UNet output per step is kept on the
+        # device: NaN or ±inf anywhere makes it non-finite, and a sum is one reduction (isfinite is four full-size
+        # kernels); they are read once, after the loop.
         unet_timesteps = to_device(timesteps, device)
         output_sums = []
         for i, t in enumerate(self.progress_bar(timesteps.tolist())):
-            model_output = self.unet(image, unet_timesteps[i]).sample
+            model_input = self.scheduler.scale_model_input(image, t)
+            model_output = model(model_input, unet_timesteps[i], device_labels)
             output_sums.append(model_output.sum(dtype=torch.float32))
-            step = self.scheduler.step(model_output, t, image, generator=generator)
+            if mean_only:
+                model_output = model_output[:, : image.shape[1]]
+            step = self.scheduler.step(model_output, t, image, **step_kwargs)
             image = step.prev_sample
             if callback_on_step_end is not None:
-                tensors = {"image": image, "pred_original_sample": step.pred_original_sample}
+                tensors = {"image": image, "pred_original_sample": getattr(step, "pred_original_sample", None)}
                 kwargs = {name: tensors[name] for name in callback_on_step_end_tensor_inputs}
                 image = (callback_on_step_end(self, i, timesteps[i], kwargs) or {}).get("image", image)
         nonfinite = ~torch.isfinite(torch.stack(output_sums))
@@ -128,7 +267,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
             first = int(nonfinite.nonzero()[0])
             raise FloatingPointError(
                 f"the UNet returned NaN or inf (or values summing past float32's range) at sampling step {first} "
-                f"(timestep {int(timesteps[first])}) of "
+                f"(timestep {timesteps[first].item()}) of "
                 f"{len(timesteps)}; check the weights (e.g. a diverged or half-precision-overflowing model)"
             )
 
@@ -139,8 +278,8 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
                 image = self.numpy_to_pil(image)
         self.maybe_free_model_hooks()
         if not return_dict:
-            return (image,)
-        return ImagePipelineOutput(images=image)
+            return (image,) if labels is None else (image, labels)
+        return DDPMDocPipelineOutput(images=image, class_labels=labels)
 
     def _images_to_model_range(self, images, parameter: str = "images") -> torch.Tensor:
         """PIL images, arrays (N, H, W[, C]) or tensors (N, C, H, W) in [0, 1] → x_0 on the 8-bit grid of [−1, 1];
@@ -171,13 +310,15 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         self,
         images,
         *,
+        class_labels=None,
+        guidance_scale: float = 1.0,
         num_inference_steps: int | None = None,
         inference_timesteps: list[int] | None = None,
         timesteps: list[int] | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         batch_size: int = 256,
-    ) -> VariationalBound:
+    ) -> VariationalBound | MarginalBound:
         """The variational bound (Eq. 5) of real images in bits/dim (quantised to 8 bits first).
 
         ``num_inference_steps`` K: the bound of exactly the distribution ``self(num_inference_steps=K)`` samples from,
@@ -186,20 +327,54 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         ``timesteps``: evaluate a subset of the chain's steps for an unbiased estimate (``TimestepPlan.uniform``);
         ``generator``: seeds the ε drawn at every timestep; ``noise``: or one ε per image ``[N, C, H, W]``, used at
         every timestep (as :meth:`rate_distortion` does); ``batch_size``: images per UNet call.
-        Returns the per-image bound (``.total``, ``.prior``, ``.terms``) on the CPU.
+
+        A class-conditional model: with ``class_labels`` (one per image, ids or names) the bound of the chain
+        ``self(class_labels=…, guidance_scale=s)`` samples from — at s = 1 the conditional bound on −log p(x | y), at
+        other s the guided chain's own bound (ε̃ in every term, the conditional variance). Without labels: at s = 1
+        the marginal bound −log₂ Σ_y π(y) 2^(−D·L_y) / D over every class, all with the same ε and timesteps
+        (a :class:`~hf_ddpm.marginal_bound.MarginalBound`, which also classifies the images); at s = 0 the null-label
+        bound. Returns the per-image bound (``.total``, and for a :class:`VariationalBound` ``.prior``, ``.terms``) on
+        the CPU.
         """
         if not isinstance(self.scheduler, DDPMDocScheduler):
             raise TypeError(f"log_likelihood needs a DDPMDocScheduler, the pipeline has {type(self.scheduler).__name__}")
-        x0 = self._images_to_model_range(images)
+        x0 = self._images_to_model_range(images).to(device=self._execution_device, dtype=self.unet.dtype)
+        conditioning = self.conditioning
+        if conditioning is None and class_labels is not None:
+            self._conditioning_or_error("class_labels")
+        scale = check_guidance_scale(guidance_scale) if conditioning is None else \
+            conditioning.check_guidance(guidance_scale)
         chain = sampling_chain(self.scheduler, num_inference_steps, inference_timesteps)
         plan = TimestepPlan.uniform(self.scheduler.config.num_train_timesteps, timesteps, chain=chain)
-        bound = estimate_bound(
-            self.unet,
-            self.scheduler,
-            x0.to(device=self._execution_device, dtype=self.unet.dtype),
-            plan,
-            noise=None if noise is None else noise.to(device=self._execution_device, dtype=self.unet.dtype),
-            generator=generator,
-            batch_size=batch_size,
-        )
-        return bound.cpu()
+        if noise is not None:
+            noise = noise.to(device=self._execution_device, dtype=self.unet.dtype)
+
+        def bound(labels: torch.Tensor | None, s: float, generator) -> VariationalBound:
+            model = GuidedModel(self.unet, s, None if conditioning is None else conditioning.null_class_label)
+            labels = None if labels is None else labels.to(self._execution_device)
+            return estimate_bound(model, self.scheduler, x0, plan, noise=noise, generator=generator,
+                                  batch_size=batch_size, class_labels=labels).cpu()
+
+        if conditioning is None:
+            if scale != 1.0:
+                raise ParameterError("guidance_scale", f"is {scale}, but this UNet takes no labels to guide")
+            return bound(None, scale, generator)
+        if class_labels is not None:
+            labels = conditioning.label_ids(class_labels)
+            if len(labels) != len(x0):
+                raise ParameterError("class_labels", f"has {len(labels)} labels for {len(x0)} images: give one "
+                                                     "per image")
+            return bound(labels, scale, generator)
+        if scale == 0.0:  # ε_∅ alone: the null-label (unconditional) model's bound; the labels are never read
+            return bound(torch.zeros(len(x0), dtype=torch.long), 0.0, generator)
+        if scale != 1.0:
+            raise ParameterError("guidance_scale", f"is {scale}: a guided chain's bound needs class_labels")
+        if generator is None and noise is None:  # the same ε for every class: replay one seeded generator
+            generator = torch.Generator(device=x0.device).manual_seed(int(torch.randint(2**62, ())))
+        state = None if generator is None else generator.get_state()
+        per_class = []
+        for label in conditioning.class_ids.tolist():
+            if state is not None:
+                generator.set_state(state)
+            per_class.append(bound(torch.full((len(x0),), label, dtype=torch.long), 1.0, generator))
+        return MarginalBound(tuple(per_class), conditioning.frequencies, conditioning.class_ids, x0[0].numel())
