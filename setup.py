@@ -37,7 +37,10 @@ setup(
         "Jinja2>=3.0",  # model card rendering (hf_ddpm.hub)
         "PyYAML>=5.1",  # model card metadata check (hf_ddpm.hub)
     ],
-    # tensorboard, wandb: the --logger tests (offline wandb); mpmath: high-precision references of the bound's terms
-    extras_require={"test": ["pytest>=7", "tensorboard>=2.10", "wandb>=0.16", "mpmath>=1.0"]},
+    # tensorboard, wandb: the --logger tests (offline wandb); mpmath: high-precision references of the bound's terms;
+    # docs: the documentation site (mkdocs.yml; `mkdocs build --strict` in CI), its API reference from the docstrings
+    extras_require={"test": ["pytest>=7", "tensorboard>=2.10", "wandb>=0.16", "mpmath>=1.0"],
+                    "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26",
+                             "pymdown-extensions>=10.0"]},
     entry_points={"console_scripts": ["hf-ddpm=hf_ddpm.cli:main"]},
 )
