@@ -83,6 +83,11 @@ class ClassConditioning:
         """Each class's name (its id as text when no names were saved)."""
         return self.class_names or tuple(str(i) for i in self.class_ids.tolist())
 
+    def names_of(self, label_ids) -> list[str]:
+        """The class name of each label id (ids of classes, e.g. a pipeline's returned ``class_labels``)."""
+        by_id = dict(zip(self.class_ids.tolist(), self.names))
+        return [by_id[int(i)] for i in label_ids]
+
     def label_ids(self, class_labels, parameter: str = "class_labels") -> torch.Tensor:
         """[N] int64 on the CPU: ``class_labels`` (ints, class names, or a tensor/array of ids; one per image) as label
         ids, each checked to be a class (not the null label)."""

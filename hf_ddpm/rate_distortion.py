@@ -137,8 +137,8 @@ class _DistortionProbe:
         self.model, self.scheduler, self.x0 = model, scheduler, x0.double()
         self.by_timestep: dict[int, torch.Tensor] = {}
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor):
-        output = _as_output_tensor(self.model(x_t, t))
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, **labels):
+        output = _as_output_tensor(self.model(x_t, t, **labels))
         timestep = int(t[0])  # estimate_bound evaluates one timestep for the whole chunk
         x0_hat = self.scheduler.p_mean_variance(output.double(), x_t.double(), timestep).pred_original_sample
         self.by_timestep[timestep] = PIXEL_SCALE * mean_over_dims((x0_hat - self.x0) ** 2).sqrt()
@@ -150,18 +150,22 @@ class _DistortionProbe:
 
 @torch.no_grad()
 def estimate_rate_distortion(model, scheduler, x0: torch.Tensor, noise: torch.Tensor, *,
-                             batch_size: int | None = None) -> RateDistortion:
+                             batch_size: int | None = None,
+                             class_labels: torch.Tensor | None = None) -> RateDistortion:
     """The rate and distortion of images ``x0`` (in [−1, 1] on the 8-bit grid) at every timestep, with the one ε per
-    image ``noise`` at every t. ``model(x_t, t)`` as for :func:`~hf_ddpm.likelihood.estimate_bound`; the images go
-    through it ``batch_size`` at a time (None: all at once), T calls per chunk."""
+    image ``noise`` at every t. ``model(x_t, t)`` as for :func:`~hf_ddpm.likelihood.estimate_bound` (called as
+    ``model(x_t, t, class_labels=y)`` with ``class_labels``, one id per image); the images go through it
+    ``batch_size`` at a time (None: all at once), T calls per chunk."""
     if noise.shape != x0.shape:
         raise ParameterError("noise", f"has shape {tuple(noise.shape)}, expected the images' shape {tuple(x0.shape)}")
     check_at_least("batch_size", batch_size, 1, optional=True)
     plan = TimestepPlan.full_chain(scheduler.config.num_train_timesteps)
+    size = batch_size or len(x0)
+    labels = (None,) * len(x0.split(size)) if class_labels is None else class_labels.split(size)
     bounds, distortions = [], []
-    for chunk, eps in zip(x0.split(batch_size or len(x0)), noise.split(batch_size or len(x0))):
+    for chunk, eps, y in zip(x0.split(size), noise.split(size), labels):
         probe = _DistortionProbe(model, scheduler, chunk)
-        bounds.append(estimate_bound(probe, scheduler, chunk, plan, noise=eps))
+        bounds.append(estimate_bound(probe, scheduler, chunk, plan, noise=eps, class_labels=y))
         distortions.append(probe.distortion(plan.timesteps))
     bound = VariationalBound(plan, torch.cat([b.prior for b in bounds]), torch.cat([b.terms for b in bounds]))
     return RateDistortion(bound, torch.cat(distortions))

@@ -8,6 +8,12 @@ stay in the model's range. Timesteps are code timesteps 0 … T − 1 (the paper
 
 Nothing here reimplements the process: the chain is the pipeline's own loop (``__call__`` with ``latents`` and
 ``timesteps``, hence ``scheduler.step``), the encoder is ``scheduler.add_noise`` and the rate is the bound's terms.
+
+On a class-conditional model every method takes ``class_labels`` (one per image, ids or names) and
+``guidance_scale``, and every network call goes through :class:`~hf_ddpm.guidance.GuidedModel`. Without labels,
+:meth:`~PaperExperimentsMixin.progressive` draws them as sampling does, and the methods that start from real images
+(decode, shared latents, interpolation, rate–distortion) use the null label: the model's unconditional branch, which
+needs a model with a null label (otherwise labels are required).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ParameterError, check_at_least
+from ..guidance import GuidedModel, check_guidance_scale
 from ..rate_distortion import RateDistortion, estimate_rate_distortion
 
 SHARED_LATENT_FRACTIONS = (1.0, 0.75, 0.5, 0.25)  # Fig. 7: t = 1000, 750, 500, 250 of T = 1000
@@ -40,10 +47,12 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class Progressive:
     """Fig. 6. ``images`` [B, K + 1, C, H, W] in [0, 1]: for each sample, the x̂_0 predicted at the K steps of
-    ``timesteps`` [K] (descending), then the sample itself (the last column)."""
+    ``timesteps`` [K] (descending), then the sample itself (the last column); ``class_labels`` [B]: each sample's
+    label id (None for an unconditional model)."""
 
     images: torch.Tensor
     timesteps: torch.Tensor
+    class_labels: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -90,18 +99,41 @@ class PaperExperimentsMixin:
                                             f"(num_train_timesteps={T}), got {value!r}")
         return int(value)
 
+    def _experiment_labels(self, class_labels, guidance_scale, count: int) -> tuple[torch.Tensor | None, float]:
+        """(label ids or None, guidance scale) of chains or bounds that start from ``count`` given images:
+        ``class_labels`` (one per image) with ``guidance_scale``, checked; on a class-conditional model without
+        labels, the null label (returned as any class with s = 0, so that only the null branch runs), which needs
+        the default s = 1 and a model with a null label."""
+        conditioning = self.conditioning
+        if conditioning is None or class_labels is not None:
+            _, labels, scale = self._labels(class_labels, guidance_scale, None)
+            if labels is not None and len(labels) != count:
+                raise ParameterError("class_labels", f"has {len(labels)} labels for {count} images: give one per "
+                                                     "image")
+            return labels, scale
+        if check_guidance_scale(guidance_scale) != 1.0:
+            raise ParameterError("guidance_scale", f"is {guidance_scale}, but guidance needs class_labels: without "
+                                                   "them this runs the null label's (unconditional) model")
+        if conditioning.null_class_label is None:
+            raise ParameterError("class_labels", "are needed: without them this runs the null label's model, and this "
+                                                 "class-conditional model has none (null_class_label is None)")
+        return conditioning.class_ids[:1].repeat(count), 0.0
+
     def _x0(self, images, parameter: str = "images") -> torch.Tensor:
         """Images in [0, 1] → x_0 (8-bit grid of [−1, 1]) on the pipeline's device and dtype."""
         x0 = self._images_to_model_range(images, parameter)
         return x0.to(device=self._execution_device, dtype=self.unet.dtype)
 
     @torch.no_grad()
-    def progressive(self, batch_size: int = 8, *, num_columns: int = 10, num_inference_steps: int = 1000,
-                    generator: torch.Generator | list[torch.Generator] | None = None) -> Progressive:
+    def progressive(self, batch_size: int | None = None, *, num_columns: int = 10, num_inference_steps: int = 1000,
+                    generator: torch.Generator | list[torch.Generator] | None = None, class_labels=None,
+                    guidance_scale: float = 1.0) -> Progressive:
         """Progressive generation (Fig. 6): ``batch_size`` samples, each shown as the x̂_0 (Eq. 15) the reverse
         process predicts at ``num_columns`` − 1 evenly spaced steps of its ``num_inference_steps``-step chain (the
         first step, x̂_0(x_T), included), then the sample. The samples are ``self(batch_size, generator,
-        num_inference_steps)``'s images for the same ``generator``."""
+        num_inference_steps, class_labels=…, guidance_scale=…)``'s images for the same ``generator`` (a
+        class-conditional model without ``class_labels`` draws them, as sampling does). ``batch_size``: default one
+        sample per entry of ``class_labels``, else 8."""
         check_at_least("num_columns", num_columns, 2)
         self.scheduler.set_timesteps(num_inference_steps)  # the scheduler's own checks, and the chain's length
         K = len(self.scheduler.timesteps)
@@ -117,30 +149,41 @@ class PaperExperimentsMixin:
                 timesteps.append(int(t))
             return {}
 
-        samples = self(batch_size=batch_size, generator=generator, num_inference_steps=num_inference_steps,
-                       output_type="pt", callback_on_step_end=keep,
-                       callback_on_step_end_tensor_inputs=["pred_original_sample"]).images
-        return Progressive(torch.stack([*columns, samples.cpu()], dim=1), torch.tensor(timesteps))
+        if batch_size is None and class_labels is None:
+            batch_size = 8
+        output = self(batch_size=batch_size, generator=generator, num_inference_steps=num_inference_steps,
+                      output_type="pt", callback_on_step_end=keep,
+                      callback_on_step_end_tensor_inputs=["pred_original_sample"], class_labels=class_labels,
+                      guidance_scale=guidance_scale)
+        return Progressive(torch.stack([*columns, output.images.cpu()], dim=1), torch.tensor(timesteps),
+                           output.class_labels)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, timestep: int, *,
-               generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+               generator: torch.Generator | list[torch.Generator] | None = None, class_labels=None,
+               guidance_scale: float = 1.0) -> torch.Tensor:
         """Samples of p_θ(x_0 | x_t): the reverse process (Algorithm 2) from x_t = ``latents`` [B, C, H, W] (model
         range) at ``timestep`` down to 0, every step of the training chain; [B, C, H, W] in [0, 1]. At timestep 0
-        the one step adds no noise, so the result is the decoder's mean."""
+        the one step adds no noise, so the result is the decoder's mean. A class-conditional model decodes with
+        ``class_labels`` (one per latent) and ``guidance_scale``, or without labels with the null label."""
         t = self._chain_timestep("timestep", timestep)
         if not torch.is_tensor(latents) or latents.ndim != 4:
             raise ParameterError("latents", f"must be a tensor [B, C, H, W], got {type(latents).__name__}")
+        labels, scale = self._experiment_labels(class_labels, guidance_scale, latents.shape[0])
         images = self(batch_size=latents.shape[0], generator=generator, latents=latents,
-                      timesteps=list(range(t, -1, -1)), output_type="pt").images
+                      timesteps=list(range(t, -1, -1)), output_type="pt", class_labels=labels,
+                      guidance_scale=scale).images
         return images.cpu()
 
     @torch.no_grad()
     def shared_latents(self, images, *, timesteps: list[int] | None = None, num_samples: int = 4,
-                       generator: torch.Generator | None = None) -> SharedLatents:
+                       generator: torch.Generator | None = None, class_labels=None,
+                       guidance_scale: float = 1.0) -> SharedLatents:
         """Samples that share a latent (Fig. 7): each image x_0 is encoded to x_t ~ q(x_t | x_0) at each of
         ``timesteps`` (default: the paper's t = 1000, 750, 500, 250, scaled to T) with one ε per image, and
-        ``num_samples`` samples of p_θ(x_0 | x_t) are drawn from each x_t: what the model keeps of the image at t."""
+        ``num_samples`` samples of p_θ(x_0 | x_t) are drawn from each x_t: what the model keeps of the image at t.
+        A class-conditional model decodes with each image's ``class_labels`` and ``guidance_scale`` (default: the
+        null label, see :meth:`decode`)."""
         T = self.scheduler.config.num_train_timesteps
         if timesteps is None:
             timesteps = [paper_timestep(T, fraction) for fraction in SHARED_LATENT_FRACTIONS]
@@ -149,11 +192,14 @@ class PaperExperimentsMixin:
             raise ParameterError("timesteps", "must name at least one timestep")
         check_at_least("num_samples", num_samples, 1)
         x0 = self._x0(images)
+        labels, scale = self._experiment_labels(class_labels, guidance_scale, len(x0))
+        labels = None if labels is None else labels.repeat_interleave(num_samples)
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         latents, samples = [], []
         for t in timesteps:
             x_t = self.scheduler.add_noise(x0, noise, t)  # Eq. 4
-            decoded = self.decode(x_t.repeat_interleave(num_samples, dim=0), t, generator=generator)
+            decoded = self.decode(x_t.repeat_interleave(num_samples, dim=0), t, generator=generator,
+                                  class_labels=labels, guidance_scale=scale)
             latents.append(x_t.cpu())
             samples.append(decoded.view(len(x0), num_samples, *x0.shape[1:]))
         return SharedLatents(to_unit_range(x0).cpu(), torch.stack(latents, 1), torch.stack(samples, 1),
@@ -161,11 +207,13 @@ class PaperExperimentsMixin:
 
     @torch.no_grad()
     def interpolate(self, images, other_images, *, timestep: int | None = None, lambdas=INTERPOLATION_LAMBDAS,
-                    generator: torch.Generator | None = None) -> Interpolation:
+                    generator: torch.Generator | None = None, class_labels=None,
+                    guidance_scale: float = 1.0) -> Interpolation:
         """Interpolation through the stochastic encoder q (Fig. 8): each pair (x_0, x'_0) is encoded at ``timestep``
         (default: the paper's t = 500, scaled to T) with the same ε, the latent x̄_t = (1 − λ) x_t + λ x'_t formed for
         each λ of ``lambdas`` (in [0, 1]; exactly x_t at λ = 0 and x'_t at λ = 1) and decoded by the reverse process
-        with the same noise for every λ."""
+        with the same noise for every λ. A class-conditional model decodes each pair with its one label of
+        ``class_labels`` (one per pair) and ``guidance_scale``, by default with the null label (see :meth:`decode`)."""
         T = self.scheduler.config.num_train_timesteps
         if timestep is None:
             timestep = paper_timestep(T, INTERPOLATION_FRACTION)
@@ -176,6 +224,8 @@ class PaperExperimentsMixin:
         x0, x1 = self._x0(images), self._x0(other_images, "other_images")
         if len(x1) != len(x0):
             raise ParameterError("other_images", f"must be as many as images ({len(x0)}), got {len(x1)}")
+        labels, scale = self._experiment_labels(class_labels, guidance_scale, len(x0))
+        labels = None if labels is None else labels.repeat_interleave(len(weights))
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t, x1_t = self.scheduler.add_noise(x0, noise, t), self.scheduler.add_noise(x1, noise, t)  # Eq. 4
         # torch.lerp is a + λ(b − a) below λ = ½ and b − (1 − λ)(b − a) above: exactly a at 0 and b at 1.
@@ -183,18 +233,28 @@ class PaperExperimentsMixin:
         device = generator.device if generator is not None else torch.device("cpu")
         seeds = torch.randint(0, 2**62, (len(x0),), generator=generator, device=device).cpu()
         generators = [torch.Generator(device).manual_seed(int(seed)) for seed in seeds for _ in range(len(weights))]
-        decoded = self.decode(latents.flatten(0, 1), t, generator=generators)
+        decoded = self.decode(latents.flatten(0, 1), t, generator=generators, class_labels=labels,
+                              guidance_scale=scale)
         return Interpolation(to_unit_range(x0).cpu(), to_unit_range(x1).cpu(), latents.cpu(),
                              decoded.view(latents.shape), weights, t, noise.cpu(), seeds)
 
     @torch.no_grad()
     def rate_distortion(self, images, *, generator: torch.Generator | None = None,
-                        noise: torch.Tensor | None = None, batch_size: int = 256) -> RateDistortion:
+                        noise: torch.Tensor | None = None, batch_size: int = 256, class_labels=None,
+                        guidance_scale: float = 1.0) -> RateDistortion:
         """Rate and distortion at every t (Table 4, Fig. 5; :mod:`hf_ddpm.rate_distortion`) of real images, with one
         ε per image (``noise`` [N, C, H, W], else drawn from ``generator``) at every t: the final rate plus L_0 is
-        ``self.log_likelihood(images, noise=noise)``. ``batch_size``: images per UNet call (T calls per chunk)."""
+        ``self.log_likelihood(images, noise=noise)``. ``batch_size``: images per UNet call (T calls per chunk).
+
+        A class-conditional model: with the images' ``class_labels`` the final rate plus L_0 is the bound of
+        ``log_likelihood(images, class_labels=…, guidance_scale=…, noise=noise)`` (at s = 1 the conditional bound);
+        without labels, the null label's bound (``log_likelihood(images, guidance_scale=0, noise=noise)``)."""
         x0 = self._x0(images)
+        labels, scale = self._experiment_labels(class_labels, guidance_scale, len(x0))
         if noise is None:
             noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         noise = noise.to(device=x0.device, dtype=x0.dtype)
-        return estimate_rate_distortion(self.unet, self.scheduler, x0, noise, batch_size=batch_size).cpu()
+        conditioning = self.conditioning
+        model = GuidedModel(self.unet, scale, None if conditioning is None else conditioning.null_class_label)
+        return estimate_rate_distortion(model, self.scheduler, x0, noise, batch_size=batch_size,
+                                        class_labels=None if labels is None else labels.to(x0.device)).cpu()

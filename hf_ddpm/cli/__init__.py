@@ -1,6 +1,7 @@
 """``hf-ddpm``: sample from and evaluate a trained pipeline without writing Python.
 
     hf-ddpm sample   --model DIR --num-images 64 --steps 1000 --seed 0 --out grid.png
+                     [--class-labels 3,7,… --guidance-scale S]
     hf-ddpm evaluate --model DIR [--dataset digits|<hub id> | --train-data-dir DIR] [--split test]
                      [--num-images N] [--num-inference-steps S] [--timesteps all|K] [--json out.json] [--plot lt.png]
                      [--num-samples N [--feature-model ID] [--classifier ID]]

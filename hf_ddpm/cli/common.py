@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 import torch
 
@@ -25,6 +26,17 @@ def load_pipeline(model: str, device: str | None = None):
         raise ValueError(f"--model {model!r} could not be loaded as a DDPMDocPipeline: {error}") from error
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device_name(device))
+
+
+def class_labels_of(spec: str | None, pipeline) -> list | None:
+    """``--class-labels``: comma-separated class names or ids → the pipeline's ``class_labels`` (a name where the
+    model has a class of that name, else an integer id; the pipeline checks them)."""
+    if spec is None:
+        return None
+    conditioning = pipeline.conditioning
+    names = set(conditioning.names) if conditioning is not None else set()
+    tokens = [token.strip() for token in spec.split(",")]
+    return [token if token in names or not re.fullmatch(r"[+-]?\d+", token) else int(token) for token in tokens]
 
 
 def positive_int(text: str) -> int:
