@@ -39,7 +39,9 @@ setup(
     ],
     # tensorboard, wandb: the --logger tests (offline wandb); mpmath: high-precision references of the bound's terms;
     # docs: the documentation site (mkdocs.yml; `mkdocs build --strict` in CI), its API reference from the docstrings
-    extras_require={"test": ["pytest>=7", "tensorboard>=2.10", "wandb>=0.16", "mpmath>=1.0"],
+    # guided-diffusion-sdk: openai's guided_diffusion (it brings blobfile), the reference of hf_ddpm.convert's tests
+    extras_require={"test": ["pytest>=7", "tensorboard>=2.10", "wandb>=0.16", "mpmath>=1.0",
+                             "guided-diffusion-sdk>=1.0"],
                     "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26",
                              "pymdown-extensions>=10.0"]},
     entry_points={"console_scripts": ["hf-ddpm=hf_ddpm.cli:main"]},
