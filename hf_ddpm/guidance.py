@@ -156,17 +156,22 @@ class GuidedModel:
     ∅ (needed unless s = 1). Both branches go through one batched call; at s = 1 only the conditional branch and at
     s = 0 only the null branch is evaluated. The first ``in_channels`` output channels are the prediction (ε, x_0 or v),
     guided linearly; any further channels (a learned variance) are the conditional branch's. Without labels it calls
-    the network unconditionally.
+    the network unconditionally. ``timestep_scale``: the network sees t · timestep_scale as a float32 timestep (openai's
+    ``rescale_timesteps``: 1000/T, so that every T looks like 1000 steps to the network; 1: t as given).
     """
 
-    def __init__(self, unet, guidance_scale: float = 1.0, null_class_label: int | None = None):
+    def __init__(self, unet, guidance_scale: float = 1.0, null_class_label: int | None = None,
+                 timestep_scale: float = 1.0):
         if guidance_scale != 1.0 and null_class_label is None:
             raise ParameterError("guidance_scale", "needs a model with a null label (null_class_label)")
         self.unet = unet
         self.guidance_scale = guidance_scale
         self.null_class_label = null_class_label
+        self.timestep_scale = timestep_scale
 
     def __call__(self, x_t: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.timestep_scale != 1.0:
+            t = torch.as_tensor(t, device=x_t.device).float() * self.timestep_scale
         if class_labels is None:
             return _output_tensor(self.unet(x_t, t))
         s = self.guidance_scale

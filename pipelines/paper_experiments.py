@@ -26,7 +26,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ParameterError, check_at_least
-from ..guidance import GuidedModel, check_guidance_scale
+from ..guidance import check_guidance_scale
 from ..rate_distortion import RateDistortion, estimate_rate_distortion
 
 SHARED_LATENT_FRACTIONS = (1.0, 0.75, 0.5, 0.25)  # Fig. 7: t = 1000, 750, 500, 250 of T = 1000
@@ -254,7 +254,6 @@ class PaperExperimentsMixin:
         if noise is None:
             noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         noise = noise.to(device=x0.device, dtype=x0.dtype)
-        conditioning = self.conditioning
-        model = GuidedModel(self.unet, scale, None if conditioning is None else conditioning.null_class_label)
+        model = self.network(scale)
         return estimate_rate_distortion(model, self.scheduler, x0, noise, batch_size=batch_size,
                                         class_labels=None if labels is None else labels.to(x0.device)).cpu()

@@ -60,7 +60,8 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
     _callback_tensor_inputs = ["image", "pred_original_sample"]
 
     def __init__(self, unet: UNet2DModel, scheduler: DDPMDocScheduler, class_names: list[str] | None = None,
-                 null_class_label: int | None = None, class_frequencies: list[float] | None = None):
+                 null_class_label: int | None = None, class_frequencies: list[float] | None = None,
+                 rescale_timesteps: bool = False):
         super().__init__()
         if isinstance(scheduler, DDPMScheduler):
             scheduler = DDPMDocScheduler.from_config(scheduler.config)
@@ -68,7 +69,17 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         self.register_to_config(class_names=None if class_names is None else list(class_names),
                                 null_class_label=null_class_label,
                                 class_frequencies=None if class_frequencies is None else list(class_frequencies))
+        self.register_to_config(rescale_timesteps=bool(rescale_timesteps))
         _ = self.conditioning  # checks the label fields against the UNet now, not at the first call
+
+    def network(self, guidance_scale: float = 1.0) -> GuidedModel:
+        """``model(x_t, t, class_labels)``: the UNet as every sampling step and bound term calls it, through
+        :class:`GuidedModel` with this pipeline's null label and, for a model trained with openai's
+        ``rescale_timesteps`` (the config's ``rescale_timesteps``), its timesteps scaled by 1000/T."""
+        conditioning = self.conditioning
+        timestep_scale = 1000.0 / self.scheduler.config.num_train_timesteps if self.config.rescale_timesteps else 1.0
+        return GuidedModel(self.unet, guidance_scale, None if conditioning is None else conditioning.null_class_label,
+                           timestep_scale=timestep_scale)
 
     @property
     def conditioning(self) -> ClassConditioning | None:
@@ -238,7 +249,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         conditioning = self.conditioning
         if conditioning is not None and labels is None:
             labels = conditioning.draw(batch_size, generator)
-        model = GuidedModel(self.unet, scale, None if conditioning is None else conditioning.null_class_label)
+        model = self.network(scale)
         device_labels = None if labels is None else to_device(labels, device)
         self._set_timesteps(num_inference_steps, timesteps, device)
         timesteps = self.scheduler.timesteps
@@ -350,7 +361,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
             noise = noise.to(device=self._execution_device, dtype=self.unet.dtype)
 
         def bound(labels: torch.Tensor | None, s: float, generator) -> VariationalBound:
-            model = GuidedModel(self.unet, s, None if conditioning is None else conditioning.null_class_label)
+            model = self.network(s)
             labels = None if labels is None else labels.to(self._execution_device)
             return estimate_bound(model, self.scheduler, x0, plan, noise=noise, generator=generator,
                                   batch_size=batch_size, class_labels=labels).cpu()

@@ -47,7 +47,7 @@ def from_openai(codebase: Codebase, state_dict, flags: dict) -> DDPMDocPipeline:
     check_keys(state_dict, expected_keys(maps), resolved)
     unet.load_state_dict(convert_state_dict(state_dict, maps), strict=True, assign=True)
     scheduler = DDPMDocScheduler(**scheduler_config(resolved))
-    return DDPMDocPipeline(unet=unet.eval(), scheduler=scheduler)
+    return DDPMDocPipeline(unet=unet.eval(), scheduler=scheduler, rescale_timesteps=resolved.rescale_timesteps)
 
 
 def from_guided_diffusion(state_dict, **flags) -> DDPMDocPipeline:
