@@ -117,17 +117,20 @@ def build_unet(
     learned_variance: bool = False,
     config_name_or_path: str | None = None,
     fourier_periods: tuple[float, ...] = (),
+    num_class_embeds: int | None = None,
 ) -> UNet2DModel:
     """A freshly initialised UNet: the preset for ``resolution``, or the config at ``config_name_or_path`` after
     checking that its sample size and channels fit the data. With ``fourier_periods`` it is a
     :class:`~hf_ddpm.fourier_unet.FourierUNet2DModel` reading Fourier features of those periods (replacing any
-    the config names), else a plain ``UNet2DModel``."""
+    the config names), else a plain ``UNet2DModel``. ``num_class_embeds``: the label embeddings of a class-conditional
+    UNet (the classes and the null label; None: an unconditional UNet, whatever the config says)."""
     if config_name_or_path is None:
         config = preset_unet_config(resolution, channels, learned_variance=learned_variance)
     else:
         config = load_unet_config(config_name_or_path)
         _check_config(config, resolution, channels, learned_variance, config_name_or_path)
         config = {key: value for key, value in config.items() if key != "fourier_periods"}
+    config = {**config, "num_class_embeds": num_class_embeds}
     if fourier_periods:
         return FourierUNet2DModel.from_config({**config, "fourier_periods": list(fourier_periods)})
     return UNet2DModel.from_config(config)

@@ -16,7 +16,7 @@ from ..errors import ParameterError
 from ..guidance import ClassConditioning, GuidedModel, check_guidance_scale
 from ..host_transfers import to_device
 from ..likelihood import estimate_bound, sampling_chain
-from ..marginal_bound import MarginalBound
+from ..marginal_bound import MarginalBound, class_bounds
 from ..scheduler import DDPMDocScheduler
 from ..timestep_plan import TimestepPlan
 from ..variational_bound import VariationalBound
@@ -343,7 +343,8 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         ``self(class_labels=…, guidance_scale=s)`` samples from — at s = 1 the conditional bound on −log p(x | y), at
         other s the guided chain's own bound (ε̃ in every term, the conditional variance). Without labels: at s = 1
         the marginal bound −log₂ Σ_y π(y) 2^(−D·L_y) / D over every class, all with the same ε and timesteps
-        (a :class:`~hf_ddpm.marginal_bound.MarginalBound`, which also classifies the images); at s = 0 the null-label
+        (a :class:`~hf_ddpm.marginal_bound.MarginalBound`, which also classifies the images; ``generator`` then seeds
+        the one ε replayed for every class); at s = 0 the null-label
         bound. Returns the per-image bound (``.total``, and for a :class:`VariationalBound` ``.prior``, ``.terms``) on
         the CPU.
         """
@@ -380,12 +381,8 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
             return bound(torch.zeros(len(x0), dtype=torch.long), 0.0, generator)
         if scale != 1.0:
             raise ParameterError("guidance_scale", f"is {scale}: a guided chain's bound needs class_labels")
-        if generator is None and noise is None:  # the same ε for every class: replay one seeded generator
-            generator = torch.Generator(device=x0.device).manual_seed(int(torch.randint(2**62, ())))
-        state = None if generator is None else generator.get_state()
-        per_class = []
-        for label in conditioning.class_ids.tolist():
-            if state is not None:
-                generator.set_state(state)
-            per_class.append(bound(torch.full((len(x0),), label, dtype=torch.long), 1.0, generator))
-        return MarginalBound(tuple(per_class), conditioning.frequencies, conditioning.class_ids, x0[0].numel())
+        seed = int(torch.randint(2**62, (), generator=generator, device=generator.device if generator else "cpu"))
+        per_class = class_bounds(self.unet, self.scheduler, x0, plan, conditioning.class_ids, seed=seed, noise=noise,
+                                 batch_size=batch_size)
+        return MarginalBound.from_class_bounds(per_class, conditioning.frequencies, conditioning.class_ids,
+                                               x0[0].numel())

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     flag(data, "validation_fraction", type=float, help="held out when the dataset has no test/validation split")
     flag(data, "max_eval_images", type=int, help="evaluate the bound on at most this many held-out images")
     flag(data, "cache_dir")
+    flag(data, "class_conditional", action="store_true",
+         help="train on the data's class labels (classifier-free guidance: see --label_dropout)")
+    flag(data, "label_column", help="the class-label column with --class_conditional (an image folder's class "
+                                    "sub-folders give 'label')")
 
     model = p.add_argument_group("model and diffusion process")
     flag(model, "model_config_name_or_path", help="a UNet2DModel config (default: the preset for the resolution)")
@@ -102,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag(model, "timestep_sampler", choices=TIMESTEP_SAMPLERS)
     flag(model, "importance_uniform_mix", type=float,
          help="share of the uniform distribution in the importance sampler's p_t (every t keeps a weight ≤ 1/share)")
+    flag(model, "label_dropout", type=float,
+         help="with --class_conditional: the probability of replacing a label by the null label (classifier-free "
+              "guidance's p_uncond)")
 
     opt = p.add_argument_group("optimisation")
     flag(opt, "seed", type=int)

@@ -1,5 +1,6 @@
-"""``ImageDataset``: images as float tensors in [−1, 1] for a DataLoader, with seeded augmentation and the option of
-keeping them decoded; ``ImageData``: a training set with its held-out split."""
+"""``ImageDataset``: images as float tensors in [−1, 1] (with their class labels, for class-conditional training) for a
+DataLoader, with seeded augmentation and the option of keeping them decoded; ``ImageData``: a training set with its
+held-out split."""
 
 from __future__ import annotations
 
@@ -35,8 +36,12 @@ class ImageDataset(torch.utils.data.Dataset):
         seed: int = 0,
         name: str = "",
         split: str = "",
+        labels: np.ndarray | None = None,
     ):
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{len(labels)} labels for {len(images)} images")
         self.images = images
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.resolution = resolution
         self.channels = channels
         self.image_column = image_column
@@ -98,13 +103,21 @@ class ImageDataset(torch.utils.data.Dataset):
             self.resized(index), resolution=self.resolution, center_crop=self.center_crop, flip=flip, rng=rng
         )
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return uint8_to_model_range(self.uint8(index))
+    def __getitem__(self, index: int):
+        image = uint8_to_model_range(self.uint8(index))
+        return image if self.labels is None else (image, int(self.labels[index]))
 
-    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
-        """A DataLoader batch's items (``torch.utils.data`` calls this when present): the same tensors as
-        ``__getitem__``, converted to floats in one operation instead of one per image."""
-        return list(uint8_to_model_range(np.stack([self.uint8(index) for index in indices])).unbind(0))
+    def __getitems__(self, indices: list[int]) -> list:
+        """A DataLoader batch's items (``torch.utils.data`` calls this when present): the same items as
+        ``__getitem__``, the images converted to floats in one operation instead of one per image."""
+        images = list(uint8_to_model_range(np.stack([self.uint8(index) for index in indices])).unbind(0))
+        if self.labels is None:
+            return images
+        return [(image, int(self.labels[index])) for image, index in zip(images, indices)]
+
+    def label_tensor(self) -> torch.Tensor | None:
+        """All labels as one int64 tensor ``[N]`` (None when the dataset has no labels)."""
+        return None if self.labels is None else torch.from_numpy(self.labels.copy())
 
     def tensor(self) -> torch.Tensor:
         """All images as one float32 tensor ``[N, C, H, W]`` in [−1, 1]."""
@@ -115,7 +128,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
 @dataclass
 class ImageData:
-    """A training set and its held-out split, with the shape the model must have."""
+    """A training set and its held-out split, with the shape the model must have; for class-conditional training,
+    the classes' names (label id i is ``class_names[i]``; both splits then carry labels)."""
 
     train: ImageDataset
     eval: ImageDataset
@@ -123,6 +137,15 @@ class ImageData:
     resolution: int
     name: str
     eval_split: str
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def class_frequencies(self) -> list[float] | None:
+        """π(y): each class's share of the training labels (None without labels)."""
+        if self.class_names is None:
+            return None
+        counts = np.bincount(self.train.labels, minlength=len(self.class_names))
+        return (counts / counts.sum()).tolist()
 
 
 def spread_indices(total: int, count: int | None) -> np.ndarray:

@@ -12,6 +12,7 @@ DIGITS_LEVELS = 16  # scikit-learn's digits hold the grey levels 0 … 16
 DIGITS_TEST_EVERY = 5  # test split: image index i with i % 5 == 4
 DIGITS_RESOLUTION = 8
 DIGITS_NAMES = ("digits",)
+DIGITS_CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
 
 def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
@@ -42,12 +43,16 @@ def digits_dataset(
     center_crop: bool = True,
     random_flip: bool = False,
     seed: int = 0,
+    with_labels: bool = False,
 ) -> ImageDataset:
-    """One split of the digits as an :class:`ImageDataset` (8×8 unless ``resolution`` resizes them)."""
-    images, _ = digits_split(split)
+    """One split of the digits as an :class:`ImageDataset` (8×8 unless ``resolution`` resizes them); with
+    ``with_labels``, each digit's class 0 … 9 too."""
+    images, labels = digits_split(split)
     resolution = DIGITS_RESOLUTION if resolution is None else check_resolution(resolution, set(), "digits")
+    kept = spread_indices(len(images), num_images)
     return ImageDataset(
-        images[spread_indices(len(images), num_images)],
+        images[kept],
+        labels=labels[kept] if with_labels else None,
         resolution=resolution,
         channels=1,
         center_crop=center_crop,

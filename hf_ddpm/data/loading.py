@@ -8,7 +8,8 @@ from typing import NamedTuple
 
 from ..errors import ParameterError
 from .dataset import ImageData, ImageDataset, check_resolution, spread_indices
-from .digits import DIGITS_NAMES, digits_dataset
+from .digits import DIGITS_CLASS_NAMES, DIGITS_NAMES, digits_dataset
+from .labels import read_labels, split_labels
 from .transforms import COLOUR_MODES, GREY_MODES, describe_image, open_stored_image
 
 HELD_OUT_SPLITS = ("test", "validation", "valid", "val")
@@ -134,6 +135,7 @@ def load_image_data(
     cache_dir: str | None = None,
     eval_split: str | None = None,
     max_eval_images: int | None = None,
+    label_column: str | None = None,
 ) -> ImageData:
     """The training images and a held-out split, checked and ready for a DataLoader.
 
@@ -155,28 +157,41 @@ def load_image_data(
     colour (RGB, RGBA, P, CMYK, …), is reported with its index and file; ``resolution`` not given while the
     images are not all square of one size. Channels: 1 if every image is grey, else 3 (grey images are then
     repeated to RGB).
+
+    ``label_column``: for class-conditional training, both splits also carry the class labels of this column (a
+    ``ClassLabel`` or integer column; ``imagefolder``'s class sub-folders give ``label``; the digits their digit,
+    whatever the name), and ``class_names`` is set (:func:`~hf_ddpm.data.labels.read_labels` checks them).
     """
     if is_digits(dataset_name, train_data_dir):
         if eval_split not in (None, "test"):
             raise ParameterError("eval_split", f"must be 'test' for the digits (their only held-out split), got {eval_split!r}")
+        labelled = label_column is not None
         train = digits_dataset(
-            "train", resolution=resolution, center_crop=center_crop, random_flip=random_flip, seed=seed
+            "train", resolution=resolution, center_crop=center_crop, random_flip=random_flip, seed=seed,
+            with_labels=labelled,
         )
-        held_out = digits_dataset("test", resolution=resolution, num_images=max_eval_images, seed=seed)
-        return ImageData(train, held_out, 1, train.resolution, "digits", "test")
+        held_out = digits_dataset("test", resolution=resolution, num_images=max_eval_images, seed=seed,
+                                  with_labels=labelled)
+        return ImageData(train, held_out, 1, train.resolution, "digits", "test",
+                         class_names=DIGITS_CLASS_NAMES if labelled else None)
     source, column, train, held_out, held_out_name = _hub_splits(
         dataset_name, dataset_config_name, train_data_dir, image_column, cache_dir, eval_split,
         validation_fraction, seed, max_eval_images,
     )
+    train_labels = held_out_labels = class_names = None
+    if label_column is not None:  # checked before the images are decoded
+        train_labels, held_out_labels, class_names = read_labels(train, held_out, label_column, source)
     channels, resolution = _scan_splits([("train", train), (held_out_name, held_out)], column, source, resolution)
     common = dict(resolution=resolution, channels=channels, image_column=column, seed=seed, name=source.value)
     return ImageData(
-        train=ImageDataset(train, center_crop=center_crop, random_flip=random_flip, split="train", **common),
-        eval=ImageDataset(held_out, split=held_out_name, **common),
+        train=ImageDataset(train, center_crop=center_crop, random_flip=random_flip, split="train",
+                           labels=train_labels, **common),
+        eval=ImageDataset(held_out, split=held_out_name, labels=held_out_labels, **common),
         channels=channels,
         resolution=resolution,
         name=source.value,
         eval_split=held_out_name,
+        class_names=class_names,
     )
 
 
@@ -191,22 +206,26 @@ def load_eval_images(
     validation_fraction: float = 0.1,
     seed: int = 0,
     cache_dir: str | None = None,
+    label_column: str | None = None,
 ) -> ImageDataset:
     """The held-out images alone (centre-cropped, unflipped), chosen and checked as in :func:`load_image_data`.
 
     ``split=None`` picks the same held-out split training used (with the same ``validation_fraction`` and
     ``seed`` when the dataset has none); ``split="train"`` etc. names one. Only the chosen split is decoded.
+    ``label_column``: the images' class labels too (the digits: their digit).
     """
     if is_digits(dataset_name, train_data_dir):
-        return digits_dataset("test" if split is None else split, resolution=resolution, num_images=num_images)
+        return digits_dataset("test" if split is None else split, resolution=resolution, num_images=num_images,
+                              with_labels=label_column is not None)
     source, column, _, held_out, held_out_name = _hub_splits(
         dataset_name, dataset_config_name, train_data_dir, image_column, cache_dir, split,
         validation_fraction, seed, num_images,
     )
+    labels = None if label_column is None else split_labels(held_out, label_column, source)
     channels, resolution = _scan_splits([(held_out_name, held_out)], column, source, resolution)
     return ImageDataset(
         held_out, resolution=resolution, channels=channels, image_column=column, name=source.value,
-        split=held_out_name,
+        split=held_out_name, labels=labels,
     )
 
 

@@ -40,7 +40,9 @@ def fixed(default):
 @dataclass(frozen=True)
 class DataConfig:
     """The images: the built-in digits (neither ``dataset_name`` nor ``train_data_dir``), a ``datasets`` Hub id or
-    folder, or an image folder; and how they are cropped, flipped and held out (see ``hf_ddpm.data``)."""
+    folder, or an image folder; and how they are cropped, flipped and held out (see ``hf_ddpm.data``).
+    ``class_conditional``: train on the data's class labels, read from ``label_column`` (an image folder's class
+    sub-folders give ``label``; the digits their digit)."""
 
     dataset_name: str | None = fixed(None)
     dataset_config_name: str | None = fixed(None)
@@ -52,6 +54,8 @@ class DataConfig:
     validation_fraction: float = fixed(0.1)
     max_eval_images: int | None = None
     cache_dir: str | None = None
+    class_conditional: bool = fixed(False)
+    label_column: str = fixed("label")
 
     def __post_init__(self):
         if self.dataset_name is not None and self.train_data_dir is not None:
@@ -100,18 +104,21 @@ class ProcessConfig:
 class ObjectiveConfig:
     """The loss (``hf_ddpm.losses``) and how its timesteps are drawn. ``simple_weight``: c of the loss
     ``"vlb_simple"`` (unused by the others); ``importance_uniform_mix``: the share of the uniform distribution in the
-    importance sampler's p_t (unused by the uniform sampler)."""
+    importance sampler's p_t (unused by the uniform sampler); ``label_dropout``: p_uncond of classifier-free guidance,
+    the probability that a class-conditional run replaces a label by the null label (unused without labels)."""
 
     loss_type: str = fixed("vlb_simple")
     simple_weight: float = fixed(20.0)
     timestep_sampler: str = fixed("importance")
     importance_uniform_mix: float = fixed(0.25)
+    label_dropout: float = fixed(0.1)
 
     def __post_init__(self):
         check_choice("loss_type", self.loss_type, LOSS_TYPES)
         check_interval("simple_weight", self.simple_weight, 0.0, math.inf)
         check_choice("timestep_sampler", self.timestep_sampler, TIMESTEP_SAMPLERS)
         check_interval("importance_uniform_mix", self.importance_uniform_mix, 0.0, 1.0, closed_high=True)
+        check_interval("label_dropout", self.label_dropout, 0.0, 1.0, closed_low=True)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def periodic_evaluation(trainer, step: int, logs: dict, *, sample: bool, evaluat
     if not evaluate:
         return
     bound = held_out_bound(trainer.evaluation_unet(), trainer.scheduler, trainer.eval_images,
-                           num_timesteps=output.eval_timesteps, seed=seed)
+                           num_timesteps=output.eval_timesteps, seed=seed, class_labels=trainer.eval_labels)
     logs.update(eval_bits_per_dim=bound.bits_per_dim, eval_bits_per_dim_stderr=bound.standard_error)
     message = f"step {step}: held-out bound ≈ {bound.bits_per_dim:.4f} ± {bound.standard_error:.4f} bits/dim " \
               f"({bound.num_timesteps} timesteps)"

@@ -19,6 +19,7 @@ def held_out_bound(
     seed: int = 0,
     batch_size: int = 512,
     num_inference_steps: int | None = None,
+    class_labels: torch.Tensor | None = None,
 ) -> VariationalBound:
     """The bound (Eq. 5) of ``images`` (in [−1, 1], 8-bit grid) in bits/dim, per image and averaged.
 
@@ -27,8 +28,10 @@ def held_out_bound(
     (:meth:`TimestepPlan.stratified`), whose ``standard_error`` combines the spread over images with the error of
     the drawn subset. Images go through the model in chunks of ``batch_size``; the noise is drawn from ``seed``.
     ``num_inference_steps`` N: the bound of the N-step sampler (:func:`~hf_ddpm.likelihood.sampling_chain`), its
-    terms chosen as above among the chain's N steps (K ≥ N: all of them); None: the full T-step chain."""
+    terms chosen as above among the chain's N steps (K ≥ N: all of them); None: the full T-step chain.
+    ``class_labels``: the images' labels, for the conditional bound of a class-conditional ``model``."""
     chain = sampling_chain(scheduler, num_inference_steps)
     plan = TimestepPlan.stratified(scheduler.config.num_train_timesteps, num_timesteps, seed, chain=chain)
     generator = torch.Generator(device=images.device).manual_seed(seed)
-    return estimate_bound(model, scheduler, images, plan, generator=generator, batch_size=batch_size)
+    return estimate_bound(model, scheduler, images, plan, generator=generator, batch_size=batch_size,
+                          class_labels=class_labels)

@@ -14,6 +14,7 @@ from ..figures import FIGURES_DIR, PROGRESSIVE, write_figures
 from ..images import sample_grid
 from ..pipelines.paper_experiments import to_unit_range
 from ..rate_distortion import describe_summary
+from .class_bounds import final_class_bounds
 from .evaluation import judge_samples
 from .held_out import held_out_bound
 from .history import save_evaluation_plot, save_loss_plot
@@ -43,12 +44,16 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     # (with one ε per image, drawn from the seed), and its bound is the held-out bound.
     rate_distortion = None
     if config.draws_figures and output.final_eval_timesteps is None:
-        rate_distortion = pipeline.rate_distortion(to_unit_range(trainer.eval_images),
+        rate_distortion = pipeline.rate_distortion(to_unit_range(trainer.eval_images), class_labels=trainer.eval_labels,
                                                    generator=torch.Generator().manual_seed(config.optim.seed))
         bound = rate_distortion.bound
     else:
         bound = held_out_bound(pipeline.unet, trainer.scheduler, trainer.eval_images,
-                               num_timesteps=output.final_eval_timesteps, seed=config.optim.seed)
+                               num_timesteps=output.final_eval_timesteps, seed=config.optim.seed,
+                               class_labels=trainer.eval_labels)
+    class_bounds = None if trainer.eval_labels is None else \
+        final_class_bounds(pipeline, trainer.eval_images, trainer.eval_labels, bound, seed=config.optim.seed,
+                           max_timesteps=output.final_eval_timesteps)
     eval_seconds = time.time() - eval_started
     save_loss_plot(trainer.history, os.path.join(output.output_dir, LOSS_PLOT))
     images = {"samples": SAMPLE_GRID, "loss": LOSS_PLOT}
@@ -83,11 +88,17 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
         num_inference_steps=output.num_inference_steps,
         sample_quality=judge_samples(trainer, samples) if config.judges_samples else None,
         figures=figures,
+        class_bounds=class_bounds,
     )
     record = RunRecord(config, results, images=images)
     record.save(output.output_dir)
     _write_card(output.output_dir, record)
     print(bound.describe())
+    if class_bounds is not None:
+        print(f"marginal bound {class_bounds['marginal']['bits_per_dim']:.4f}, null-label bound "
+              f"{class_bounds['null_label']['bits_per_dim']:.4f} bits/dim; generative classifier (argmin_y L_y, "
+              f"{class_bounds['classifier_timesteps']} timesteps per class): accuracy "
+              f"{class_bounds['classifier_accuracy']:.3f}")
     print(f"held-out bound: {bound.bits_per_dim:.4f} ± {bound.standard_error:.4f} bits/dim "
           f"({results.test_bits_per_dim_method}); outputs in {output.output_dir}")
     return record

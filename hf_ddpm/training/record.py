@@ -34,7 +34,8 @@ class RunResults:
     (0 on a GPU) on ``hardware``; ``images_seen`` in this session; the per-step losses (``train_loss_history``) and
     the evaluations made during training (``eval_log``). Timings in seconds. ``figures``: what the paper's figures
     recorded (``hf_ddpm.figures``' ``figures.json``: settings, the rate–distortion summary, seconds per figure), or
-    None when they were not drawn.
+    None when they were not drawn. ``class_bounds``: a class-conditional run's conditional, marginal and null-label
+    bounds and its generative classifier's accuracy (``hf_ddpm.training.class_bounds``), else None.
     """
 
     global_step: int
@@ -61,6 +62,7 @@ class RunResults:
     num_inference_steps: int
     sample_quality: dict | None = None
     figures: dict | None = None
+    class_bounds: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

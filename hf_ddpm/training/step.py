@@ -31,12 +31,17 @@ class StepResult(NamedTuple):
 
 
 def training_step(accelerator, unet, scheduler, timestep_sampler, clean: torch.Tensor, *, seed: int,
-                  micro_step: int, loss_type: str, importance: bool, simple_weight: float = 1.0) -> StepResult:
+                  micro_step: int, loss_type: str, importance: bool, simple_weight: float = 1.0,
+                  class_labels: torch.Tensor | None = None, label_dropout: float = 0.0,
+                  null_class_label: int | None = None) -> StepResult:
     """Algorithm 1 on one micro-batch of clean images x_0 (this process's share of the global micro-batch), with the
     objective ``loss_type`` (``simple_weight``: its c when it is ``"vlb_simple"``).
 
     t and ε are drawn on the host for the whole global micro-batch from (seed, micro_step) and each process takes its
-    slice, so a run's draws depend neither on how its global batch is split over processes nor on the device."""
+    slice, so a run's draws depend neither on how its global batch is split over processes nor on the device.
+    ``class_labels`` (class-conditional training): each is replaced by ``null_class_label`` with probability
+    ``label_dropout`` (classifier-free guidance), drawn after t and ε from the same generator — seeded and resumable
+    like them."""
     generator = step_generator(seed, micro_step)
     size, rank, processes = clean.shape[0], accelerator.process_index, accelerator.num_processes
     timesteps, weights = timestep_sampler.sample(size * processes, clean.device, generator=generator)
@@ -44,7 +49,12 @@ def training_step(accelerator, unet, scheduler, timestep_sampler, clean: torch.T
     mine = slice(rank * size, (rank + 1) * size)
     timesteps, weights, noise = timesteps[mine], weights[mine], to_device(noise[mine], clean.device)
     noisy = scheduler.add_noise(clean, noise, timesteps)
-    model_output = unet(noisy, timesteps).sample
+    conditioning = {}
+    if class_labels is not None:
+        dropped = torch.rand(size * processes, generator=generator)[mine] < label_dropout
+        conditioning["class_labels"] = torch.where(to_device(dropped, class_labels.device), null_class_label,
+                                                   class_labels)
+    model_output = unet(noisy, timesteps, **conditioning).sample
     per_example, terms = training_loss(scheduler, model_output, clean, noisy, noise, timesteps, loss_type,
                                        simple_weight=simple_weight, bound_terms=importance)
     loss = (per_example * weights).mean()

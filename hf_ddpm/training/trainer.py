@@ -59,8 +59,11 @@ class Trainer:
             train_data_dir=data.train_data_dir, image_column=data.image_column, resolution=data.resolution,
             center_crop=data.center_crop, random_flip=data.random_flip, validation_fraction=data.validation_fraction,
             seed=optim.seed, cache_dir=data.cache_dir, max_eval_images=data.max_eval_images,
+            label_column=data.label_column if data.class_conditional else None,
         )
         self.config = config = config.replace(resolution=self.data.resolution)
+        # class-conditional: the classes are 0 … K−1 and the null label is K, as in DiT
+        self.null_class_label = None if self.data.class_names is None else len(self.data.class_names)
         if config.judges_samples and len(self.data.eval) < MIN_JUDGED_IMAGES:
             raise ParameterError("validation_fraction", f"the held-out images ({self.data.eval_split}) are "
                                  f"{len(self.data.eval)}; judging the samples against them needs at least "
@@ -68,7 +71,8 @@ class Trainer:
         unet = build_unet(self.data.resolution, self.data.channels,
                           learned_variance=config.process.variance_type in LEARNED_VARIANCE_TYPES,
                           config_name_or_path=config.model.model_config_name_or_path,
-                          fourier_periods=config.model.fourier_periods)
+                          fourier_periods=config.model.fourier_periods,
+                          num_class_embeds=None if self.null_class_label is None else self.null_class_label + 1)
         self.evaluation = EvaluationNetwork(unet, accelerator.device)
         if compute.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
@@ -102,6 +106,8 @@ class Trainer:
             if state is not None:
                 accelerator.register_for_checkpointing(state)
         self.eval_images = self.data.eval.tensor().to(accelerator.device)
+        eval_labels = self.data.eval.label_tensor()
+        self.eval_labels = None if eval_labels is None else eval_labels.to(accelerator.device)
         self.pusher = self._pusher() if accelerator.is_main_process else None
         self.start_step = self._resume()
 
@@ -223,14 +229,16 @@ class Trainer:
                 batches = accelerator.skip_first_batches(self.loader, skip) if epoch == first_epoch and skip \
                     else self.loader
                 self.unet.train()
-                for batch_index, clean in enumerate(batches, start=skip if epoch == first_epoch else 0):
+                for batch_index, batch in enumerate(batches, start=skip if epoch == first_epoch else 0):
+                    clean, labels = batch if self.null_class_label is not None else (batch, None)
                     self.images_seen += clean.shape[0]
                     with accelerator.accumulate(self.unet):
                         result = training_step(
                             accelerator, self.unet, self.scheduler, self.timestep_sampler, clean,
                             seed=config.optim.seed, micro_step=epoch * len(self.loader) + batch_index,
                             loss_type=config.objective.loss_type, simple_weight=config.objective.simple_weight,
-                            importance=importance,
+                            importance=importance, class_labels=labels,
+                            label_dropout=config.objective.label_dropout, null_class_label=self.null_class_label,
                         )
                         if importance:  # its copy to the host overlaps the backward pass on a GPU
                             self.timestep_sampler.update(result.timesteps, result.bound_terms)
@@ -283,11 +291,14 @@ class Trainer:
             accelerator.wait_for_everyone()  # the other processes wait for the main one's evaluation
 
     def pipeline(self):
-        """A ``DDPMDocPipeline`` of the evaluation network (EMA weights, float32) and a copy of the scheduler."""
+        """A ``DDPMDocPipeline`` of the evaluation network (EMA weights, float32) and a copy of the scheduler; for a
+        class-conditional run with the classes' names, the null label K and the training label frequencies."""
         from ..pipelines import DDPMDocPipeline
 
-        pipeline = DDPMDocPipeline(unet=self.evaluation_unet(), scheduler=type(self.scheduler).from_config(
-            self.scheduler.config))
+        pipeline = DDPMDocPipeline(
+            unet=self.evaluation_unet(), scheduler=type(self.scheduler).from_config(self.scheduler.config),
+            class_names=self.data.class_names, null_class_label=self.null_class_label,
+            class_frequencies=self.data.class_frequencies)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 

@@ -1,0 +1,42 @@
+"""The final bounds of a class-conditional run (``shared/docs/guidance-math.md``): beside the conditional bound of
+the held-out images with their true labels, the marginal bound over every class, the null-label bound, and the
+generative classifier argmin_y L_y."""
+
+from __future__ import annotations
+
+import torch
+
+from ..guidance import GuidedModel
+from ..marginal_bound import MarginalBound, class_bounds
+from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS, TimestepPlan
+from ..variational_bound import VariationalBound
+from .held_out import held_out_bound
+
+
+def final_class_bounds(pipeline, images: torch.Tensor, labels: torch.Tensor, conditional: VariationalBound, *,
+                       seed: int, max_timesteps: int | None = None, batch_size: int = 512) -> dict:
+    """``class_bounds`` of ``metrics.json``: the ``conditional`` bound (already evaluated, with the true ``labels``),
+    the ``marginal`` bound, the ``null_label`` bound and the ``classifier_accuracy`` of argmin_y L_y on ``images``.
+
+    Every class's L_y is estimated from T / K timesteps (:meth:`TimestepPlan.stratified`, the same ε for every
+    class), so the K classes together cost about one full bound pass, and anchored on ``conditional``
+    (:meth:`MarginalBound.from_class_bounds`); the null-label bound from as many timesteps. ``max_timesteps`` (the
+    run's ``final_eval_timesteps``): at most that many."""
+    conditioning, scheduler = pipeline.conditioning, pipeline.scheduler
+    T = scheduler.config.num_train_timesteps
+    num_timesteps = max(MIN_STRATIFIED_TIMESTEPS, min(T // conditioning.num_classes, max_timesteps or T))
+    plan = TimestepPlan.stratified(T, num_timesteps, seed)
+    per_class = class_bounds(pipeline.unet, scheduler, images, plan, conditioning.class_ids, seed=seed,
+                             batch_size=batch_size)
+    marginal = MarginalBound.from_class_bounds(per_class, conditioning.frequencies, conditioning.class_ids,
+                                               images[0].numel(), anchor=conditional, labels=labels)
+    null = held_out_bound(GuidedModel(pipeline.unet, 0.0, conditioning.null_class_label), scheduler, images,
+                          num_timesteps=num_timesteps, seed=seed, batch_size=batch_size,
+                          class_labels=torch.zeros_like(labels))
+    return {
+        "conditional": conditional.to_dict(),
+        "marginal": marginal.to_dict(),
+        "null_label": null.to_dict(),
+        "classifier_accuracy": marginal.accuracy(labels),
+        "classifier_timesteps": num_timesteps,
+    }
