@@ -12,11 +12,19 @@
 ``steps_tradeoff.csv``     for each number of sampling steps K: the bound of the K-step sampler and its samples'
                            quality (:mod:`hf_ddpm.steps_tradeoff`; ``hf-ddpm figures`` only — it takes minutes)
 ``steps_tradeoff.png``     the same against K
-``figures.json``           the settings, the rate–distortion summary, the K table and the seconds each figure took
+``class_grid.png``         a class-conditional model's samples, one row per class, guidance scales 0, 1, 2, 4 side by
+                           side (:mod:`hf_ddpm.guidance_figures`; models with a null label)
+``guidance_tradeoff.csv``  one row per guidance scale s: the samples' FD, score, precision, recall, label accuracy and
+                           the guided chain's bound (``.png``: the same against s)
+``figures.json``           the settings, the rate–distortion summary, the K table, the guidance figures' summary and
+                           the seconds each figure took
 =========================  ==========================================================================================
 
 Each figure is drawn with a fresh generator seeded by ``seed``: ``progressive.png``'s samples are
-``hf-ddpm sample --seed S``'s.
+``hf-ddpm sample --seed S``'s. On a class-conditional model the held-out images come with their labels: the
+progressive samples draw theirs (as ``hf-ddpm sample`` does), the shared latents and the rate–distortion pass use the
+images' labels (its bound is then the conditional bound), and the interpolation, whose pairs may be of two classes,
+the null label (the first image's label for a model without one).
 """
 
 from __future__ import annotations
@@ -29,8 +37,10 @@ from pathlib import Path
 
 import torch
 
-from .images import make_grid
+from .errors import ParameterError
+from .guidance_figures import CLASS_GRID, GUIDANCE_TRADEOFF_PLOT, write_guidance_figures
 from .pipelines.paper_experiments import INTERPOLATION_LAMBDAS, paper_timestep, to_unit_range
+from .plotting import DPI, pyplot, save_grid
 from .rate_distortion import RateDistortion
 from .steps_tradeoff import steps_tradeoff
 from .training.record import RunRecord, write_json
@@ -44,19 +54,19 @@ RATE_DISTORTION_PLOT = "rate_distortion.png"
 STEPS_TRADEOFF_CSV = "steps_tradeoff.csv"
 STEPS_TRADEOFF_PLOT = "steps_tradeoff.png"
 SUMMARY = "figures.json"
+CARD_FIGURES = {"progressive": PROGRESSIVE, "class_grid": CLASS_GRID, "guidance_tradeoff": GUIDANCE_TRADEOFF_PLOT}
 
 PROGRESSIVE_SAMPLES, PROGRESSIVE_COLUMNS = 8, 10
 SHARED_IMAGES, SHARED_SAMPLES = 3, 5
 INTERPOLATION_PAIRS = 3
 INTERPOLATION_FRACTIONS = (0.25, 0.5, 0.75)  # t = T/4 (reconstructions), T/2 (the paper's Fig. 8), 3T/4
-PIXELS_PER_CELL = 32  # small images are enlarged (nearest neighbour) to at least this size
-DPI = 100
 
 
 def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *, seed: int = 0,
                   settings: dict | None = None, batch_size: int = 256,
                   rate_distortion: RateDistortion | None = None, steps=None, steps_samples: int = 400,
-                  feature_model: str | None = None, classifier: str | None = None) -> dict:
+                  feature_model: str | None = None, classifier: str | None = None, class_labels=None,
+                  guidance_options: dict | None = None) -> dict:
     """Write the figures of the module docstring into ``out_dir`` and return ``figures.json``'s content.
 
     ``images`` [N, C, H, W] in [0, 1]: held-out images. All N give the rate–distortion numbers; the first
@@ -66,7 +76,17 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     ``rate_distortion``: that pass of these ``images`` already made (``pipeline.rate_distortion``), to reuse.
     ``steps``: the numbers of sampling steps K of ``steps_tradeoff.csv/png`` (None: not drawn), each judged on
     ``steps_samples`` samples with ``feature_model``/``classifier`` (``hf_ddpm.metrics``; default: the digits
-    evaluator)."""
+    evaluator).
+
+    A class-conditional pipeline needs ``class_labels``, one per image; with a null label it also gets the guidance
+    figures (:func:`~hf_ddpm.guidance_figures.write_guidance_figures`, given ``guidance_options``: its keyword
+    arguments ``grid_samples``, ``num_samples``, ``num_inference_steps``, ``num_timesteps``; None: its defaults, the
+    trainer's)."""
+    conditioning = pipeline.conditioning
+    if conditioning is not None and class_labels is None:
+        raise ParameterError("class_labels", "are needed for a class-conditional model's figures: the held-out "
+                                             "images' labels, one per image")
+    labels = None if conditioning is None else conditioning.label_ids(class_labels)
     os.makedirs(out_dir, exist_ok=True)
     T = pipeline.scheduler.config.num_train_timesteps
     seconds, timesteps = {}, {}
@@ -83,7 +103,8 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     seconds["progressive"], started = time.perf_counter() - started, time.perf_counter()
     timesteps["progressive"] = progressive.timesteps.tolist()
 
-    shared = pipeline.shared_latents(images[:SHARED_IMAGES], num_samples=SHARED_SAMPLES, generator=generator())
+    shared = pipeline.shared_latents(images[:SHARED_IMAGES], num_samples=SHARED_SAMPLES, generator=generator(),
+                                     class_labels=None if labels is None else labels[:SHARED_IMAGES])
     rows = torch.cat([shared.images[:, None, None].expand(-1, len(shared.timesteps), 1, -1, -1, -1),
                       to_unit_range(shared.latents)[:, :, None], shared.samples], dim=2).flatten(0, 1)
     save_grid(rows, os.path.join(out_dir, SHARED_LATENTS),
@@ -94,20 +115,23 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     timesteps["shared_latents"] = shared.timesteps.tolist()
 
     pairs = min(INTERPOLATION_PAIRS, len(images) // 2)
-    blocks, labels = [], []
+    pair_labels = None if conditioning is None or conditioning.null_class_label is not None else \
+        labels[0 : 2 * pairs : 2]
+    blocks, row_labels = [], []
     for fraction in INTERPOLATION_FRACTIONS:
         t = paper_timestep(T, fraction)
         result = pipeline.interpolate(images[0 : 2 * pairs : 2], images[1 : 2 * pairs : 2], timestep=t,
-                                      generator=generator())
+                                      generator=generator(), class_labels=pair_labels)
         blocks.append(torch.cat([result.images[:, None], result.decoded, result.other_images[:, None]], dim=1))
-        labels += [f"#{p + 1}, t={t + 1}" for p in range(pairs)]
+        row_labels += [f"#{p + 1}, t={t + 1}" for p in range(pairs)]
     save_grid(torch.cat(blocks), os.path.join(out_dir, INTERPOLATION),
-              column_labels=["x₀"] + [f"λ={w:g}" for w in INTERPOLATION_LAMBDAS] + ["x'₀"], row_labels=labels,
+              column_labels=["x₀"] + [f"λ={w:g}" for w in INTERPOLATION_LAMBDAS] + ["x'₀"], row_labels=row_labels,
               title="Interpolation through q (Fig. 8): (1−λ)x_t + λx'_t decoded with the same noise")
     seconds["interpolation"], started = time.perf_counter() - started, time.perf_counter()
     timesteps["interpolation"] = [paper_timestep(T, f) for f in INTERPOLATION_FRACTIONS]
 
-    rd = rate_distortion or pipeline.rate_distortion(images, generator=generator(), batch_size=batch_size)
+    rd = rate_distortion or pipeline.rate_distortion(images, generator=generator(), batch_size=batch_size,
+                                                     class_labels=labels)
     write_rate_distortion_csv(rd, os.path.join(out_dir, RATE_DISTORTION_CSV))
     plot_rate_distortion(rd, os.path.join(out_dir, RATE_DISTORTION_PLOT))
     seconds["rate_distortion"], started = time.perf_counter() - started, time.perf_counter()
@@ -116,9 +140,15 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     if steps is not None:
         tradeoff = steps_tradeoff(pipeline, images.to(pipeline.device) * 2 - 1, steps, num_samples=steps_samples,
                                   seed=seed, feature_model=feature_model, classifier=classifier, batch_size=batch_size,
-                                  full_bound=rd.bound)
+                                  full_bound=rd.bound, class_labels=labels)
         write_steps_tradeoff(tradeoff, out_dir)
-        seconds["steps_tradeoff"] = time.perf_counter() - started
+        seconds["steps_tradeoff"], started = time.perf_counter() - started, time.perf_counter()
+
+    guidance = None
+    if conditioning is not None and conditioning.null_class_label is not None:
+        guidance = write_guidance_figures(pipeline, images, labels, out_dir, seed=seed, feature_model=feature_model,
+                                          classifier=classifier, batch_size=batch_size, **(guidance_options or {}))
+        seconds.update(guidance.pop("seconds"))
 
     summary = {
         "settings": {**(settings or {}), "seed": seed, "num_images": len(images), "num_train_timesteps": T,
@@ -127,23 +157,32 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
                      "interpolation_lambdas": list(INTERPOLATION_LAMBDAS)},
         "rate_distortion": rd.summary(),
         "steps_tradeoff": tradeoff,
+        "guidance": guidance,
         "seconds": seconds,
     }
     write_json(os.path.join(out_dir, SUMMARY), summary)
     return summary
 
 
+def card_figures(folder: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, str]:
+    """The figures in ``out_dir`` that the model card shows, by role: {role: path relative to ``folder``} for each of
+    :data:`CARD_FIGURES` that was drawn (``out_dir`` inside ``folder``)."""
+    folder = Path(folder).resolve()
+    return {role: Path(out_dir, name).resolve().relative_to(folder).as_posix() for role, name in CARD_FIGURES.items()
+            if Path(out_dir, name).is_file()}
+
+
 def add_to_record(folder: str | os.PathLike, out_dir: str | os.PathLike, summary: dict) -> bool:
-    """Name ``out_dir``'s progressive figure in the run record of ``folder`` (its ``training_run.json``; images
-    ``"progressive"``) and put ``summary`` in its results (``figures``), so that the model card shows them. False,
-    changing nothing, when ``folder`` has no record or ``out_dir`` lies outside it."""
-    folder, figure = Path(folder).resolve(), Path(out_dir, PROGRESSIVE).resolve()
+    """Name ``out_dir``'s figures that the card shows (:func:`card_figures`: the progressive figure, and a
+    class-conditional model's class grid and guidance trade-off) in the run record of ``folder`` (its
+    ``training_run.json``; images by role) and put ``summary`` in its results (``figures``), so that the model card
+    shows them. False, changing nothing, when ``folder`` has no record or ``out_dir`` lies outside it."""
+    folder = Path(folder).resolve()
     record = RunRecord.load(folder)
-    if record is None or not figure.is_relative_to(folder):
+    if record is None or not Path(out_dir, PROGRESSIVE).resolve().is_relative_to(folder):
         return False
     results = None if record.results is None else dataclasses.replace(record.results, figures=summary)
-    images = {**record.images, "progressive": figure.relative_to(folder).as_posix()}
-    RunRecord(record.config, results, images).save(folder)
+    RunRecord(record.config, results, {**record.images, **card_figures(folder, out_dir)}).save(folder)
     return True
 
 
@@ -156,7 +195,7 @@ def write_steps_tradeoff(rows: list[dict], out_dir: str | os.PathLike) -> None:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plt = _pyplot()
+    plt = pyplot()
     steps = [row["num_inference_steps"] for row in rows]
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].errorbar(steps, [row["bits_per_dim"] for row in rows], yerr=[row["standard_error"] for row in rows],
@@ -189,42 +228,9 @@ def write_rate_distortion_csv(rd: RateDistortion, path: str | os.PathLike) -> No
         writer.writerows(rows)
 
 
-def tile(images: torch.Tensor):
-    """[rows, columns, C, H, W] in [0, 1] → one PIL image, cells separated by 2 grey pixels and enlarged (nearest
-    neighbour) to at least ``PIXELS_PER_CELL`` pixels."""
-    from PIL import Image
-
-    rows, columns = images.shape[:2]
-    grid = make_grid(images.flatten(0, 1), nrow=columns, padding=2, pad_value=96)
-    scale = max(1, -(-PIXELS_PER_CELL // images.shape[-1]))
-    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST) if scale > 1 else grid
-
-
-def save_grid(images: torch.Tensor, path, *, column_labels, row_labels=None, title: str = "") -> None:
-    """:func:`tile` with the columns' (and rows') labels and a title, as a PNG."""
-    plt = _pyplot()
-    grid = tile(images)
-    rows, columns = images.shape[:2]
-    left, right, top, bottom = 0.6, 0.15, 0.75, 0.3  # margins in inches: row labels, column labels, title
-    width, height = grid.width / DPI, grid.height / DPI
-    figure = plt.figure(figsize=(width + left + right, height + top + bottom), dpi=DPI)
-    axes = figure.add_axes((left / (width + left + right), bottom / (height + top + bottom),
-                            width / (width + left + right), height / (height + top + bottom)))
-    axes.imshow(grid, cmap="gray" if grid.mode == "L" else None, vmin=0, vmax=255, interpolation="nearest")
-    cell_w, cell_h = grid.width / columns, grid.height / rows
-    axes.set_xticks([(c + 0.5) * cell_w for c in range(columns)], column_labels, rotation=60, fontsize=7,
-                    ha="left", rotation_mode="anchor")
-    axes.xaxis.tick_top()
-    axes.set_yticks([(r + 0.5) * cell_h for r in range(rows)], row_labels or [""] * rows, fontsize=7)
-    axes.tick_params(length=0)
-    figure.text(0.5, 0.02, title, fontsize=8, ha="center", va="bottom")
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
-
-
 def plot_rate_distortion(rd: RateDistortion, path) -> None:
     """Fig. 5: distortion and rate against the reverse process's steps T − t, and distortion against rate."""
-    plt = _pyplot()
+    plt = pyplot()
     T = rd.bound.num_train_timesteps
     steps = T - (rd.timesteps + 1)  # reverse process steps taken when the receiver holds x_t
     rate, distortion = rd.mean_rate, rd.mean_distortion
@@ -247,12 +253,3 @@ def plot_rate_distortion(rd: RateDistortion, path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

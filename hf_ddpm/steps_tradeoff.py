@@ -24,13 +24,14 @@ DEFAULT_STEPS = (1000, 250, 100, 50, 20, 10)
 
 def steps_tradeoff(pipeline, images: torch.Tensor, steps=DEFAULT_STEPS, *, num_samples: int = 400, seed: int = 0,
                    feature_model: str | None = None, classifier: str | None = None, batch_size: int = 256,
-                   full_bound: VariationalBound | None = None) -> list[dict]:
+                   full_bound: VariationalBound | None = None, class_labels: torch.Tensor | None = None) -> list[dict]:
     """One row per K in ``steps`` (each in [1, T]): ``num_inference_steps``, the K-step bound of ``images``
     ([N, C, H, W] in [−1, 1] on the 8-bit grid; ``bits_per_dim``, ``standard_error``, ``decoder``, ``prior``, ``chain``)
     with fresh ε per term from ``seed``, and the quality of ``num_samples`` samples drawn with K steps from ``seed``
     (``fd``, ``fd_name``, ``score``, ``class_histogram``, ``class_chi2``, ``precision``, ``recall``; 0 samples: None),
     and the row's ``seconds``. ``full_bound``: the full T-step bound of these images already evaluated (e.g. by the
-    rate–distortion pass), used for K = T instead of evaluating it again."""
+    rate–distortion pass), used for K = T instead of evaluating it again. ``class_labels`` (label ids, one per image):
+    a class-conditional model's bound given the images' labels; its samples draw their labels uniformly."""
     from .metrics import class_balance_chi2, sample_quality
 
     T = pipeline.scheduler.config.num_train_timesteps
@@ -48,7 +49,8 @@ def steps_tradeoff(pipeline, images: torch.Tensor, steps=DEFAULT_STEPS, *, num_s
             plan = TimestepPlan.full_chain(T, chain=sampling_chain(pipeline.scheduler, k))
             bound = estimate_bound(pipeline.unet, pipeline.scheduler, images.to(pipeline.device, pipeline.unet.dtype),
                                    plan, generator=torch.Generator(device=pipeline.device).manual_seed(seed),
-                                   batch_size=batch_size)
+                                   batch_size=batch_size,
+                                   class_labels=None if class_labels is None else class_labels.to(pipeline.device))
         row = {"num_inference_steps": k, "bits_per_dim": bound.bits_per_dim, "standard_error": bound.standard_error,
                "decoder": bound.decoder, "prior": float(bound.prior.mean()), "chain": bound.plan.describe_chain()}
         quality = {}

@@ -16,8 +16,9 @@ from training_support import train_tiny
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
 from hf_ddpm.cli import main
 from hf_ddpm.data import digits_dataset
-from hf_ddpm.figures import PIXELS_PER_CELL, add_to_record, tile, write_figures
+from hf_ddpm.figures import add_to_record, write_figures
 from hf_ddpm.images import to_uint8
+from hf_ddpm.plotting import PIXELS_PER_CELL, tile
 from hf_ddpm.steps_tradeoff import DEFAULT_STEPS
 from hf_ddpm.training.config import RunConfig
 from hf_ddpm.training.record import RunRecord

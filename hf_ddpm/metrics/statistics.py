@@ -6,6 +6,7 @@ the feature networks that produce the arrays live in :mod:`hf_ddpm.metrics.featu
 - :func:`frechet_distance`: the Fréchet (2-Wasserstein) distance between Gaussians fitted to two feature sets.
 - :func:`inception_score`: the Inception-style score exp E_x KL(p(y|x) ‖ p(y)) of class probabilities.
 - :func:`class_histogram`: how many samples a classifier puts in each class.
+- :func:`label_accuracy`: the share of samples a classifier puts in the class they were generated for.
 - :func:`precision_recall`: fidelity and coverage on k-nearest-neighbour manifolds (Kynkäänniemi et al. 2019).
 """
 
@@ -101,6 +102,17 @@ def class_histogram(probs) -> list[int]:
     """Number of samples whose most probable class is k, for each of the K classes of ``probs`` (N, K)."""
     probs = _probability_matrix(probs)
     return np.bincount(probs.argmax(axis=1), minlength=probs.shape[1]).tolist()
+
+
+def label_accuracy(probs, requested) -> float:
+    """The share of the N samples whose most probable class under ``probs`` (N, K) is the one they were generated
+    for, ``requested`` (N class indices in 0 … K − 1): a class-conditional generator's label accuracy."""
+    probs = _probability_matrix(probs)
+    requested = np.asarray(requested, dtype=np.int64)
+    if requested.shape != (len(probs),) or (requested < 0).any() or (requested >= probs.shape[1]).any():
+        raise ValueError(f"requested must hold one class index in [0, {probs.shape[1]}) per sample ({len(probs)}), got "
+                         f"shape {requested.shape}")
+    return float((probs.argmax(axis=1) == requested).mean())
 
 
 def class_balance_chi2(histogram) -> float:
