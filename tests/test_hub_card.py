@@ -353,3 +353,109 @@ def test_the_card_describes_each_option_in_the_options_own_words(tmp_path, offli
     assert rows["timestep sampling"] == TIMESTEP_SAMPLERS[sampler].format(uniform_mix=objective.importance_uniform_mix)
     assert rows["precision"] == MIXED_PRECISIONS["bf16" if precision == "fp16" else precision]
     assert LOSS_TYPES[loss].format(target=PREDICTION_TYPES[prediction].target) in rows["loss"]
+
+
+# ------------------------------------------------------------------------------------------ a class-conditional model
+
+CLASS_BOUNDS = {"conditional": {"bits_per_dim": 2.5, "standard_error": 0.05},
+                "marginal": {"bits_per_dim": 2.5123, "standard_error": 0.0456},
+                "null_label": {"bits_per_dim": 2.6789, "standard_error": 0.0512},
+                "classifier_accuracy": 0.8765, "classifier_timesteps": 6}
+TRADEOFF = [{"guidance_scale": s, "fd": fd, "score": 1.5 + s, "precision": 0.5, "recall": 0.25, "label_accuracy": acc,
+             "bits_per_dim": 2.5 + s, "standard_error": 0.01, "fd_name": "FD (digits classifier)",
+             "score_name": "IS (digits classifier)", "num_samples": 40, "num_inference_steps": 20}
+            for s, fd, acc in [(0.0, 9.0, 0.1), (1.0, 5.0, 0.8), (1.5, 3.0, 0.9), (2.0, 2.0, 0.95), (4.0, 4.0, 1.0)]]
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """Every markdown table in ``text``: the header's cells, then each row's."""
+    found, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+        elif current:
+            found.append([current[0]] + current[2:])
+            current = []
+    return found
+
+
+@pytest.fixture
+def conditional_card(tmp_path, offline):
+    from helpers import tiny_conditional_pipeline
+
+    pipe = tiny_conditional_pipeline(num_train_timesteps=20, class_frequencies=[0.5, 0.3, 0.2])
+    out = tmp_path / "conditional"
+    pipe.save_pretrained(out)
+    (out / "figures").mkdir()
+    (out / "figures" / "class_grid.png").write_bytes(b"png")
+    results = run_results(class_bounds=CLASS_BOUNDS, figures={"guidance": {"guidance_tradeoff": TRADEOFF}},
+                          num_inference_steps=20)
+    run = record(20, results, {"class_grid": "figures/class_grid.png"},
+                 data=DataConfig(class_conditional=True), objective=ObjectiveConfig(
+                     loss_type="simple", timestep_sampler="uniform", label_dropout=0.15))
+    return pipe, out, hub.render_model_card(out, run, repo_id=str(out))
+
+
+def test_a_class_conditional_card_has_its_tags_bounds_tradeoff_and_classes(conditional_card):
+    pipe, out, card = conditional_card
+    hub.check_card_metadata(card)
+    assert card.data.pipeline_tag is None  # the Hub has no pipeline tag for it, and it is not unconditional
+    assert {"conditional-image-generation", "class-conditional-image-generation", "classifier-free-guidance",
+            "diffusers", "ddpm", "hf-ddpm"} <= set(card.data.tags)
+    assert "unconditional-image-generation" not in card.data.tags
+    measured = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert measured == {"bits_per_dim": 2.5, "marginal_bits_per_dim": 2.5123, "null_label_bits_per_dim": 2.6789,
+                        "accuracy": 0.8765}
+    assert {r.task_type for r in card.data.eval_results} == {"conditional-image-generation"}
+    assert list(sections(card.text)) == SECTIONS
+
+    evaluation = section(card.text, "Evaluation")
+    bounds, tradeoff = tables(evaluation)
+    assert [row[1] for row in bounds[1:]] == ["2.5000 ± 0.0500", "2.5123 ± 0.0456", "2.6789 ± 0.0512", "0.8765"]
+    assert bounds[4][2].endswith("6 timesteps per class")
+    assert tradeoff[0] == ["guidance scale s", "FD (digits classifier)", "IS (digits classifier)", "precision",
+                           "recall", "label accuracy", "bound of the guided chain (bits/dim)"]
+    assert [[float(cell.split(" ± ")[0]) for cell in row] for row in tradeoff[1:]] == [
+        [r["guidance_scale"], r["fd"], r["score"], r["precision"], r["recall"], r["label_accuracy"],
+         r["bits_per_dim"]] for r in TRADEOFF]
+    assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card.text) == ["figures/class_grid.png"]
+
+    classes = training_table(card.text)["class labels"]
+    assert classes.startswith("3 classes (cat, dog, emu); null label ∅ = index 3") and "probability 0.15" in classes
+    usage = python_blocks(section(card.text, "Use it"))[0]
+    # the guided call asks for two of the model's own class names, at the trade-off's best FD above s = 1
+    assert re.findall(r"class_labels=(\[[^\]]*\])", usage) == ['["cat", "dog"]'] * 2
+    assert re.findall(r"guidance_scale=([\d.]+)", usage) == ["2.0"]
+    without = section(card.text, "Without hf-ddpm (diffusers only)")
+    assert len(python_blocks(without)) == 1  # diffusers' DDPMPipeline cannot pass labels: not offered, and why
+    assert "class-conditional (`num_class_embeds` = 4)" in without.split("```")[-1]
+
+
+def test_the_conditional_usage_snippet_runs_and_gives_the_pipelines_images_and_bounds(conditional_card, tmp_path,
+                                                                                      monkeypatch):
+    pipe, out, card = conditional_card
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(python_blocks(section(card.text, "Use it"))[0], scope)
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    chosen = pipe(class_labels=["cat", "dog"], guidance_scale=2.0, num_inference_steps=20, generator=seeded()).images
+    as_array = lambda images: np.stack([np.asarray(image) for image in images])  # noqa: E731
+    np.testing.assert_array_equal(as_array(scope["chosen"]), as_array(chosen))
+    conditional = pipe.log_likelihood(chosen, class_labels=["cat", "dog"], generator=seeded())
+    assert torch.equal(scope["conditional"].total, conditional.total)
+    marginal = pipe.log_likelihood(scope["images"][:4], generator=seeded())
+    assert torch.equal(scope["bound"].total, marginal.total)
+    assert scope["bound"].predicted_labels.shape == (4,)
+
+
+def test_the_metadata_check_knows_a_conditional_card_from_an_unconditional_one(conditional_card):
+    _, _, card = conditional_card
+    meta = yaml.safe_load(str(card).split("---\n")[1])
+    for edit, problem in [(lambda m: m.update(pipeline_tag="unconditional-image-generation"), "pipeline_tag must be "
+                                                                                               "None"),
+                          (lambda m: m["tags"].append("unconditional-image-generation"), "a model is one or the other"),
+                          (lambda m: m["tags"].remove("classifier-free-guidance"), "tags lack")]:
+        broken = json.loads(json.dumps(meta))
+        edit(broken)
+        with pytest.raises(ValueError, match=problem):
+            hub.check_card_metadata(f"---\n{yaml.safe_dump(broken, sort_keys=False)}---\n{card.text}")

@@ -235,3 +235,64 @@ def test_pushed_files_are_what_loading_reads(pushed):
     assert model_index["scheduler"] == ["hf_ddpm.scheduler", "DDPMDocScheduler"]
     assert model_index["unet"] == ["diffusers", "UNet2DModel"]
     assert re.search(r'DDPMDocPipeline\.from_pretrained\("alice/ddpm-digits"\)', (snapshot / "README.md").read_text())
+
+
+CONDITIONAL_REPO_ID = "alice/ddpm-digits-conditional"
+
+
+@pytest.fixture(scope="module")
+def pushed_conditional(tmp_path_factory):
+    """A class-conditional pipeline (classes cat, dog, emu and the null label 3), pushed and cached."""
+    from helpers import tiny_conditional_pipeline
+
+    pipe = tiny_conditional_pipeline(num_train_timesteps=20, class_frequencies=[0.5, 0.3, 0.2])
+    return push_to_cache(tmp_path_factory.mktemp("hub_conditional"), pipe, CONDITIONAL_REPO_ID)
+
+
+def test_a_class_conditional_model_through_the_cards_diffusers_only_recipe(pushed_conditional, tmp_path):
+    """Without hf_ddpm, the card's remote-code recipe builds the pipeline with its classes, null label and π(y) (from
+    model_index.json): guided samples by class name, the guided chain's bound and the marginal bound are hf-ddpm's."""
+    pipe, _, cache, _, repo_id = pushed_conditional
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["hf_ddpm"] = None
+        import json, re, numpy as np, torch
+        from huggingface_hub import hf_hub_download
+        generator = lambda: torch.Generator().manual_seed({SEED})
+        card = open(hf_hub_download({repo_id!r}, "README.md"), encoding="utf-8").read()
+        section = card.split("### Without hf-ddpm (diffusers only)")[1].split("\\n## ")[0]
+        recipes = re.findall(r"```python\\n(.*?)```", section, flags=re.S)
+        scope = {{}}
+        exec(recipes[0], scope)
+        pipe = scope["pipe"]
+        pipe.set_progress_bar_config(disable=True)
+        out = pipe(class_labels=["emu", "cat", "dog", "emu"], guidance_scale=2.0, num_inference_steps={STEPS},
+                   generator=generator(), output_type="np")
+        np.save("guided.npy", out.images)
+        guided = pipe.log_likelihood(out.images, class_labels=["emu", "cat", "dog", "emu"], guidance_scale=2.0,
+                                     generator=generator())
+        marginal = pipe.log_likelihood(out.images, generator=generator())
+        json.dump({{"recipes": len(recipes), "labels": out.class_labels.tolist(), "guided": guided.total.tolist(),
+                   "marginal": marginal.total.tolist(), "predicted": marginal.predicted_labels.tolist(),
+                   "classes": [pipe.num_classes, pipe.conditioning.null_class_label,
+                               list(pipe.conditioning.class_frequencies)],
+                   "module": type(pipe).__module__,
+                   "modules": sorted(m for m in sys.modules if m.startswith("hf_ddpm") and sys.modules[m] is not None)}},
+                  open("out.json", "w"))
+        """
+    )
+    found = run_python(script, cache, tmp_path / "out.json")
+    assert found["modules"] == [] and found["module"].startswith("diffusers_modules.")
+    assert found["recipes"] == 1  # no DDPMPipeline recipe: it cannot pass labels
+    assert found["classes"] == [3, 3, [0.5, 0.3, 0.2]] and found["labels"] == [2, 0, 1, 2]
+    labels = ["emu", "cat", "dog", "emu"]
+    expected = pipe(class_labels=labels, guidance_scale=2.0, num_inference_steps=STEPS,
+                    generator=torch.Generator().manual_seed(SEED), output_type="np").images
+    np.testing.assert_array_equal(np.load(tmp_path / "guided.npy"), expected)
+    guided = pipe.log_likelihood(expected, class_labels=labels, guidance_scale=2.0,
+                                 generator=torch.Generator().manual_seed(SEED))
+    np.testing.assert_allclose(found["guided"], guided.total.numpy(), rtol=1e-6)
+    marginal = pipe.log_likelihood(expected, generator=torch.Generator().manual_seed(SEED))
+    np.testing.assert_allclose(found["marginal"], marginal.total.numpy(), rtol=1e-6)
+    assert found["predicted"] == marginal.predicted_labels.tolist()

@@ -144,3 +144,10 @@ def test_hf_ddpm_bundle_imports_only_itself_and_diffusers_copies_all_of_it(tmp_p
         alias.name for node in ast.parse(source).body if isinstance(node, ast.ImportFrom) for alias in node.names}
     (tmp_path / REMOTE_CODE_ENTRY).write_text(source, encoding="utf-8")  # diffusers reads the entry from a file
     assert sorted(get_relative_imports(tmp_path / REMOTE_CODE_ENTRY)) == sorted(names - {entry.stem})
+
+
+def test_the_bundle_holds_the_guidance_and_the_marginal_bound():
+    """The pipeline imports hf_ddpm.guidance and hf_ddpm.marginal_bound: a class-conditional model's sampling and
+    bounds work from the bundle (tests/test_hub_loading.py runs them without hf_ddpm)."""
+    names = {Path(path).name for path in remote_code_files()}
+    assert {"hf_ddpm_guidance.py", "hf_ddpm_marginal_bound.py", "hf_ddpm_pipelines_pipeline_ddpm_doc.py"} <= names

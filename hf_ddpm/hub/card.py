@@ -16,7 +16,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..training.record import RunRecord
 from .card_facts import CardFacts
-from .metadata import CARD_TAGS, LICENSE, PIPELINE_TAG, check_card_metadata
+from .metadata import LICENSE, card_tags, check_card_metadata
 
 TEMPLATE_PATH = Path(__file__).parent.parent / "model_card.md"  # a link to the repository root's model_card.md
 CARD_FILE = "README.md"
@@ -48,21 +48,37 @@ def render_model_card(folder: str | os.PathLike, record: RunRecord | None = None
 
 
 def _card_data(facts: CardFacts) -> ModelCardData:
-    """The YAML metadata: library, licence, tags, pipeline tag, Hub datasets and the model-index of measured numbers."""
+    """The YAML metadata: library, licence, tags, pipeline tag, Hub datasets and the model-index of measured numbers
+    (for a class-conditional model also its marginal and null-label bounds and its generative classifier)."""
     data, results = facts.data, facts.results
-    common = dict(task_type=PIPELINE_TAG, task_name="Unconditional image generation", dataset_type=data.index_type,
-                  dataset_name=data.index_name, dataset_config=data.config_name)
+    conditional = facts.conditioning is not None
+    tags, pipeline_tag = card_tags(conditional)
+    task = ("conditional-image-generation", "Class-conditional image generation") if conditional else \
+        ("unconditional-image-generation", "Unconditional image generation")
+    common = dict(task_type=task[0], task_name=task[1], dataset_type=data.index_type, dataset_name=data.index_name,
+                  dataset_config=data.config_name)
     measured = []
     if results is not None:
-        measured.append(EvalResult(**common, metric_type="bits_per_dim", metric_name="NLL bound (bits/dim)",
+        name = "NLL bound given the true labels (bits/dim)" if conditional else "NLL bound (bits/dim)"
+        measured.append(EvalResult(**common, metric_type="bits_per_dim", metric_name=name,
                                    metric_value=round(results.test_bits_per_dim, 4)))
+    bounds = facts.class_bounds
+    if bounds is not None:
+        measured += [
+            EvalResult(**common, metric_type="marginal_bits_per_dim", metric_name="Marginal NLL bound (bits/dim)",
+                       metric_value=round(bounds["marginal"]["bits_per_dim"], 4)),
+            EvalResult(**common, metric_type="null_label_bits_per_dim", metric_name="Null-label NLL bound (bits/dim)",
+                       metric_value=round(bounds["null_label"]["bits_per_dim"], 4)),
+            EvalResult(**common, metric_type="accuracy", metric_name="Generative classifier accuracy (argmin_y L_y)",
+                       metric_value=round(bounds["classifier_accuracy"], 4)),
+        ]
     measured += [EvalResult(**common, metric_type=m.type, metric_name=m.name, metric_value=round(m.value, 4))
                  for m in facts.sample_metrics]
     return ModelCardData(
         library_name="diffusers",
         license=LICENSE,
-        tags=list(CARD_TAGS),
-        pipeline_tag=PIPELINE_TAG,
+        tags=list(tags),
+        pipeline_tag=pipeline_tag,
         datasets=[data.hub_id] if data.hub_id else None,
         model_name=facts.repo_id,
         eval_results=measured or None,

@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import __version__
 from ..data.digits import DIGITS_LEVELS, DIGITS_NAMES, DIGITS_RESOLUTION, DIGITS_TEST_EVERY
 from ..fourier_unet import input_channels
+from ..guidance import ClassConditioning
 from ..losses import HYBRID_VLB_WEIGHT, LOSS_TYPES, TIMESTEP_SAMPLERS
 from ..options import VARIANCE_TYPES
 from ..training.config import MIXED_PRECISIONS, DataConfig, RunConfig
@@ -30,7 +31,12 @@ FIGURE_CAPTIONS = {
     "loss": "Training loss",
     "evaluations": "Evaluations during training: the held-out bound estimate (± its standard error) and, where "
                    "samples were judged, their FD and class-balance χ²",
+    "class_grid": "One row per class, samples at guidance scales s = 0 (the null label), 1 (the conditional model), 2 "
+                  "and 4 side by side, each scale from the same x_T and noise",
+    "guidance_tradeoff": "Classifier-free guidance: the samples' quality and the bound of the guided chain against the "
+                         "guidance scale s",
 }
+NOT_JUDGED = "—"  # a cell of the guidance table without a number (the samples were not judged)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class CardFacts:
     data: DataSource
     sample_metrics: tuple[SampleMetric, ...]
     figures: tuple[Figure, ...]
+    conditioning: ClassConditioning | None = None  # the labels of a class-conditional UNet (model_index.json)
     version: str = __version__  # of hf-ddpm, which rendered the card
     hybrid_weight: float = HYBRID_VLB_WEIGHT  # λ of the hybrid loss
 
@@ -101,7 +108,7 @@ class CardFacts:
     def gather(cls, folder: Path, record: RunRecord | None, repo_id: str | None) -> "CardFacts":
         """The facts of the pipeline in ``folder``; ``repo_id`` (default: the record's ``hub_model_id``, else the
         folder's name) is the repo the usage snippets load."""
-        _, unet, scheduler = read_pipeline_configs(folder)
+        index, unet, scheduler = read_pipeline_configs(folder)
         process = Process.read(scheduler)
         results = record.results if record else None
         quality = results.sample_quality if results else None
@@ -113,6 +120,7 @@ class CardFacts:
             data=DataSource.of(record.config.data if record else None),
             sample_metrics=_sample_metrics(quality) if quality else (),
             figures=tuple(_figures(folder, record, process.num_train_timesteps)) if record else (),
+            conditioning=_conditioning(index, unet),
         )
 
     @property
@@ -179,12 +187,66 @@ class CardFacts:
         return figures.get("rate_distortion") if figures else None
 
     @property
+    def class_bounds(self) -> dict | None:
+        """A class-conditional run's conditional, marginal and null-label bounds and its generative classifier
+        (``hf_ddpm.training.class_bounds``), if recorded."""
+        return self.results.class_bounds if self.results else None
+
+    @property
+    def usage_labels(self) -> list[str]:
+        """The class names the usage snippet asks for: two classes (e.g. the digits' "3" and "7")."""
+        names = self.conditioning.names
+        return ["3", "7"] if {"3", "7"} <= set(names) else list(names[:2])
+
+    @property
+    def guidance_tradeoff(self) -> list[dict] | None:
+        """The rows of ``guidance_tradeoff.csv`` (``hf_ddpm.guidance_figures``), if the figures were made."""
+        figures = self.results.figures if self.results else None
+        guidance = figures.get("guidance") if figures else None
+        return guidance["guidance_tradeoff"] if guidance else None
+
+    @property
+    def guidance_scale(self) -> float:
+        """The guidance scale the usage snippet shows: the trade-off's scale with the lowest FD among those above 1,
+        else 2 (an example)."""
+        judged = [row for row in self.guidance_tradeoff or () if row["fd"] is not None and row["guidance_scale"] > 1]
+        return min(judged, key=lambda row: row["fd"])["guidance_scale"] if judged else 2.0
+
+    @property
+    def guidance_table(self) -> tuple[list[str], list[list[str]]]:
+        """The guidance trade-off as a markdown table: (the header's cells, each row's cells)."""
+        rows = self.guidance_tradeoff
+        first = rows[0]
+        header = ["guidance scale s", first["fd_name"] or "FD", first["score_name"] or "score", "precision", "recall",
+                  "label accuracy", "bound of the guided chain (bits/dim)"]
+        cells = [[f"{row['guidance_scale']:g}"] + [NOT_JUDGED if row[key] is None else f"{row[key]:.4g}" for key in
+                                                   ("fd", "score", "precision", "recall", "label_accuracy")]
+                 + [f"{row['bits_per_dim']:.4f} ± {row['standard_error']:.4f}"] for row in rows]
+        return header, cells
+
+    @property
+    def class_text(self) -> str:
+        """The class-conditioning row of the training table: the classes, the null label and the label dropout."""
+        conditioning, config = self.conditioning, self.config
+        names = ", ".join(conditioning.names[:12]) + (" …" if conditioning.num_classes > 12 else "")
+        if conditioning.null_class_label is None:
+            null = "no null label (guidance is not possible)"
+        else:
+            null = f"null label ∅ = index {conditioning.null_class_label}"
+            if config is not None:
+                null += (f", to which training dropped each label with probability "
+                         f"{config.objective.label_dropout:g} (classifier-free guidance's p_uncond)")
+        return f"{conditioning.num_classes} classes ({names}); {null}"
+
+    @property
     def training_rows(self) -> list[tuple[str, str]]:
-        """The training table's rows after the process's: what the run's configuration and results say."""
+        """The training table's rows after the process's: what the run's configuration and results say (and a
+        class-conditional model's classes, from the saved pipeline)."""
         config, results = self.config, self.results
+        rows = [] if self.conditioning is None else [("class labels", self.class_text)]
         if config is None:
-            return []
-        optim, rows = config.optim, []
+            return rows
+        optim = config.optim
         if results:
             rows.append(("optimizer steps", f"{results.global_step:,}"))
         per = f"{optim.train_batch_size} per process × {optim.gradient_accumulation_steps} accumulation"
@@ -218,7 +280,18 @@ class CardFacts:
         difference = VARIANCE_TYPES[self.process.variance_type].diffusers_difference
         if difference is not None:
             reasons.append(difference)
+        if self.conditioning is not None:
+            reasons.append(f"the network is class-conditional (`num_class_embeds` = "
+                           f"{self.conditioning.num_class_embeds}) and `DDPMPipeline` passes it no labels")
         return reasons
+
+
+def _conditioning(index: dict, unet: dict) -> ClassConditioning | None:
+    """The labels of a class-conditional UNet (``num_class_embeds``), described by ``model_index.json``."""
+    if unet.get("num_class_embeds") is None:
+        return None
+    return ClassConditioning(unet["num_class_embeds"], index.get("null_class_label"), index.get("class_names"),
+                             index.get("class_frequencies"))
 
 
 def _figures(folder: Path, record: RunRecord, T: int) -> list[Figure]:
