@@ -58,13 +58,19 @@ def as_flags(settings: dict) -> list[str]:
     return flags
 
 
-def launch(settings: dict, env_extra: dict, *, processes: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:
-    """``accelerate launch --multi_gpu --num_processes N training/train.py`` with ``settings`` as flags."""
+def accelerate_launch(arguments: list[str], env_extra: dict, *, processes: int = 2,
+                      timeout: int = 240) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu --num_processes N`` of ``arguments`` (a script and its flags, or ``-m module
+    …``), one thread per process, offline."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **env_extra}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN_PY,
-               *as_flags(settings)]
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *arguments]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def launch(settings: dict, env_extra: dict, *, processes: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu --num_processes N training/train.py`` with ``settings`` as flags."""
+    return accelerate_launch([TRAIN_PY, *as_flags(settings)], env_extra, processes=processes, timeout=timeout)
 
 
 def raw_weights(checkpoint) -> dict:

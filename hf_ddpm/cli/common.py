@@ -12,8 +12,28 @@ import torch
 from ..errors import ParameterError
 
 
+def process_state():
+    """This process among those ``accelerate launch`` started (an ``accelerate.PartialState``, on the CPU with gloo
+    under ``ACCELERATE_USE_CPU=1``; one process without a launcher). Processes that do not form one group are an
+    error (:func:`~hf_ddpm.training.distributed.check_process_group`)."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    from ..training.distributed import check_process_group
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    check_process_group(state)
+    return state
+
+
 def device_name(name: str | None) -> str:
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device``, else this process's accelerator under a multi-process launch, else cuda if available, else cpu."""
+    if name:
+        return name
+    state = process_state()
+    if state.num_processes > 1:
+        return str(state.device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_pipeline(model: str, device: str | None = None):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ParameterError
-from .common import class_labels_of, load_pipeline, positive_int
+from ..sample_files import DEFAULT_SHARD_SIZE, FORMATS
+from .common import class_labels_of, load_pipeline, positive_int, process_state
 
 
 def add_sample_parser(subparsers) -> None:
@@ -23,7 +24,18 @@ def add_sample_parser(subparsers) -> None:
     parser.add_argument("--guidance-scale", type=float, default=1.0,
                         help="classifier-free guidance s ≥ 0: 1 the conditional model, 0 the null label, > 1 guided "
                              "(needs a model with a null label)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu; under "
+                                                       "accelerate launch each process's own device)")
+    files = parser.add_argument_group("samples as files (hf_ddpm.sample_files): with --out-dir, every image is saved, "
+                                      "image i drawn from a generator seeded by (--seed, i); accelerate launch -m "
+                                      "hf_ddpm sample … splits them over processes; a run started again resumes")
+    files.add_argument("--out-dir", default=None, help="write the --num-images images here instead of a grid")
+    files.add_argument("--format", choices=FORMATS, default="png", help="png: 000000.png …; npz: shards merged into "
+                       "samples_NxHxWxC.npz (arr_0 uint8 NHWC, arr_1 the labels of a conditional model), as openai's "
+                       "evaluation suite reads")
+    files.add_argument("--batch-size", type=positive_int, default=64, help="images per pipeline call")
+    files.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE,
+                       help="images per shard: the unit written at once, split over processes, and resumed")
     parser.set_defaults(func=run_sample)
 
 
@@ -32,6 +44,8 @@ def run_sample(args) -> None:
 
     pipeline = load_pipeline(args.model, args.device)
     labels = class_labels_of(args.class_labels, pipeline)
+    if args.out_dir is not None:
+        return write_sample_files(args, pipeline, labels)
     if pipeline.is_class_conditional and labels is not None and args.num_images not in (None, len(labels)):
         raise ParameterError("class_labels", f"has {len(labels)} labels for --num-images {args.num_images}: give one "
                                              "per image, or leave --num-images out")
@@ -44,3 +58,27 @@ def run_sample(args) -> None:
         f", guidance scale {args.guidance_scale:g}, classes (row-major) "
         f"{','.join(pipeline.conditioning.names_of(output.class_labels))}")
     print(f"wrote {len(output.images)} samples ({args.steps} steps, seed {args.seed}{classes}) to {args.out}")
+
+
+def write_sample_files(args, pipeline, labels) -> None:
+    """``--out-dir``: the --num-images images as files, this process's share of them (``hf_ddpm.sample_files``);
+    ``--class-labels`` are cycled over the images."""
+    from ..sample_files import SampleSpec, scheduler_record, write_samples
+
+    if args.num_images is None:
+        raise ParameterError("num_images", "is needed with --out-dir (e.g. 50000)")
+    conditioning = pipeline.conditioning
+    if conditioning is None and (labels is not None or args.guidance_scale != 1.0):
+        raise ParameterError("class_labels" if labels is not None else "guidance_scale",
+                             "is for class-conditional models; this model takes no labels")
+    if conditioning is not None:
+        conditioning.check_guidance(args.guidance_scale)
+    ids = None if labels is None else conditioning.label_ids(labels).tolist()
+    spec = SampleSpec(model=args.model, num_images=args.num_images, seed=args.seed, num_inference_steps=args.steps,
+                      scheduler=scheduler_record(pipeline.scheduler), class_labels=ids,
+                      guidance_scale=args.guidance_scale, format=args.format, shard_size=args.shard_size)
+    state = process_state()
+    where = write_samples(pipeline, args.out_dir, spec, batch_size=args.batch_size, state=state)
+    if state.is_main_process:
+        print(f"wrote {args.num_images} samples ({args.steps} steps, seed {args.seed}, {state.num_processes} "
+              f"process(es)) to {where}")
