@@ -127,15 +127,15 @@ WITH_HF_DDPM = textwrap.dedent(
     """
 )
 
-def diffusers_only(repo_id: str) -> str:
-    """A script that cannot import hf_ddpm and runs the card's recipes for users without hf-ddpm, as the card of
-    ``repo_id`` writes them, then what the card says diffusers cannot do."""
+def without_hf_ddpm(repo_id: str) -> str:
+    """The start of a script that cannot import hf_ddpm and has run the first recipe for users without hf-ddpm (the
+    bundled code through diffusers' remote-code loader) as the card of ``repo_id`` writes it: ``recipes`` holds them
+    all, ``scope`` the first one's names, ``generator()`` a generator seeded by SEED."""
     return textwrap.dedent(
         f"""
         import sys
         sys.modules["hf_ddpm"] = None  # this interpreter cannot import hf_ddpm, as if it were not installed
         import json, re, numpy as np, torch
-        from diffusers import DiffusionPipeline, UNet2DModel
         from huggingface_hub import hf_hub_download
         try:
             import hf_ddpm.scheduler
@@ -146,9 +146,19 @@ def diffusers_only(repo_id: str) -> str:
         card = open(hf_hub_download({repo_id!r}, "README.md"), encoding="utf-8").read()
         section = card.split("### Without hf-ddpm (diffusers only)")[1].split("\\n## ")[0]
         recipes = re.findall(r"```python\\n(.*?)```", section, flags=re.S)
-        # 1. the bundled code through diffusers' remote-code loader: the card's 16 images, then our own calls
         scope = {{}}
         exec(recipes[0], scope)
+        """
+    )
+
+
+def diffusers_only(repo_id: str) -> str:
+    """A script that cannot import hf_ddpm and runs the card's recipes for users without hf-ddpm, as the card of
+    ``repo_id`` writes them, then what the card says diffusers cannot do."""
+    return without_hf_ddpm(repo_id) + textwrap.dedent(
+        f"""
+        from diffusers import DiffusionPipeline, UNet2DModel
+        # 1. the bundled code through diffusers' remote-code loader: the card's 16 images, then our own calls
         folder, pipe = scope["folder"], scope["pipe"]
         np.save("card_images.npy", np.stack([np.asarray(image) for image in scope["images"]]))
         pipe.set_progress_bar_config(disable=True)
@@ -253,18 +263,8 @@ def test_a_class_conditional_model_through_the_cards_diffusers_only_recipe(pushe
     """Without hf_ddpm, the card's remote-code recipe builds the pipeline with its classes, null label and π(y) (from
     model_index.json): guided samples by class name, the guided chain's bound and the marginal bound are hf-ddpm's."""
     pipe, _, cache, _, repo_id = pushed_conditional
-    script = textwrap.dedent(
+    script = without_hf_ddpm(repo_id) + textwrap.dedent(
         f"""
-        import sys
-        sys.modules["hf_ddpm"] = None
-        import json, re, numpy as np, torch
-        from huggingface_hub import hf_hub_download
-        generator = lambda: torch.Generator().manual_seed({SEED})
-        card = open(hf_hub_download({repo_id!r}, "README.md"), encoding="utf-8").read()
-        section = card.split("### Without hf-ddpm (diffusers only)")[1].split("\\n## ")[0]
-        recipes = re.findall(r"```python\\n(.*?)```", section, flags=re.S)
-        scope = {{}}
-        exec(recipes[0], scope)
         pipe = scope["pipe"]
         pipe.set_progress_bar_config(disable=True)
         out = pipe(class_labels=["emu", "cat", "dog", "emu"], guidance_scale=2.0, num_inference_steps={STEPS},
