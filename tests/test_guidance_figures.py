@@ -173,3 +173,16 @@ def test_the_paper_figures_of_a_conditional_model_use_the_labels(pipe, held_out,
 def rd_noise(images: torch.Tensor) -> torch.Tensor:
     """The ε the rate–distortion pass draws from seed 2: its first draw, in the images' shape."""
     return torch.randn(images.shape, generator=seeded(2))
+
+
+def test_a_model_without_a_null_label_gets_the_paper_figures_with_labels_and_no_guidance(held_out, tmp_path):
+    """No null label: nothing may run the null branch (the interpolation decodes each pair with its first image's
+    label; without labels it would be refused), the rate–distortion pass is the conditional bound's, and there are no
+    guidance figures."""
+    pipe = tiny_conditional_pipeline(DIGIT_CLASSES, null=False, num_train_timesteps=20)
+    images, labels = held_out
+    summary = write_figures(pipe, images, tmp_path, seed=2, class_labels=labels)
+    assert summary["guidance"] is None and not (tmp_path / GUIDANCE_TRADEOFF_CSV).exists()
+    assert summary["rate_distortion"] == pipe.rate_distortion(images, generator=seeded(2), class_labels=labels).summary()
+    with pytest.raises(ParameterError, match="has none"):
+        pipe.interpolate(images[0:2], images[2:4], generator=seeded(2))
