@@ -9,9 +9,10 @@
 ``interpolation.png``      Fig. 8: pairs encoded at t = T/4, T/2, 3T/4 with the same ε, decoded for λ = 0, 0.1, …, 1
 ``rate_distortion.csv``    Table 4: rate (bits/dim) and distortion (RMSE, 0–255) at every t, T … 1
 ``rate_distortion.png``    Fig. 5: distortion and rate against the reverse process's steps, distortion against rate
-``steps_tradeoff.csv``     for each number of sampling steps K: the bound of the K-step sampler and its samples'
-                           quality (:mod:`hf_ddpm.steps_tradeoff`; ``hf-ddpm figures`` only — it takes minutes)
-``steps_tradeoff.png``     the same against K
+``steps_tradeoff.csv``     for each sampler and number of sampling steps K: the bound of the K-step sampler (where
+                           it has one) and its samples' quality (:mod:`hf_ddpm.steps_tradeoff`; ``hf-ddpm figures``
+                           only — it takes minutes)
+``steps_tradeoff.png``     the same against K, a line per sampler
 ``class_grid.png``         a class-conditional model's samples, one row per class, guidance scales 0, 1, 2, 4 side by
                            side (:mod:`hf_ddpm.guidance_figures`; models with a null label)
 ``guidance_tradeoff.csv``  one row per guidance scale s: the samples' FD, score, precision, recall, label accuracy and
@@ -65,6 +66,7 @@ INTERPOLATION_FRACTIONS = (0.25, 0.5, 0.75)  # t = T/4 (reconstructions), T/2 (t
 def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *, seed: int = 0,
                   settings: dict | None = None, batch_size: int = 256,
                   rate_distortion: RateDistortion | None = None, steps=None, steps_samples: int = 400,
+                  steps_samplers=("ddpm",),
                   feature_model: str | None = None, classifier: str | None = None, class_labels=None,
                   guidance_options: dict | None = None) -> dict:
     """Write the figures of the module docstring into ``out_dir`` and return ``figures.json``'s content.
@@ -76,7 +78,7 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     ``rate_distortion``: that pass of these ``images`` already made (``pipeline.rate_distortion``), to reuse.
     ``steps``: the numbers of sampling steps K of ``steps_tradeoff.csv/png`` (None: not drawn), each judged on
     ``steps_samples`` samples with ``feature_model``/``classifier`` (``hf_ddpm.metrics``; default: the digits
-    evaluator).
+    evaluator), for each sampler of ``steps_samplers`` (:func:`~hf_ddpm.steps_tradeoff.steps_tradeoff`).
 
     A class-conditional pipeline needs ``class_labels``, one per image; with a null label it also gets the guidance
     figures (:func:`~hf_ddpm.guidance_figures.write_guidance_figures`, given ``guidance_options``: its keyword
@@ -99,6 +101,7 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
                                        num_inference_steps=T, generator=generator())
     save_grid(progressive.images, os.path.join(out_dir, PROGRESSIVE),
               column_labels=[f"x̂₀ at t={t + 1}" for t in progressive.timesteps.tolist()] + ["sample"],
+              row_labels=None if conditioning is None else conditioning.names_of(progressive.class_labels),
               title="Progressive generation (Fig. 6): the predicted x̂₀ along the reverse process")
     seconds["progressive"], started = time.perf_counter() - started, time.perf_counter()
     timesteps["progressive"] = progressive.timesteps.tolist()
@@ -138,7 +141,8 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
 
     tradeoff = None
     if steps is not None:
-        tradeoff = steps_tradeoff(pipeline, images.to(pipeline.device) * 2 - 1, steps, num_samples=steps_samples,
+        tradeoff = steps_tradeoff(pipeline, images.to(pipeline.device) * 2 - 1, steps, samplers=steps_samplers,
+                                  num_samples=steps_samples,
                                   seed=seed, feature_model=feature_model, classifier=classifier, batch_size=batch_size,
                                   full_bound=rd.bound, class_labels=labels)
         write_steps_tradeoff(tradeoff, out_dir)
@@ -187,33 +191,46 @@ def add_to_record(folder: str | os.PathLike, out_dir: str | os.PathLike, summary
 
 
 def write_steps_tradeoff(rows: list[dict], out_dir: str | os.PathLike) -> None:
-    """``steps_tradeoff.csv`` (one row per K: the bound of the K-step sampler and its samples' quality) and
-    ``steps_tradeoff.png`` (both against K)."""
-    columns = ("num_inference_steps", "bits_per_dim", "standard_error", "decoder", "prior", "fd", "score",
-               "class_chi2", "precision", "recall", "num_samples", "seconds")
+    """``steps_tradeoff.csv`` (one row per sampler and K: the bound of that K-step sampler where it has one, and its
+    samples' quality) and ``steps_tradeoff.png`` (both against K, a line per sampler)."""
+    columns = ("sampler", "eta", "num_inference_steps", "bits_per_dim", "standard_error", "decoder", "prior",
+               "no_bound", "fd", "score", "class_chi2", "precision", "recall", "num_samples", "sampling_seconds",
+               "seconds")
     with open(os.path.join(out_dir, STEPS_TRADEOFF_CSV), "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     plt = pyplot()
-    steps = [row["num_inference_steps"] for row in rows]
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    axes[0].errorbar(steps, [row["bits_per_dim"] for row in rows], yerr=[row["standard_error"] for row in rows],
-                     marker="o", capsize=3)
-    axes[0].set(xscale="log", yscale="log", xlabel="sampling steps K", ylabel="bound of the K-step sampler (bits/dim)")
+    series = {}
+    for row in rows:
+        series.setdefault(row["sampler"] + (f" η={row['eta']:g}" if row["sampler"] == "ddim" else ""), []).append(row)
     judged = [row for row in rows if row["fd"] is not None]
-    if judged:
-        axes[1].plot([row["num_inference_steps"] for row in judged], [row["fd"] for row in judged], marker="o",
-                     label=judged[0]["fd_name"])
-        scored = [row for row in judged if row["score"] is not None]
+    twin = axes[1].twinx() if any(row["score"] is not None for row in judged) else None
+    for index, (label, own) in enumerate(series.items()):
+        bounded = [row for row in own if row["bits_per_dim"] is not None]
+        if bounded:
+            axes[0].errorbar([row["num_inference_steps"] for row in bounded], [row["bits_per_dim"] for row in bounded],
+                             yerr=[row["standard_error"] for row in bounded], marker="o", capsize=3, color=f"C{index}",
+                             label=label)
+        scored = [row for row in own if row["fd"] is not None]
         if scored:
-            twin = axes[1].twinx()
-            twin.plot([row["num_inference_steps"] for row in scored], [row["score"] for row in scored], marker="s",
-                      color="C1", label="score")
-            twin.set_ylabel("score")
+            axes[1].plot([row["num_inference_steps"] for row in scored], [row["fd"] for row in scored], marker="o",
+                         color=f"C{index}", label=label)
+        with_score = [row for row in scored if row["score"] is not None]
+        if twin is not None and with_score:
+            twin.plot([row["num_inference_steps"] for row in with_score], [row["score"] for row in with_score],
+                      marker="s", linestyle="--", color=f"C{index}")
+    axes[0].set(xscale="log", yscale="log", xlabel="sampling steps K", ylabel="bound of the K-step sampler (bits/dim)")
+    axes[0].legend(fontsize=7)
+    if judged:
         axes[1].set(xscale="log", xlabel="sampling steps K", ylabel=judged[0]["fd_name"])
-        axes[1].set_title(f"{judged[0]['num_samples']} samples per K", fontsize=9)
-    figure.suptitle("Fewer sampling steps: the bound of exactly the K-step sampler, and its samples", fontsize=9)
+        axes[1].set_title(f"{judged[0]['num_samples']} samples per sampler and K", fontsize=9)
+        axes[1].legend(fontsize=7)
+    if twin is not None:
+        twin.set_ylabel("score (dashed)")
+    figure.suptitle("Fewer sampling steps: the bound of exactly the K-step sampler where it has one, and its samples",
+                    fontsize=9)
     figure.tight_layout()
     figure.savefig(os.path.join(out_dir, STEPS_TRADEOFF_PLOT), dpi=DPI)
     plt.close(figure)
