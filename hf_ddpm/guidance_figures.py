@@ -30,7 +30,6 @@ import time
 import torch
 
 from .errors import ParameterError, check_at_least
-from .guidance import GuidedModel
 from .plotting import DPI, pyplot, save_grid
 from .training.config import MIN_JUDGED_IMAGES
 from .training.held_out import held_out_bound
@@ -122,9 +121,9 @@ def guidance_tradeoff(pipeline, images: torch.Tensor, class_labels: torch.Tensor
     for scale in scales:
         started = time.perf_counter()
         scale = conditioning.check_guidance(scale)
-        bound = held_out_bound(GuidedModel(pipeline.unet, scale, conditioning.null_class_label), pipeline.scheduler,
-                               x0, num_timesteps=num_timesteps, seed=seed, batch_size=batch_size,
-                               num_inference_steps=steps, class_labels=labels.to(pipeline.device))
+        bound = held_out_bound(pipeline.network(scale), pipeline.scheduler, x0, num_timesteps=num_timesteps,
+                               seed=seed, batch_size=batch_size, num_inference_steps=steps,
+                               class_labels=labels.to(pipeline.device))
         quality = {}
         if num_samples:
             samples, asked = guided_samples(pipeline, num_samples, scale, num_inference_steps=steps, seed=seed)

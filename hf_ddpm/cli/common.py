@@ -91,6 +91,9 @@ def add_held_out_arguments(parser) -> None:
     parser.add_argument(
         "--split-seed", type=int, default=None, help="seed of that hold-out (default: the training seed, else 0)"
     )
+    parser.add_argument("--label-column", default=None, help="a class-conditional model's held-out labels: the "
+                        "dataset's class-label column (default: the training run's, else 'label'; the digits: their "
+                        "digit)")
 
 
 def held_out_source(args) -> tuple[dict, str]:
@@ -108,10 +111,11 @@ def held_out_source(args) -> tuple[dict, str]:
         source = dict(dataset_name=data.dataset_name, train_data_dir=data.train_data_dir,
                       dataset_config_name=args.dataset_config or data.dataset_config_name)
         fraction, seed = data.validation_fraction, record.config.optim.seed
+        source["label_column"] = args.label_column or data.label_column
         origin = f"the training run ({os.path.join(args.model, RUN_FILE)})"
     else:
         source = dict(dataset_name=args.dataset, train_data_dir=args.train_data_dir,
-                      dataset_config_name=args.dataset_config)
+                      dataset_config_name=args.dataset_config, label_column=args.label_column or "label")
         fraction, seed = 0.1, 0
         origin = "the flags" if flagged else f"default (no {RUN_FILE})"
     source.update(validation_fraction=fraction if args.validation_fraction is None else args.validation_fraction,
@@ -121,11 +125,14 @@ def held_out_source(args) -> tuple[dict, str]:
 
 def load_held_out(args, pipeline):
     """The held-out images the flags of :func:`add_held_out_arguments` (and ``--num-images``) choose, at the model's
-    resolution, and where the choice came from; data of another channel count than the model's is an error."""
+    resolution, and where the choice came from; data of another channel count than the model's is an error. For a
+    class-conditional model the images carry their labels (``label_tensor()``), which must be the model's classes."""
     from ..data import load_eval_images
 
     unet = pipeline.unet.config
     source, origin = held_out_source(args)
+    if not pipeline.is_class_conditional:
+        source["label_column"] = None
     try:
         held_out = load_eval_images(
             **source,
@@ -142,4 +149,10 @@ def load_held_out(args, pipeline):
             f"the data ({held_out.name}, split {held_out.split!r}) has {held_out.channels} channel(s) but --model "
             f"{args.model!r} expects {unet.in_channels}"
         )
+    if held_out.labels is not None:
+        try:
+            pipeline.conditioning.label_ids(held_out.label_tensor())
+        except ParameterError as error:
+            raise ParameterError("label_column", f"{source['label_column']!r} of {held_out.name} does not hold the "
+                                                 f"model's classes: {error.detail}") from error
     return held_out, origin

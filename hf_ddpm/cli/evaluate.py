@@ -37,15 +37,18 @@ def add_evaluate_parser(subparsers) -> None:
                          "and precision/recall, e.g. facebook/dinov2-small (default: the built-in digits evaluator)")
     quality.add_argument("--classifier", default=None, help="image classifier (Hub id, folder or 'digits') for the "
                          "score (default: the digits evaluator when --feature-model is not given, else none)")
+    parser.add_argument("--guidance-scale", type=float, default=1.0,
+                        help="a class-conditional model: also the bound of the chain guided with this s (ε̃ in every "
+                             "term), and the --num-samples samples drawn with it (default 1: the conditional model)")
     parser.add_argument("--json", default=None, help="write the numbers and settings to this JSON file")
     parser.add_argument("--plot", default=None, help="save a plot of L_t against t to this PNG")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run_evaluate)
 
 
-def timestep_count(spec: str, num_train_timesteps: int) -> int | None:
-    """``--timesteps``: ``"all"`` → None (every timestep, the exact bound); ``"K"`` → K (at least
-    ``MIN_STRATIFIED_TIMESTEPS``, at most T; see :meth:`hf_ddpm.timestep_plan.TimestepPlan.stratified`)."""
+def timestep_count(spec: str, num_train_timesteps: int, flag: str = "--timesteps") -> int | None:
+    """``--timesteps`` (or another ``flag`` of its kind): ``"all"`` → None (every timestep, the exact bound); ``"K"``
+    → K (at least ``MIN_STRATIFIED_TIMESTEPS``, at most T; see :meth:`hf_ddpm.timestep_plan.TimestepPlan.stratified`)."""
     if spec == "all":
         return None
     try:
@@ -54,7 +57,7 @@ def timestep_count(spec: str, num_train_timesteps: int) -> int | None:
         count = 0
     if not MIN_STRATIFIED_TIMESTEPS <= count <= num_train_timesteps:
         raise ValueError(
-            f"--timesteps must be 'all' or an integer in [{MIN_STRATIFIED_TIMESTEPS}, {num_train_timesteps}], "
+            f"{flag} must be 'all' or an integer in [{MIN_STRATIFIED_TIMESTEPS}, {num_train_timesteps}], "
             f"got {spec!r}"
         )
     return count
@@ -63,18 +66,27 @@ def timestep_count(spec: str, num_train_timesteps: int) -> int | None:
 def sample_quality_of(pipeline, held_out, args, num_inference_steps: int) -> dict:
     """``--num-samples``: draw the samples with ``num_inference_steps`` steps and judge them against the held-out
     images (``hf_ddpm.metrics``)."""
+    from ..guidance_figures import guided_samples
     from ..images import sample_grid
     from ..metrics import sample_quality
     from ..pipelines.paper_experiments import to_unit_range
 
-    samples, _ = sample_grid(pipeline, args.num_samples, num_inference_steps, args.seed)
+    asked = None  # a class-conditional model's samples: labels cycling through the classes, guided with s
+    if pipeline.is_class_conditional:
+        samples, labels = guided_samples(pipeline, args.num_samples, args.guidance_scale,
+                                         num_inference_steps=num_inference_steps, seed=args.seed)
+        asked = pipeline.conditioning.names_of(labels)
+    else:
+        samples, _ = sample_grid(pipeline, args.num_samples, num_inference_steps, args.seed)
     try:
         quality = sample_quality(samples, to_unit_range(held_out.tensor()), feature_model=args.feature_model,
-                                 classifier=args.classifier, device=pipeline.device)
+                                 classifier=args.classifier, device=pipeline.device, requested_classes=asked)
     except OSError as error:  # a feature model or classifier that cannot be loaded
         raise ValueError(str(error)) from error
     score = "" if quality["inception_score"] is None else \
         f", {quality['score_name']} {quality['inception_score']:.3f}, classes {quality['class_histogram']}"
+    if quality["label_accuracy"] is not None:
+        score += f", label accuracy {quality['label_accuracy']:.3f} (guidance scale {args.guidance_scale:g})"
     print(f"{args.num_samples} samples ({num_inference_steps} steps, seed {args.seed}): {quality['fd_name']} "
           f"{quality['fd']:.4f}, precision {quality['precision']:.3f}, recall {quality['recall']:.3f}{score}")
     return dict(quality, num_inference_steps=num_inference_steps, seed=args.seed)
@@ -83,6 +95,7 @@ def sample_quality_of(pipeline, held_out, args, num_inference_steps: int) -> dic
 def run_evaluate(args) -> None:
     from ..evaluation import plot_terms
     from ..training.held_out import held_out_bound
+    from .conditional import class_bounds_of, guided_bound_of
 
     pipeline = load_pipeline(args.model, args.device)
     process = pipeline.scheduler.config
@@ -93,19 +106,32 @@ def run_evaluate(args) -> None:
         raise ParameterError("num_inference_steps", f"must be at most the model's num_train_timesteps={T}, got {steps}")
     if args.num_samples < 0:
         raise ValueError(f"--num-samples must be ≥ 0 (0 skips sample quality), got {args.num_samples}")
+    conditioning = pipeline.conditioning
+    if conditioning is None and args.guidance_scale != 1.0:
+        raise ParameterError("guidance_scale", f"is {args.guidance_scale}, but this model takes no labels to guide")
+    if conditioning is not None:
+        conditioning.check_guidance(args.guidance_scale)
     held_out, origin = load_held_out(args, pipeline)
     quality = sample_quality_of(pipeline, held_out, args, steps) if args.num_samples else None
+    images = held_out.tensor().to(pipeline.device, pipeline.unet.dtype)
+    labels = held_out.label_tensor()  # a class-conditional model's: the images' true labels
+    labels = None if labels is None else labels.to(pipeline.device)
     bound = held_out_bound(
         pipeline.unet,
         pipeline.scheduler,
-        held_out.tensor().to(pipeline.device, pipeline.unet.dtype),
+        images,
         num_timesteps=num_timesteps,
         seed=args.seed,
         batch_size=args.batch_size,
         num_inference_steps=steps,
+        class_labels=labels,
     )
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin})")
-    print(bound.describe())
+    print(("conditional (true labels) " if labels is not None else "") + bound.describe())
+    class_bounds = guided = None
+    if labels is not None:
+        class_bounds = class_bounds_of(pipeline, images, labels, bound, args, steps)
+        guided = guided_bound_of(pipeline, images, labels, args, steps, num_timesteps)
     if args.json:
         record = {
             "model": args.model,
@@ -120,6 +146,9 @@ def run_evaluate(args) -> None:
             "timesteps": args.timesteps,
             "bound": bound.to_dict(),
         }
+        if labels is not None:  # the bound above is the conditional one
+            record.update(class_bounds=class_bounds, guidance_scale=args.guidance_scale,
+                          guided_bound=None if guided is None else guided.to_dict())
         if quality is not None:
             record["sample_quality"] = quality
         with open(args.json, "w", encoding="utf-8") as handle:
