@@ -67,14 +67,15 @@ def make_grid(images, nrow: int | None = None, padding: int = 0, pad_value: int 
     return Image.fromarray(grid[..., 0] if channels == 1 else grid)
 
 
-def sample_grid(pipeline, num_images: int, num_inference_steps: int, seed: int, min_size: int = 32):
-    """Draw ``num_images`` with ``pipeline`` from ``seed``; return (uint8 images ``[N, C, H, W]``, PIL grid).
+def sample_grid(pipeline, num_images: int, num_inference_steps: int, seed: int, min_size: int = 32, eta: float = 0.0):
+    """Draw ``num_images`` with ``pipeline`` from ``seed`` (and DDIM's ``eta``); return (uint8 images ``[N, C, H, W]``,
+    PIL grid).
 
     The images are separated by a grey border of 2 pixels, and images smaller than ``min_size`` pixels are
     enlarged (nearest neighbour) so that they can be seen."""
     generator = torch.Generator(device=pipeline.device).manual_seed(seed)
     images = pipeline(
-        batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps, output_type="pt"
+        batch_size=num_images, generator=generator, num_inference_steps=num_inference_steps, output_type="pt", eta=eta
     ).images
     uint8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     grid = make_grid(images.cpu(), padding=2, pad_value=96)

@@ -93,6 +93,22 @@ def make_scheduler(name: str, config, **overrides):
     return scheduler_from_config(sampler.scheduler_class, config, **{**sampler.overrides, **overrides})
 
 
+def parse_sampler(spec: str) -> tuple[str, float]:
+    """A sampler as the command line and the steps trade-off name it: a key of :data:`SAMPLERS`, for DDIM optionally
+    with its η after a colon ("ddim:1"; default 0), as (name, η)."""
+    name, _, eta = str(spec).partition(":")
+    check_choice("samplers", name, SAMPLERS)
+    if not eta:
+        return name, 0.0
+    try:
+        value = float(eta)
+    except ValueError:
+        raise ParameterError("samplers", f"gives η {eta!r} for {name!r}: write e.g. 'ddim:1'") from None
+    if SAMPLERS[name].scheduler_class is not DDIMScheduler or not 0.0 <= value <= 1.0:
+        raise ParameterError("samplers", f"gives η = {eta} for {name!r}: only 'ddim' takes an η, in [0, 1]")
+    return name, value
+
+
 def check_can_sample(scheduler) -> None:
     """Refuse, before any work, a scheduler that cannot sample a DDPM model configured as ``scheduler.config`` (its
     prediction type): a :class:`ParameterError` naming the scheduler and why."""

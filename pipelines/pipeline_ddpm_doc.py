@@ -15,9 +15,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..errors import ParameterError
 from ..guidance import ClassConditioning, GuidedModel, check_guidance_scale
 from ..host_transfers import to_device
-from ..likelihood import estimate_bound, sampling_chain
+from ..likelihood import estimate_bound
 from ..marginal_bound import MarginalBound, class_bounds
 from ..scheduler import DDPMDocScheduler
+from ..samplers import bound_chain, check_can_sample
 from ..timestep_plan import TimestepPlan
 from ..variational_bound import VariationalBound
 from .paper_experiments import PaperExperimentsMixin
@@ -156,9 +157,13 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         return not (isinstance(scheduler, DDPMScheduler) and scheduler.config.variance_type in LEARNED_VARIANCE_NAMES)
 
     def _step_kwargs(self, generator, eta: float) -> dict:
-        """The keyword arguments the scheduler's ``step`` accepts among ``generator`` and ``eta``."""
+        """The keyword arguments the scheduler's ``step`` accepts among ``generator`` and ``eta``; DDIM also gets
+        ``use_clipped_model_output=True``: ε̂ re-derived from the clipped x̂_0, as openai's DDIM does, so that η = 1
+        is exactly our ``fixed_small`` chain (``hf_ddpm.samplers``)."""
         accepted = inspect.signature(self.scheduler.step).parameters
         kwargs = {"generator": generator} if "generator" in accepted else {}
+        if "use_clipped_model_output" in accepted:
+            kwargs["use_clipped_model_output"] = True
         if "eta" in accepted:
             kwargs["eta"] = eta
         elif eta != 0.0:
@@ -233,9 +238,12 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         if unknown:
             raise ParameterError("callback_on_step_end_tensor_inputs",
                                  f"{sorted(unknown)} not in {self._callback_tensor_inputs}")
+        check_can_sample(self.scheduler)
         step_kwargs = self._step_kwargs(generator, eta)
 
         device = self._execution_device
+        # The chain first: a σ-space scheduler's init_noise_sigma is that of the chain's first timestep.
+        self._set_timesteps(num_inference_steps, timesteps, device)
         shape = self._image_shape(batch_size)
         if latents is None:
             image = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
@@ -251,7 +259,6 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
             labels = conditioning.draw(batch_size, generator)
         model = self.network(scale)
         device_labels = None if labels is None else to_device(labels, device)
-        self._set_timesteps(num_inference_steps, timesteps, device)
         timesteps = self.scheduler.timesteps
         mean_only = self._hands_over_mean_only()
         # Algorithm 2. Nothing in the loop waits for the device: the scheduler takes each timestep as a host value
@@ -316,6 +323,16 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
             )
         return torch.round(images.float() * 255.0) / 127.5 - 1.0
 
+    def _bound_network(self, guidance_scale: float):
+        """``model(x_t, t, class_labels=…)`` as the bound calls the network: :meth:`network`, and only its prediction
+        channels where the scheduler models no variance (DDIM with η = 1 on a learned-variance UNet: its
+        chain has β̃′, our ``fixed_small``)."""
+        model = self.network(guidance_scale)
+        if not self._hands_over_mean_only():
+            return model
+        channels = self.unet.config.in_channels
+        return lambda x_t, t, class_labels=None: model(x_t, t, class_labels)[:, :channels]
+
     @torch.no_grad()
     def log_likelihood(
         self,
@@ -323,6 +340,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         *,
         class_labels=None,
         guidance_scale: float = 1.0,
+        eta: float = 0.0,
         num_inference_steps: int | None = None,
         inference_timesteps: list[int] | None = None,
         timesteps: list[int] | torch.Tensor | None = None,
@@ -348,23 +366,22 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         bound. Returns the per-image bound (``.total``, and for a :class:`VariationalBound` ``.prior``, ``.terms``) on
         the CPU.
         """
-        if not isinstance(self.scheduler, DDPMDocScheduler):
-            raise TypeError(f"log_likelihood needs a DDPMDocScheduler, the pipeline has {type(self.scheduler).__name__}")
+        self._step_kwargs(None, eta)  # η as sampling takes it: refused for a scheduler whose step takes none
+        scheduler, chain = bound_chain(self.scheduler, eta, num_inference_steps, inference_timesteps)
         x0 = self._images_to_model_range(images).to(device=self._execution_device, dtype=self.unet.dtype)
         conditioning = self.conditioning
         if conditioning is None and class_labels is not None:
             self._conditioning_or_error("class_labels")
         scale = check_guidance_scale(guidance_scale) if conditioning is None else \
             conditioning.check_guidance(guidance_scale)
-        chain = sampling_chain(self.scheduler, num_inference_steps, inference_timesteps)
-        plan = TimestepPlan.uniform(self.scheduler.config.num_train_timesteps, timesteps, chain=chain)
+        plan = TimestepPlan.uniform(scheduler.config.num_train_timesteps, timesteps, chain=chain)
         if noise is not None:
             noise = noise.to(device=self._execution_device, dtype=self.unet.dtype)
 
         def bound(labels: torch.Tensor | None, s: float, generator) -> VariationalBound:
-            model = self.network(s)
+            model = self._bound_network(s)
             labels = None if labels is None else labels.to(self._execution_device)
-            return estimate_bound(model, self.scheduler, x0, plan, noise=noise, generator=generator,
+            return estimate_bound(model, scheduler, x0, plan, noise=noise, generator=generator,
                                   batch_size=batch_size, class_labels=labels).cpu()
 
         if conditioning is None:
@@ -382,7 +399,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         if scale != 1.0:
             raise ParameterError("guidance_scale", f"is {scale}: a guided chain's bound needs class_labels")
         seed = int(torch.randint(2**62, (), generator=generator, device=generator.device if generator else "cpu"))
-        per_class = class_bounds(self.unet, self.scheduler, x0, plan, conditioning.class_ids, seed=seed, noise=noise,
-                                 batch_size=batch_size)
+        per_class = class_bounds(self._bound_network(1.0), scheduler, x0, plan, conditioning.class_ids, seed=seed,
+                                 noise=noise, batch_size=batch_size)
         return MarginalBound.from_class_bounds(per_class, conditioning.frequencies, conditioning.class_ids,
                                                x0[0].numel())

@@ -1,10 +1,11 @@
-"""``hf-ddpm sample``: draw images by ancestral sampling and save them as one grid PNG."""
+"""``hf-ddpm sample``: draw images with the model's ancestral chain or another sampler and save them as one grid PNG."""
 
 from __future__ import annotations
 
 import torch
 
 from ..errors import ParameterError
+from ..samplers import SAMPLERS, make_scheduler
 from ..sample_files import DEFAULT_SHARD_SIZE, FORMATS
 from .common import class_labels_of, load_pipeline, positive_int, process_state
 
@@ -15,6 +16,12 @@ def add_sample_parser(subparsers) -> None:
     parser.add_argument("--num-images", type=positive_int, default=None,
                         help="default: one per --class-labels entry, else 64")
     parser.add_argument("--steps", type=positive_int, default=1000, help="sampling steps (1000: the full chain)")
+    parser.add_argument("--scheduler", choices=SAMPLERS, default="ddpm",
+                        help="the sampler: ddpm (ancestral, the model's own chain), ddim, dpmsolver++, unipc, euler or "
+                             "pndm (diffusers' schedulers, built from the model's scheduler configuration; "
+                             "docs/guides/samplers.md compares them)")
+    parser.add_argument("--eta", type=float, default=0.0,
+                        help="DDIM's η (--scheduler ddim only): 0 deterministic, 1 the ancestral chain with β̃′")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="grid.png", help="the grid PNG to write")
     parser.add_argument("--nrow", type=positive_int, default=None, help="images per row (default: ⌈√N⌉)")
@@ -43,6 +50,7 @@ def run_sample(args) -> None:
     from ..images import make_grid
 
     pipeline = load_pipeline(args.model, args.device)
+    pipeline.scheduler = make_scheduler(args.scheduler, pipeline.scheduler.config)
     labels = class_labels_of(args.class_labels, pipeline)
     if args.out_dir is not None:
         return write_sample_files(args, pipeline, labels)
@@ -52,12 +60,14 @@ def run_sample(args) -> None:
     num_images = args.num_images or (64 if labels is None else None)
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     output = pipeline(batch_size=num_images, generator=generator, num_inference_steps=args.steps, output_type="np",
-                      class_labels=labels, guidance_scale=args.guidance_scale)
+                      class_labels=labels, guidance_scale=args.guidance_scale, eta=args.eta)
     make_grid(output.images, nrow=args.nrow).save(args.out)
     classes = "" if output.class_labels is None else (
         f", guidance scale {args.guidance_scale:g}, classes (row-major) "
         f"{','.join(pipeline.conditioning.names_of(output.class_labels))}")
-    print(f"wrote {len(output.images)} samples ({args.steps} steps, seed {args.seed}{classes}) to {args.out}")
+    sampler = args.scheduler + (f", η = {args.eta:g}" if args.scheduler == "ddim" else "")
+    print(f"wrote {len(output.images)} samples ({sampler}, {args.steps} steps, seed {args.seed}{classes}) to "
+          f"{args.out}")
 
 
 def write_sample_files(args, pipeline, labels) -> None:
@@ -76,7 +86,8 @@ def write_sample_files(args, pipeline, labels) -> None:
     ids = None if labels is None else conditioning.label_ids(labels).tolist()
     spec = SampleSpec(model=args.model, num_images=args.num_images, seed=args.seed, num_inference_steps=args.steps,
                       scheduler=scheduler_record(pipeline.scheduler), class_labels=ids,
-                      guidance_scale=args.guidance_scale, format=args.format, shard_size=args.shard_size)
+                      guidance_scale=args.guidance_scale, sampler_kwargs=None if args.eta == 0.0 else {"eta": args.eta},
+                      format=args.format, shard_size=args.shard_size)
     state = process_state()
     where = write_samples(pipeline, args.out_dir, spec, batch_size=args.batch_size, state=state)
     if state.is_main_process:
