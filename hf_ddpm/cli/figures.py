@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ParameterError
+from ..guidance_figures import GRID_SAMPLES, TRADEOFF_STEPS
 from ..steps_tradeoff import DEFAULT_STEPS
 from .common import add_held_out_arguments, load_held_out, load_pipeline, positive_int
 
@@ -19,7 +20,9 @@ def add_figures_parser(subparsers) -> None:
                     "and sample quality against the number of sampling steps K, is not written yet: it needs the "
                     "K-step bound.) When the output folder lies inside the model folder and the model has a "
                     "training_run.json, the record gains the progressive figure and the rate–distortion summary, so "
-                    "that hf-ddpm push shows them on the model card.")
+                    "that hf-ddpm push shows them on the model card. A class-conditional model's figures use the "
+                    "held-out images' labels, and one with a null label also gets class_grid.png and "
+                    "guidance_tradeoff.csv/.png (hf_ddpm.guidance_figures).")
     parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline (folder or Hub id)")
     add_held_out_arguments(parser)
     parser.add_argument("--num-images", type=positive_int, default=None,
@@ -39,6 +42,17 @@ def add_figures_parser(subparsers) -> None:
                              "ddim:1 for η = 1, dpmsolver++, unipc, euler, pndm; default: ddpm, the model's own chain)")
     parser.add_argument("--feature-model", default=None, help="as for evaluate (default: the digits evaluator)")
     parser.add_argument("--classifier", default=None, help="as for evaluate")
+    guidance = parser.add_argument_group("a class-conditional model's guidance figures (hf_ddpm.guidance_figures)")
+    guidance.add_argument("--guidance-samples", type=int, default=400,
+                          help="samples judged at each guidance scale of guidance_tradeoff.csv (0: the bound only)")
+    guidance.add_argument("--guidance-steps", type=positive_int, default=None,
+                          help=f"sampling steps of the guidance figures, whose bound is that chain's (default: "
+                               f"{TRADEOFF_STEPS}, or T if fewer)")
+    guidance.add_argument("--guidance-timesteps", default="all",
+                          help="terms of that chain in each guided bound: 'all' or K (an estimate, as --timesteps of "
+                               "evaluate)")
+    guidance.add_argument("--grid-samples", type=positive_int, default=GRID_SAMPLES,
+                          help="samples per class and guidance scale in class_grid.png")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run_figures)
 
@@ -60,20 +74,26 @@ def run_figures(args) -> None:
     from ..figures import FIGURES_DIR, add_to_record, write_figures
     from ..pipelines.paper_experiments import to_unit_range
     from ..rate_distortion import describe_summary
+    from .evaluate import timestep_count
 
     pipeline = load_pipeline(args.model, args.device)
     held_out, origin = load_held_out(args, pipeline)
     out = args.out or (os.path.join(args.model, FIGURES_DIR) if os.path.isdir(args.model) else FIGURES_DIR)
     settings = {"model": args.model, "dataset": held_out.name, "split": held_out.split, "data_chosen_by": origin}
-    steps = steps_list(args.steps, pipeline.scheduler.config.num_train_timesteps)
+    T = pipeline.scheduler.config.num_train_timesteps
+    steps = steps_list(args.steps, T)
+    guidance = dict(grid_samples=args.grid_samples, num_samples=args.guidance_samples,
+                    num_inference_steps=args.guidance_steps,
+                    num_timesteps=timestep_count(args.guidance_timesteps, T, "--guidance-timesteps"))
     summary = write_figures(pipeline, to_unit_range(held_out.tensor()), out, seed=args.seed, settings=settings,
                             batch_size=args.batch_size, steps=steps, steps_samples=args.num_samples,
                             steps_samplers=args.samplers.split(","),
-                            feature_model=args.feature_model, classifier=args.classifier)
+                            feature_model=args.feature_model, classifier=args.classifier,
+                            class_labels=held_out.label_tensor(), guidance_options=guidance)
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin}): {len(held_out)} images")
     for name, seconds in summary["seconds"].items():
         print(f"  {name:16s} {seconds:7.1f} s")
     print(describe_summary(summary["rate_distortion"]))
     print(f"wrote the figures to {out}")
     if os.path.isdir(args.model) and add_to_record(args.model, out, summary):
-        print(f"added the progressive figure and the rate–distortion summary to {args.model}'s training_run.json")
+        print(f"added the figures the card shows and the summary to {args.model}'s training_run.json")
