@@ -54,7 +54,24 @@ def unet_for(channels: int, learned: bool):
     return _UNETS[key]
 
 
-class Probe(torch.nn.Module):
+class UNetLike(torch.nn.Module):
+    """What the pipeline reads of its UNet besides calling it and its ``config``: ``dtype`` and ``device`` (those of
+    a buffer, which moves with ``.to()``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(()))
+
+    @property
+    def dtype(self):
+        return self.anchor.dtype
+
+    @property
+    def device(self):
+        return self.anchor.device
+
+
+class Probe(UNetLike):
     """A UNet seen through a probe: it counts the calls (a refusal must come before any), and with ``mean_only``
     it is the network of the prediction channels alone (``out_channels`` = ``in_channels``)."""
 
@@ -63,14 +80,6 @@ class Probe(torch.nn.Module):
         self.inner, self.calls, self.mean_only = unet, 0, mean_only
         channels = unet.config.in_channels if mean_only else unet.config.out_channels
         self.config = types.SimpleNamespace(**{**unet.config, "out_channels": channels})
-
-    @property
-    def dtype(self):
-        return self.inner.dtype
-
-    @property
-    def device(self):
-        return self.inner.device
 
     def forward(self, sample, timestep, class_labels=None):
         self.calls += 1
@@ -297,7 +306,7 @@ def test_cli_samples_with_the_named_scheduler(tmp_path):
 # ---------------------------------------------------------------------------------------------------- Gaussian data
 
 
-class OptimalGaussianPredictor(torch.nn.Module):
+class OptimalGaussianPredictor(UNetLike):
     """The exact minimiser of the training loss for data x_0 ~ N(μ, s²) per pixel, with UNet2DModel's call
     signature and the config attributes the pipeline reads.
 
@@ -312,18 +321,9 @@ class OptimalGaussianPredictor(torch.nn.Module):
         super().__init__()
         self.log_sigmas = 0.5 * np.log((1 - alphas_cumprod) / alphas_cumprod)
         self.mean, self.std, self.prediction_type, self.learned = mean, std, prediction_type, learned
-        self.register_buffer("anchor", torch.zeros(()))
         self.config = types.SimpleNamespace(in_channels=channels, out_channels=channels * (1 + learned),
                                             sample_size=8, num_class_embeds=None)
         self.first_input = None
-
-    @property
-    def dtype(self):
-        return self.anchor.dtype
-
-    @property
-    def device(self):
-        return self.anchor.device
 
     def forward(self, sample, timestep, class_labels=None):
         if self.first_input is None:
