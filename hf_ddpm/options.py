@@ -50,17 +50,21 @@ LEARNED_VARIANCE_TYPES = tuple(name for name, option in VARIANCE_TYPES.items() i
 
 @dataclass(frozen=True)
 class PredictionType:
-    """What the network predicts: the training target's symbol, the network output's symbol, and the definition."""
+    """What the network predicts: the training target's symbol, the network output's symbol, and the definition;
+    the two symbols also in LaTeX, for formulas (the model card's, rendered by KaTeX)."""
 
     target: str
     output: str
     description: str
+    target_latex: str
+    output_latex: str
 
 
 PREDICTION_TYPES: dict[str, PredictionType] = {
-    "epsilon": PredictionType("ε", "ε_θ", "the noise ε of x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (Eq. 11)"),
-    "sample": PredictionType("x_0", "x̂_θ", "the clean sample x_0"),
-    "v_prediction": PredictionType("v", "v_θ", "the velocity v = √ᾱ_t ε − √(1−ᾱ_t) x_0"),
+    "epsilon": PredictionType("ε", "ε_θ", "the noise ε of x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (Eq. 11)", r"\epsilon",
+                              r"\epsilon_\theta"),
+    "sample": PredictionType("x_0", "x̂_θ", "the clean sample x_0", "x_0", r"\hat x_\theta"),
+    "v_prediction": PredictionType("v", "v_θ", "the velocity v = √ᾱ_t ε − √(1−ᾱ_t) x_0", "v", r"v_\theta"),
 }
 
 # β schedules; ``{beta_start}`` and ``{beta_end}`` in a description are the configuration's values (format with

@@ -111,7 +111,7 @@ def test_metadata_and_tables_come_from_the_saved_pipeline_and_the_record(tmp_pat
     # from the saved configs
     n_params = sum(p.numel() for p in pipe.unet.parameters())
     assert rows["diffusion steps T"] == "400" and rows["β schedule"] == describe_beta_schedule("squaredcos_cap_v2", 1e-4, 0.02)
-    assert rows["variance Σ_θ"].startswith("`fixed_large`:") and rows["prediction"] == "`epsilon`"
+    assert rows["variance $\\Sigma_\\theta$"].startswith("`fixed_large`:") and rows["prediction"] == "`epsilon`"
     model = re.fullmatch(r"diffusers `UNet2DModel`, (\d+)k parameters; channels 8, 16; 1 residual block per level; "
                          r"attention at 4×4", rows["model"])
     assert model and int(model.group(1)) == round(n_params / 1e3)
@@ -172,7 +172,7 @@ def test_a_hub_dataset_is_listed_and_the_objective_follows_the_loss(tmp_path, of
     rows = training_table(card.text)
     assert rows["data"].startswith("someone/faces ([someone/faces](https://huggingface.co/datasets/someone/faces)")
     assert rows["loss"].startswith("L_hybrid") and rows["timestep sampling"].startswith("importance")
-    assert f"λ = {HYBRID_VLB_WEIGHT}" in section(card.text, "Objective")
+    assert f"$\\lambda = {HYBRID_VLB_WEIGHT}$" in section(card.text, "Objective")
     # diffusers' DDPMScheduler reads hf-ddpm's `learned` (a log-variance) as a variance: no diffusers-only recipe
     # then, but the bundled code still works
     recipes = python_blocks(section(card.text, "Without hf-ddpm (diffusers only)"))
@@ -191,7 +191,7 @@ def test_the_bound_plus_simple_objective_and_the_sampler_mix_are_stated_with_the
     assert rows["loss"].endswith("c = 12.5")
     assert rows["timestep sampling"] == TIMESTEP_SAMPLERS["importance"].format(uniform_mix=0.25)
     assert "0.25 of the uniform" in rows["timestep sampling"]
-    assert "c = 12.5 times" in section(text, "Objective")
+    assert "$c = 12.5$ times" in section(text, "Objective")
 
 
 def test_a_fourier_unet_is_named_and_diffusers_alone_is_not_offered(tmp_path, offline):
@@ -202,7 +202,7 @@ def test_a_fourier_unet_is_named_and_diffusers_alone_is_not_offered(tmp_path, of
     rows = training_table(card.text)
     n_params = sum(p.numel() for p in fourier.parameters())
     assert rows["model"].startswith("hf-ddpm's `FourierUNet2DModel` (")
-    assert "periods P = 1, 4, 16)" in rows["model"] and f", {n_params / 1e3:.0f}k parameters;" in rows["model"]
+    assert "periods $P$ = 1, 4, 16)" in rows["model"] and f", {n_params / 1e3:.0f}k parameters;" in rows["model"]
     # the diffusers-only recipe takes the network's class from the bundled code; no DDPMPipeline recipe, and why
     without = section(card.text, "Without hf-ddpm (diffusers only)")
     (recipe,) = python_blocks(without)
@@ -267,8 +267,8 @@ def test_the_paper_experiments_are_shown_with_their_numbers(tmp_path, offline):
     shown = dict(re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", card.text))
     assert shown[FIGURE_CAPTIONS["progressive"]] == "figures/progressive.png"
     evaluation = " ".join(section(card.text, "Evaluation").split())
-    numbers = re.search(r"on (\d+) held-out images: .* sent ([\d.]+) bits/dim .* RMSE of ([\d.]+) .* L_0 = ([\d.]+) "
-                        r"bits/dim completes the bound of ([\d.]+)\. .* from t = (\d+), after ([\d.]+) bits/dim: "
+    numbers = re.search(r"on (\d+) held-out images: .* sent ([\d.]+) bits/dim .* RMSE of ([\d.]+) .* \$L_0\$ = ([\d.]+) "
+                        r"bits/dim completes the bound of ([\d.]+)\. .* from \$t\$ = (\d+), after ([\d.]+) bits/dim: "
                         r"([\d.]+) %", evaluation)
     assert numbers and numbers.groups() == ("359", "1.8223", "0.090", "0.0028", "1.8251", "8", "1.7399", "4.7")
 
@@ -348,11 +348,15 @@ def test_the_card_describes_each_option_in_the_options_own_words(tmp_path, offli
     objective = ObjectiveConfig(loss_type=loss, timestep_sampler=sampler)
     run = record(50, process=process, objective=objective,
                  compute=ComputeConfig(mixed_precision="bf16" if precision == "fp16" else precision))
-    rows = training_table(hub.render_model_card(out, run).text)
-    assert rows["variance Σ_θ"] == f"`{variance_type}`: {VARIANCE_TYPES[variance_type].variance}"
+    card = hub.render_model_card(out, run).text
+    rows = training_table(card)
+    assert rows["variance $\\Sigma_\\theta$"] == f"`{variance_type}`: {VARIANCE_TYPES[variance_type].variance}"
     assert rows["timestep sampling"] == TIMESTEP_SAMPLERS[sampler].format(uniform_mix=objective.importance_uniform_mix)
     assert rows["precision"] == MIXED_PRECISIONS["bf16" if precision == "fp16" else precision]
     assert LOSS_TYPES[loss].format(target=PREDICTION_TYPES[prediction].target) in rows["loss"]
+    symbols = PREDICTION_TYPES[prediction]  # the objective's formula, in the LaTeX the Hub renders
+    formula = (f"{symbols.target_latex} - {symbols.output_latex}" if loss == "simple" else f"${symbols.target_latex}$")
+    assert formula in section(card, "Objective")
 
 
 # ------------------------------------------------------------------------------------------ a class-conditional model

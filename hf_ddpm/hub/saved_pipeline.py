@@ -112,6 +112,14 @@ class Process:
         return PREDICTION_TYPES[self.prediction_type].output
 
     @property
+    def target_latex(self) -> str:
+        return PREDICTION_TYPES[self.prediction_type].target_latex
+
+    @property
+    def output_latex(self) -> str:
+        return PREDICTION_TYPES[self.prediction_type].output_latex
+
+    @property
     def fewer_steps(self) -> int:
         """The respaced chain the usage snippet shows."""
         return max(1, self.num_train_timesteps // 10)
