@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from .atomic_files import atomic_write
 from .errors import ParameterError
 from .image_seeds import SAMPLING, image_generators
 from .images import to_uint8
@@ -35,18 +36,6 @@ FORMATS = ("png", "npz")
 SPEC_FILE = "samples.json"
 SHARDS = "shards"
 DEFAULT_SHARD_SIZE = 1000
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(handle)`` on a hidden temporary file beside ``path``, flush it to disk, then rename it to ``path``:
-    readers see either no file or the whole file."""
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,14 @@ trained on the digits' train split on first use. Numbers are named after their f
 
 from .digits_evaluator import EVALUATOR_VERSION, load_digits_evaluator
 from .features import classifier_outputs, image_features, load_image_model
-from .quality import sample_quality
+from .quality import QualityModels, sample_quality
+from .reference_stats import ReferenceStats
 from .statistics import class_balance_chi2, class_histogram, frechet_distance, inception_score, precision_recall
 
 __all__ = [
     "EVALUATOR_VERSION",
+    "QualityModels",
+    "ReferenceStats",
     "class_balance_chi2",
     "class_histogram",
     "classifier_outputs",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 
 from ..errors import ParameterError
@@ -11,7 +12,10 @@ from ..errors import ParameterError
 from .digits_evaluator import EVALUATOR_NAME, load_digits_evaluator
 from .features import classifier_outputs, image_features, load_image_model
 from .images import as_image_batch
-from .statistics import class_histogram, frechet_distance, inception_score, label_accuracy, precision_recall
+from .inception import InceptionNet, is_inception, load_inception
+from .reference_stats import ReferenceStats
+from .statistics import (class_histogram, frechet_distance, inception_score, inception_score_splits, label_accuracy,
+                         precision_recall)
 
 DIGITS = "digits"  # names the built-in digits evaluator where a model is expected
 _PRETTY = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2-reg", "vit": "ViT", "clip_vision_model": "CLIP",
@@ -79,47 +83,114 @@ def sample_quality(
     """
     generated = as_image_batch(generated, "generated")
     reference = as_image_batch(reference, "reference")
-    smallest = min(len(generated), len(reference))
+    check_k(k, len(generated), len(reference))
+    models = QualityModels(feature_model, classifier, device=device, batch_size=batch_size, progress=progress)
+    features, probs = models.sample_outputs(generated)
+    return models.numbers(features, probs, models.features(reference), k=k, requested_classes=requested_classes)
+
+
+def check_k(k: int, num_samples: int, num_reference: int | None) -> None:
+    """The precision/recall neighbourhood ``k`` fits both sets (``num_reference`` None: reference stats, no PR)."""
+    smallest = num_samples if num_reference is None else min(num_samples, num_reference)
     if not 1 <= k < smallest:
         raise ValueError(f"k must satisfy 1 ≤ k < the smaller image set ({smallest} images), got k={k}")
-    if feature_model is None or feature_model == DIGITS:
-        feature_model = DIGITS
-        classifier = DIGITS if classifier is None else classifier
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    run = dict(batch_size=batch_size, progress=progress)
 
-    result: dict = {"num_samples": len(generated), "num_reference": len(reference), "k": k}
-    digits_net = None
-    if DIGITS in (feature_model, classifier):
-        digits_net, record = load_digits_evaluator(device=device)
-        result.update(record)
 
-    probs, classifier_net = None, digits_net
-    if feature_model == DIGITS:
-        gen_features, digits_probs = classifier_outputs(generated, digits_net, **run)
-        probs = digits_probs if classifier == DIGITS else None  # another classifier judges the classes
-        ref_features, _ = classifier_outputs(reference, digits_net, **run)
-        result.update(fd_name="FD (digits classifier)", feature_model=EVALUATOR_NAME)
-    else:
-        net = load_image_model(feature_model, task="features", role="feature_model", device=device)
-        gen_features = image_features(generated, net, **run)
-        ref_features = image_features(reference, net, **run)
-        result.update(fd_name=_fd_name(net), feature_model=net.name)
-    result["fd"] = frechet_distance(gen_features, ref_features)
-    result["precision"], result["recall"] = precision_recall(ref_features, gen_features, k=k)
+class QualityModels:
+    """The networks behind :func:`sample_quality`'s numbers, chosen by ``feature_model`` and ``classifier`` (as
+    documented there) and loaded once, so that the features of each share of the images can be computed apart (one
+    process each, ``hf_ddpm.distributed_eval``) and the numbers from all of them (:meth:`numbers`).
 
-    if classifier is not None and probs is None:
-        classifier_net = digits_net if classifier == DIGITS else load_image_model(
-            classifier, task="classification", role="classifier", device=device)
-        _, probs = classifier_outputs(generated, classifier_net, **run)
-    result["label_accuracy"] = None if probs is None or requested_classes is None else \
-        label_accuracy(probs, classifier_indices(requested_classes, classifier_net))
-    if probs is None:
-        result.update(inception_score=None, score_name=None, class_histogram=None, classifier=None)
-    else:
-        name = EVALUATOR_NAME if classifier == DIGITS else classifier
-        short = "digits classifier" if classifier == DIGITS else classifier
-        result.update(inception_score=inception_score(probs), score_name=f"IS ({short})",
+    "inception" (or a TorchScript ``.pt``) as ``feature_model`` is the Inception-v3 of papers' FID
+    (:mod:`hf_ddpm.metrics.inception`) and, without a ``classifier``, also gives their IS."""
+
+    def __init__(self, feature_model: str | None = None, classifier: str | None = None, *, device=None,
+                 batch_size: int = 64, progress: bool = True):
+        if feature_model is None or feature_model == DIGITS:
+            feature_model = DIGITS
+            classifier = DIGITS if classifier is None else classifier
+        elif is_inception(feature_model) and classifier is None:
+            classifier = feature_model
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.run = dict(batch_size=batch_size, progress=progress)
+        self.record: dict = {}
+        nets: dict = {}
+
+        def net(name: str, task: str, role: str):
+            if name not in nets:
+                if name == DIGITS:
+                    nets[name], self.record = load_digits_evaluator(device=device)
+                elif is_inception(name):
+                    nets[name] = load_inception(name, role, device=device)
+                else:
+                    nets[name] = load_image_model(name, task=task, role=role, device=device)
+            return nets[name]
+
+        self.feature_net = net(feature_model, "features", "feature_model")
+        self.feature_is_classifier = feature_model == DIGITS  # its features are a classifier's penultimate ones
+        self.classifier_net = None if classifier is None else net(classifier, "classification", "classifier")
+        self.classifier = classifier
+        if feature_model == DIGITS:
+            self.fd_name, self.feature_model = "FD (digits classifier)", EVALUATOR_NAME
+        elif isinstance(self.feature_net, InceptionNet):
+            self.fd_name, self.feature_model = self.feature_net.fd_name, self.feature_net.name
+        else:
+            self.fd_name, self.feature_model = _fd_name(self.feature_net), self.feature_net.name
+
+    def _outputs(self, images: torch.Tensor, network, *, classifying: bool, features: bool, probabilities: bool):
+        """(features, probabilities) of ``network``; a classifier gives both in one pass, a feature model only
+        features."""
+        if isinstance(network, InceptionNet):
+            return network.outputs(images, features=features, probabilities=probabilities, **self.run)
+        if classifying:
+            return classifier_outputs(images, network, **self.run)
+        return image_features(images, network, **self.run), None
+
+    def features(self, images) -> np.ndarray:
+        """The FD features (N, D) of images (any form :func:`as_image_batch` takes)."""
+        return self._outputs(as_image_batch(images, "images"), self.feature_net, classifying=self.feature_is_classifier,
+                             features=True, probabilities=False)[0]
+
+    def sample_outputs(self, images) -> tuple[np.ndarray, np.ndarray | None]:
+        """The samples' FD features (N, D) and the classifier's probabilities (N, K) (None without a classifier),
+        with one pass where one network gives both."""
+        images = as_image_batch(images, "generated")
+        both = self.classifier_net is self.feature_net
+        features, probs = self._outputs(images, self.feature_net, classifying=self.feature_is_classifier,
+                                        features=True, probabilities=both)
+        if self.classifier_net is None:
+            return features, None
+        if not both:
+            probs = self._outputs(images, self.classifier_net, classifying=True, features=False, probabilities=True)[1]
+        return features, probs
+
+    def numbers(self, features, probs, reference, *, k: int = 3, requested_classes=None) -> dict:
+        """:func:`sample_quality`'s dict from the samples' ``features`` and ``probs`` and the ``reference``: its
+        features (N, D), or :class:`~hf_ddpm.metrics.reference_stats.ReferenceStats` (FD only: precision and recall
+        need the reference features and are None)."""
+        stats = isinstance(reference, ReferenceStats)
+        check_k(k, len(features), None if stats else len(reference))
+        result: dict = {"num_samples": len(features), "num_reference": reference.num_images if stats else len(reference),
+                        "k": k, "fd_name": self.fd_name, "feature_model": self.feature_model, **self.record}
+        if stats:
+            result.update(fd=reference.frechet_distance(features), precision=None, recall=None,
+                          reference=reference.source)
+        else:
+            result["fd"] = frechet_distance(features, reference)
+            result["precision"], result["recall"] = precision_recall(reference, features, k=k)
+        labelled = requested_classes is not None and probs is not None and \
+            not isinstance(self.classifier_net, InceptionNet)
+        result["label_accuracy"] = label_accuracy(probs, classifier_indices(requested_classes, self.classifier_net)) \
+            if labelled else None
+        if probs is None:
+            result.update(inception_score=None, score_name=None, class_histogram=None, classifier=None)
+            return result
+        if isinstance(self.classifier_net, InceptionNet):
+            name, score_name = self.classifier_net.name, self.classifier_net.score_name
+            result["inception_score_10_splits"] = inception_score_splits(probs, 10)
+        else:
+            name = EVALUATOR_NAME if self.classifier == DIGITS else self.classifier
+            score_name = f"IS ({'digits classifier' if self.classifier == DIGITS else self.classifier})"
+        result.update(inception_score=inception_score(probs), score_name=score_name,
                       class_histogram=class_histogram(probs), classifier=name)
-    return result
+        return result

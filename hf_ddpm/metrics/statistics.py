@@ -5,6 +5,7 @@ the feature networks that produce the arrays live in :mod:`hf_ddpm.metrics.featu
 
 - :func:`frechet_distance`: the Fréchet (2-Wasserstein) distance between Gaussians fitted to two feature sets.
 - :func:`inception_score`: the Inception-style score exp E_x KL(p(y|x) ‖ p(y)) of class probabilities.
+- :func:`inception_score_splits`: its mean and spread over splits, as papers report it.
 - :func:`class_histogram`: how many samples a classifier puts in each class.
 - :func:`label_accuracy`: the share of samples a classifier puts in the class they were generated for.
 - :func:`precision_recall`: fidelity and coverage on k-nearest-neighbour manifolds (Kynkäänniemi et al. 2019).
@@ -32,17 +33,42 @@ def _feature_matrix(x, name: str) -> np.ndarray:
     return x
 
 
+def covariance_factor(covariance: np.ndarray) -> np.ndarray:
+    """A matrix F (D × D) with FᵀF = ``covariance`` (symmetric positive semi-definite): diag(√w) Vᵀ from its
+    eigendecomposition, negative rounding in w clipped to 0."""
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))).T
+
+
 def _covariance_factor(centered: np.ndarray) -> np.ndarray:
     """A matrix F (min(N, D) × D) with FᵀF = the sample covariance of the centered rows.
 
     With N ≤ D the scaled centered data is such a factor as it is (no D × D matrix is formed, nothing is lost to
-    rank deficiency); with N > D it is diag(√w) Vᵀ from the eigendecomposition of the D × D covariance.
+    rank deficiency); with N > D it is :func:`covariance_factor` of the D × D covariance.
     """
     n, d = centered.shape
     if n <= d:
         return centered / np.sqrt(n - 1)
-    eigenvalues, eigenvectors = np.linalg.eigh(centered.T @ centered / (n - 1))
-    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))).T
+    return covariance_factor(centered.T @ centered / (n - 1))
+
+
+def feature_moments(x, name: str = "features") -> tuple[np.ndarray, np.ndarray]:
+    """The mean (D,) and a covariance factor F (FᵀF = the unbiased covariance) of a feature set (N, D), float64."""
+    x = _feature_matrix(x, name)
+    mean = x.mean(axis=0)
+    return mean, _covariance_factor(x - mean)
+
+
+def frechet_distance_of_moments(mean_a: np.ndarray, factor_a: np.ndarray, mean_b: np.ndarray,
+                                factor_b: np.ndarray) -> float:
+    """The Fréchet distance of :func:`frechet_distance` between Gaussians given by means and covariance factors
+    (FᵢᵀFᵢ = Σᵢ): ‖μ₁ − μ₂‖² + ‖F₁‖² + ‖F₂‖² − 2 ‖F₁ F₂ᵀ‖_*, clipped at 0."""
+    if mean_a.shape != mean_b.shape:
+        raise ValueError(f"the two feature sets must have the same dimension, got {mean_a.shape[0]} and "
+                         f"{mean_b.shape[0]}")
+    cross_trace = np.linalg.svd(factor_a @ factor_b.T, compute_uv=False).sum()
+    d2 = np.sum((mean_a - mean_b) ** 2) + np.sum(factor_a**2) + np.sum(factor_b**2) - 2.0 * cross_trace
+    return float(max(d2, 0.0))
 
 
 def frechet_distance(a, b) -> float:
@@ -63,12 +89,7 @@ def frechet_distance(a, b) -> float:
     b = _feature_matrix(b, "b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"a and b must have the same feature dimension, got {a.shape[1]} and {b.shape[1]}")
-    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
-    factor_a = _covariance_factor(a - mean_a)
-    factor_b = _covariance_factor(b - mean_b)
-    cross_trace = np.linalg.svd(factor_a @ factor_b.T, compute_uv=False).sum()
-    d2 = np.sum((mean_a - mean_b) ** 2) + np.sum(factor_a**2) + np.sum(factor_b**2) - 2.0 * cross_trace
-    return float(max(d2, 0.0))
+    return frechet_distance_of_moments(*feature_moments(a, "a"), *feature_moments(b, "b"))
 
 
 def _probability_matrix(probs) -> np.ndarray:
@@ -96,6 +117,16 @@ def inception_score(probs) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(probs > 0, probs * (np.log(probs) - np.log(marginal)), 0.0)
     return float(np.exp(terms.sum(axis=1).mean()))
+
+
+def inception_score_splits(probs, splits: int = 10) -> list[float]:
+    """[mean, standard deviation] of :func:`inception_score` over ``splits`` consecutive equal parts of ``probs``:
+    the form Salimans et al.'s code reports and papers quote (10 splits of 50,000 samples)."""
+    probs = _probability_matrix(probs)
+    if not 1 <= splits <= len(probs):
+        raise ValueError(f"splits must be in [1, {len(probs)}], got {splits}")
+    scores = [inception_score(part) for part in np.array_split(probs, splits)]
+    return [float(np.mean(scores)), float(np.std(scores))]
 
 
 def class_histogram(probs) -> list[int]:

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from ..figures import FIGURES_DIR, PROGRESSIVE, write_figures
+from ..figures import FIGURES_DIR, card_figures, write_figures
 from ..images import sample_grid
 from ..pipelines.paper_experiments import to_unit_range
 from ..rate_distortion import describe_summary
@@ -61,7 +61,7 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
         images["evaluations"] = EVALUATION_PLOT
     figures = _figures(pipeline, trainer, rate_distortion) if config.draws_figures else None
     if figures is not None:
-        images["progressive"] = f"{FIGURES_DIR}/{PROGRESSIVE}"
+        images.update(card_figures(output.output_dir, os.path.join(output.output_dir, FIGURES_DIR)))
     results = RunResults(
         global_step=step,
         global_batch_size=config.optim.train_batch_size * accelerator.num_processes
@@ -108,11 +108,15 @@ def _figures(pipeline, trainer, rate_distortion) -> dict:
     """The paper's figures of the final pipeline on the held-out images (``hf_ddpm.figures``) in
     ``output_dir/figures``, reusing the final evaluation's rate–distortion pass when there was one; ``figures.json``'s
     content."""
-    data = trainer.data
+    data, config = trainer.data, trainer.config
     settings = {"model": "this run's final EMA pipeline", "dataset": data.name, "split": data.eval_split}
+    # a class-conditional run: the class grid and the guidance trade-off too, its samples judged where the run's are
+    guidance = None if config.judges_samples else {"num_samples": 0}
     summary = write_figures(pipeline, to_unit_range(trainer.eval_images),
-                            os.path.join(trainer.config.output.output_dir, FIGURES_DIR), seed=trainer.config.optim.seed,
-                            settings=settings, rate_distortion=rate_distortion)
+                            os.path.join(config.output.output_dir, FIGURES_DIR), seed=config.optim.seed,
+                            settings=settings, rate_distortion=rate_distortion, class_labels=trainer.eval_labels,
+                            feature_model=config.output.feature_model, classifier=config.output.classifier,
+                            guidance_options=guidance)
     print(describe_summary(summary["rate_distortion"]))
     return summary
 
