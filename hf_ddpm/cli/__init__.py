@@ -8,6 +8,7 @@
     hf-ddpm figures  --model DIR [--dataset … as for evaluate] [--out DIR] [--seed S] [--num-images N]
     hf-ddpm push     --folder DIR --repo-id ID [--token T] [--private]
     hf-ddpm reference-stats --dataset D [--split train] [--feature-model ID] --out stats.npz
+    hf-ddpm convert  guided-diffusion|improved-diffusion CHECKPOINT.pt --out DIR -- FLAGS…
 
 Each subcommand is a module here with an ``add_<name>_parser(subparsers)`` that registers its options and sets
 ``func``; the work is done by library functions. A new subcommand is one more entry in ``SUBCOMMANDS``.
@@ -19,13 +20,14 @@ import argparse
 import sys
 
 from ..errors import ParameterError
+from .convert import add_convert_parser
 from .evaluate import add_evaluate_parser
 from .figures import add_figures_parser
 from .push import add_push_parser
 from .reference_stats import add_reference_stats_parser
 from .sample import add_sample_parser
 
-SUBCOMMANDS = (add_sample_parser, add_evaluate_parser, add_figures_parser, add_push_parser,
+SUBCOMMANDS = (add_sample_parser, add_evaluate_parser, add_figures_parser, add_push_parser, add_convert_parser,
                add_reference_stats_parser)
 
 

@@ -39,7 +39,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except UNREADABLE as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = str(error).strip().split("\n")[0].split(". ")[0]  # torch's messages run to several sentences
+        reason = f"{type(error).__name__}: {first}" if first else type(error).__name__
         raise ParameterError("checkpoint", f"{os.fspath(path)!r} could not be read as a PyTorch checkpoint "
                                            f"({reason})") from error
     return check_state_dict(state_dict, "checkpoint")
