@@ -15,6 +15,7 @@ from ..images import sample_grid
 from ..pipelines.paper_experiments import to_unit_range
 from ..rate_distortion import describe_summary
 from .class_bounds import final_class_bounds
+from .estimate import final_evaluation
 from .evaluation import judge_samples
 from .held_out import held_out_bound
 from .history import save_evaluation_plot, save_loss_plot
@@ -26,16 +27,20 @@ LOSS_PLOT = "loss.png"
 EVALUATION_PLOT = "evaluations.png"
 
 
-def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
-    """Write the run's outputs into ``output_dir`` (main process; None elsewhere) and return its record."""
+def finish(trainer, step: int, train_seconds: float, progress) -> RunRecord | None:
+    """Write the run's outputs into ``output_dir`` (main process; None elsewhere) and return its record. ``progress``:
+    the :class:`~hf_ddpm.progress.NetworkProgress` of the evaluation network, given each phase of
+    :func:`.estimate.final_evaluation` as it starts."""
     accelerator, config = trainer.accelerator, trainer.config
     images_seen = int(accelerator.reduce(torch.tensor(trainer.images_seen, device=accelerator.device), "sum"))
     if not accelerator.is_main_process:
         return None
     output = config.output
+    phases = final_evaluation(config, len(trainer.eval_images))
     pipeline = trainer.pipeline()
     pipeline.save_pretrained(output.output_dir)
     sampling_started = time.time()
+    progress.start(phases.samples)
     samples, grid = sample_grid(pipeline, output.num_samples, output.num_inference_steps, config.optim.seed)
     grid.save(os.path.join(output.output_dir, SAMPLE_GRID))
     sampling_seconds = time.time() - sampling_started
@@ -43,6 +48,7 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     # With the figures and the full final bound, one pass gives both: the rate–distortion pass evaluates every term
     # (with one ε per image, drawn from the seed), and its bound is the held-out bound.
     rate_distortion = None
+    progress.start(phases.bound)
     if config.draws_figures and output.final_eval_timesteps is None:
         rate_distortion = pipeline.rate_distortion(to_unit_range(trainer.eval_images), class_labels=trainer.eval_labels,
                                                    generator=torch.Generator().manual_seed(config.optim.seed))
@@ -59,7 +65,9 @@ def finish(trainer, step: int, train_seconds: float) -> RunRecord | None:
     images = {"samples": SAMPLE_GRID, "loss": LOSS_PLOT}
     if save_evaluation_plot(trainer.history, os.path.join(output.output_dir, EVALUATION_PLOT)):
         images["evaluations"] = EVALUATION_PLOT
+    progress.start(*phases.figures)
     figures = _figures(pipeline, trainer, rate_distortion) if config.draws_figures else None
+    progress.start()  # the network's work is done
     if figures is not None:
         images.update(card_figures(output.output_dir, os.path.join(output.output_dir, FIGURES_DIR)))
     results = RunResults(

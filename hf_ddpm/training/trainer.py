@@ -20,15 +20,18 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from ..cost import network_cost, synchronize, timed
 from ..data import load_image_data
 from ..errors import ParameterError
 from ..losses import make_timestep_sampler
 from ..presets import build_unet, preset_unet_config
+from ..progress import NetworkProgress, bar_options
 from ..scheduler import LEARNED_VARIANCE_TYPES
 from .checkpointing import StopRequest, check_resumable, resolve_resume, save_checkpoint
 from .config import MIN_JUDGED_IMAGES, RunConfig
 from .data_order import EpochShuffleSampler
 from .distributed import check_process_group
+from .estimate import describe_run_cost
 from .evaluation import periodic_evaluation
 from .history import TrainingHistory
 from .step import EvaluationNetwork, training_step
@@ -175,11 +178,53 @@ class Trainer:
     def describe(self) -> str:
         """One line: the data, the model's size, the steps and batches, the CPU threads."""
         data, optim, processes = self.data, self.config.optim, self.accelerator.num_processes
-        parameters = sum(p.numel() for p in self.unet.parameters()) / 1e6
         return (f"{data.name}: {len(data.train)} training images ({data.resolution}px, {data.channels} channel(s)); "
-                f"{parameters:.2f}M parameters; {self.max_train_steps} steps of {optim.train_batch_size} × {processes} "
+                f"{self.num_parameters / 1e6:.2f}M parameters; {self.max_train_steps} steps of {optim.train_batch_size} × {processes} "
                 f"process(es) × {optim.gradient_accumulation_steps} images; {self.threads.threads} CPU thread(s) per "
                 f"process ({self.threads.reason})")
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.unet.parameters())
+
+    def estimate(self) -> list[str]:
+        """The run's cost on this machine, in lines (:func:`.estimate.describe_run_cost`): an optimizer step and the
+        evaluation network timed here, before the first step."""
+        return describe_run_cost(
+            self.config, num_eval_images=len(self.eval_images), start_step=self.start_step,
+            max_train_steps=self.max_train_steps, step_seconds=self.time_training_step(),
+            network=network_cost(self.evaluation.unet, self.config.optim.train_batch_size),
+            num_parameters=self.num_parameters, on_cpu=self.accelerator.device.type == "cpu")
+
+    def time_training_step(self) -> float:
+        """Seconds of an optimizer step's forward and backward passes (``gradient_accumulation_steps`` micro-batches of
+        ``train_batch_size`` images), from one micro-batch of random images timed after one to warm up. The run is
+        left as it was: the RNG states are restored, the gradients dropped, and no gradients are exchanged."""
+        accelerator, optim, data = self.accelerator, self.config.optim, self.data
+        shape = (optim.train_batch_size, data.channels, data.resolution, data.resolution)
+        clean = (torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(accelerator.device)
+        labels = None if self.null_class_label is None else \
+            torch.zeros(shape[0], dtype=torch.long, device=accelerator.device)
+
+        def forward_backward():
+            accelerator.backward(self._training_step(clean, labels, micro_step=0).loss)
+            synchronize(accelerator.device)
+
+        devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), accelerator.no_sync(self.unet):
+            seconds = timed(forward_backward)
+        self.unet.zero_grad(set_to_none=True)
+        return seconds * optim.gradient_accumulation_steps
+
+    def _training_step(self, clean: torch.Tensor, labels: torch.Tensor | None, micro_step: int):
+        """:func:`.step.training_step` of a micro-batch with the run's objective."""
+        objective = self.config.objective
+        return training_step(
+            self.accelerator, self.unet, self.scheduler, self.timestep_sampler, clean, seed=self.config.optim.seed,
+            micro_step=micro_step, loss_type=objective.loss_type, simple_weight=objective.simple_weight,
+            importance=objective.timestep_sampler != "uniform", class_labels=labels,
+            label_dropout=objective.label_dropout, null_class_label=self.null_class_label,
+        )
 
     def evaluation_unet(self) -> torch.nn.Module:
         """The network with the weights to evaluate (EMA if kept), float32, eval mode (see :class:`EvaluationNetwork`)."""
@@ -200,11 +245,14 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.start_trackers()
         self.accelerator.print(self.describe())
+        for line in self.estimate():
+            self.accelerator.print(line)
         train_started = time.time()
         step = self.train()
         if self.config.output.checkpointing_steps:
             self.checkpoint(step)
-        record = finish(self, step, train_seconds=time.time() - train_started)
+        with NetworkProgress(self.evaluation.unet, enabled=self.accelerator.is_main_process) as progress:
+            record = finish(self, step, train_seconds=time.time() - train_started, progress=progress)
         url = push(self)
         if url is not None:
             print(f"pushed to {url}")
@@ -218,8 +266,8 @@ class Trainer:
         accelerator, config = self.accelerator, self.config
         first_epoch, step_in_epoch = divmod(self.start_step, self.steps_per_epoch)
         skip = step_in_epoch * config.optim.gradient_accumulation_steps  # micro-batches of the epoch already done
-        progress = tqdm(total=self.max_train_steps, initial=self.start_step, desc="training", unit="step",
-                        disable=not accelerator.is_local_main_process)
+        progress = tqdm(total=self.max_train_steps, initial=self.start_step, unit="step",
+                        **bar_options("training", enabled=accelerator.is_local_main_process))
         step = self.start_step
         importance = config.objective.timestep_sampler != "uniform"
         with StopRequest() as stop:
@@ -233,13 +281,7 @@ class Trainer:
                     clean, labels = batch if self.null_class_label is not None else (batch, None)
                     self.images_seen += clean.shape[0]
                     with accelerator.accumulate(self.unet):
-                        result = training_step(
-                            accelerator, self.unet, self.scheduler, self.timestep_sampler, clean,
-                            seed=config.optim.seed, micro_step=epoch * len(self.loader) + batch_index,
-                            loss_type=config.objective.loss_type, simple_weight=config.objective.simple_weight,
-                            importance=importance, class_labels=labels,
-                            label_dropout=config.objective.label_dropout, null_class_label=self.null_class_label,
-                        )
+                        result = self._training_step(clean, labels, micro_step=epoch * len(self.loader) + batch_index)
                         if importance:  # its copy to the host overlaps the backward pass on a GPU
                             self.timestep_sampler.update(result.timesteps, result.bound_terms)
                         accelerator.backward(result.loss)
