@@ -93,8 +93,8 @@ def main() -> None:
     pipeline = DDPMDocPipeline.from_pretrained(args.model)
     pipeline.set_progress_bar_config(disable=True)
     held_out = load_eval_images(**held_out_source(argparse.Namespace(
-        model=args.model, dataset=None, train_data_dir=None, dataset_config=None, validation_fraction=None,
-        split_seed=None))[0])
+        model=args.model, dataset=None, train_data_dir=None, dataset_config=None, label_column=None,
+        validation_fraction=None, split_seed=None))[0])
     steps = args.steps or list(SAMPLER_STEPS if args.compare_samplers else DEFAULT_STEPS)
     samplers = args.samplers or list(SAMPLER_COMPARISON if args.compare_samplers else ("ddpm",))
     rows = steps_tradeoff(pipeline, held_out.tensor(), steps, samplers=samplers, num_samples=args.num_samples,

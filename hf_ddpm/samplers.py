@@ -21,8 +21,9 @@ are not the respaced posteriors.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
-from dataclasses import dataclass
+import typing
 
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
@@ -33,7 +34,7 @@ from .likelihood import sampling_chain
 from .scheduler import DDPMDocScheduler
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Sampler:
     """A named sampler: the scheduler class, the configuration it overrides, and what it is in one line."""
 
@@ -119,6 +120,14 @@ def check_can_sample(scheduler) -> None:
     if prediction_type in UNSUPPORTED_PREDICTION_TYPES.get(name, ()):
         raise ParameterError("scheduler", f"is {name}, which cannot sample a model with prediction_type="
                                           f"{prediction_type!r} (it takes 'epsilon' or 'v_prediction' only)")
+
+
+def returns_original_sample(scheduler) -> bool:
+    """Whether ``scheduler.step`` returns x̂_0 (``pred_original_sample``), read from its declared output class (DDIM,
+    Euler and ours do; DPM-Solver, UniPC, DEIS and PNDM do not)."""
+    returned = typing.get_type_hints(type(scheduler).step).get("return")
+    return any(dataclasses.is_dataclass(kind) and "pred_original_sample" in {f.name for f in dataclasses.fields(kind)}
+               for kind in typing.get_args(returned) or (returned,))
 
 
 def is_deterministic(scheduler, eta: float = 0.0) -> bool:

@@ -28,6 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..errors import ParameterError, check_at_least
 from ..guidance import check_guidance_scale
 from ..rate_distortion import RateDistortion, estimate_rate_distortion
+from ..samplers import bound_chain, returns_original_sample
 
 SHARED_LATENT_FRACTIONS = (1.0, 0.75, 0.5, 0.25)  # Fig. 7: t = 1000, 750, 500, 250 of T = 1000
 INTERPOLATION_FRACTION = 0.5  # Fig. 8: t = 500 of T = 1000
@@ -87,7 +88,7 @@ class Interpolation:
 
 class PaperExperimentsMixin:
     """The paper's experiments for :class:`~hf_ddpm.pipelines.DDPMDocPipeline` (which supplies ``__call__``,
-    ``unet``, ``scheduler`` and ``_images_to_model_range``)."""
+    ``unet``, ``scheduler``, ``network``, ``_bound_network``, ``_step_kwargs`` and ``_images_to_model_range``)."""
 
     def _chain_timestep(self, parameter: str, value) -> int:
         """``value`` as a timestep of the training chain, or a :class:`ParameterError` naming ``parameter``."""
@@ -135,6 +136,10 @@ class PaperExperimentsMixin:
         class-conditional model without ``class_labels`` draws them, as sampling does). ``batch_size``: default one
         sample per entry of ``class_labels``, else 8."""
         check_at_least("num_columns", num_columns, 2)
+        if not returns_original_sample(self.scheduler):
+            raise ParameterError("scheduler", f"is {type(self.scheduler).__name__}, whose step returns no x̂_0 "
+                                              "(pred_original_sample) to show: progressive generation needs a "
+                                              "scheduler that does (ours, DDIM, Euler, …)")
         self.scheduler.set_timesteps(num_inference_steps)  # the scheduler's own checks, and the chain's length
         K = len(self.scheduler.timesteps)
         if num_columns > K:
@@ -241,19 +246,23 @@ class PaperExperimentsMixin:
     @torch.no_grad()
     def rate_distortion(self, images, *, generator: torch.Generator | None = None,
                         noise: torch.Tensor | None = None, batch_size: int = 256, class_labels=None,
-                        guidance_scale: float = 1.0) -> RateDistortion:
+                        guidance_scale: float = 1.0, eta: float = 0.0) -> RateDistortion:
         """Rate and distortion at every t (Table 4, Fig. 5; :mod:`hf_ddpm.rate_distortion`) of real images, with one
         ε per image (``noise`` [N, C, H, W], else drawn from ``generator``) at every t: the final rate plus L_0 is
         ``self.log_likelihood(images, noise=noise)``. ``batch_size``: images per UNet call (T calls per chunk).
+        The chain is the full chain of the pipeline's sampler where it has a bound (ours; DDIM with ``eta`` = 1: our
+        ``fixed_small`` chain), else refused as ``log_likelihood`` refuses it (:func:`~hf_ddpm.samplers.bound_chain`).
 
         A class-conditional model: with the images' ``class_labels`` the final rate plus L_0 is the bound of
         ``log_likelihood(images, class_labels=…, guidance_scale=…, noise=noise)`` (at s = 1 the conditional bound);
         without labels, the null label's bound (``log_likelihood(images, guidance_scale=0, noise=noise)``)."""
+        self._step_kwargs(None, eta)  # η as sampling takes it
+        scheduler, _ = bound_chain(self.scheduler, eta)
         x0 = self._x0(images)
         labels, scale = self._experiment_labels(class_labels, guidance_scale, len(x0))
         if noise is None:
             noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         noise = noise.to(device=x0.device, dtype=x0.dtype)
-        model = self.network(scale)
-        return estimate_rate_distortion(model, self.scheduler, x0, noise, batch_size=batch_size,
+        model = self._bound_network(scale)
+        return estimate_rate_distortion(model, scheduler, x0, noise, batch_size=batch_size,
                                         class_labels=None if labels is None else labels.to(x0.device)).cpu()
