@@ -101,10 +101,10 @@ def test_a_conditional_run_on_an_image_folder_with_class_subfolders(tmp_path, ti
     """The sub-folders are the classes: the saved pipeline names them, has the null label K = 2 and the training
     label frequencies; plain diffusers loads the UNet and calls it with labels; the final evaluation reports the
     conditional, marginal and null-label bounds and the generative classifier, and the pipeline samples by class
-    name."""
+    name; --figures adds the class grid and the guidance trade-off."""
     root = _class_folders(tmp_path / "images", (("zero", 0, 15), ("one", 1, 9)))
     data = dict(train_data_dir=str(root), validation_fraction=0.25, train_batch_size=6, max_train_steps=2,
-                checkpointing_steps=0, class_conditional=True, fourier_periods=())  # the plain preset
+                checkpointing_steps=0, class_conditional=True, fourier_periods=(), figures=True)  # the plain preset
     record = train_tiny(tiny_config, tmp_path / "out", **data)
     pipe = DDPMDocPipeline.from_pretrained(tmp_path / "out")
     expected = load_image_data(train_data_dir=str(root), validation_fraction=0.25, seed=3, label_column="label")
@@ -123,6 +123,10 @@ def test_a_conditional_run_on_an_image_folder_with_class_subfolders(tmp_path, ti
     assert bounds["classifier_timesteps"] == 4  # min(T // K = 20 // 2, the tiny run's final_eval_timesteps 4)
     images = pipe(class_labels=["zero", "one"], num_inference_steps=3, output_type="pt")
     assert images.class_labels.tolist() == [1, 0]
+    # --figures: the class grid and the guidance trade-off, with the card's figures named in the record
+    assert {"progressive", "class_grid", "guidance_tradeoff"} <= set(record.images)
+    rows = (tmp_path / "out" / "figures" / "guidance_tradeoff.csv").read_text().splitlines()
+    assert rows[0].split(",")[0] == "guidance_scale" and len(rows) == 1 + 7
 
 
 def test_labels_that_are_missing_or_wrong_are_refused_before_training(tmp_path, tiny_config):
