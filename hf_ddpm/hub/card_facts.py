@@ -143,7 +143,7 @@ class CardFacts:
     def loss_text(self) -> str:
         if not self.config:
             return "not recorded"
-        return LOSS_TYPES[self.loss_type].format(target=self.process.target_symbol,
+        return LOSS_TYPES[self.loss_type].format(target=self.process.prediction.target,
                                                  simple_weight=self.config.objective.simple_weight)
 
     @property

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..options import PREDICTION_TYPES, VARIANCE_TYPES, describe_beta_schedule
+from ..options import PREDICTION_TYPES, VARIANCE_TYPES, PredictionType, describe_beta_schedule
 
 # The networks the card describes: diffusers' own UNet, and hf-ddpm's Fourier-feature UNet (bundled in remote_code/).
 PLAIN_UNET = "UNet2DModel"
@@ -104,20 +104,9 @@ class Process:
         return VARIANCE_TYPES[self.variance_type].variance
 
     @property
-    def target_symbol(self) -> str:
-        return PREDICTION_TYPES[self.prediction_type].target
-
-    @property
-    def output_symbol(self) -> str:
-        return PREDICTION_TYPES[self.prediction_type].output
-
-    @property
-    def target_latex(self) -> str:
-        return PREDICTION_TYPES[self.prediction_type].target_latex
-
-    @property
-    def output_latex(self) -> str:
-        return PREDICTION_TYPES[self.prediction_type].output_latex
+    def prediction(self) -> PredictionType:
+        """What the network predicts: its symbols (plain and LaTeX) and definition."""
+        return PREDICTION_TYPES[self.prediction_type]
 
     @property
     def fewer_steps(self) -> int:
