@@ -17,8 +17,9 @@ s = 1 the conditional bound, elsewhere the bound of the distribution the guided 
 unguided model's likelihood).
 
 The defaults are the trainer's, chosen to be cheap: :data:`TRADEOFF_SAMPLES` samples per s on a
-:data:`TRADEOFF_STEPS`-step chain, the bound from :data:`TRADEOFF_TIMESTEPS` of that chain's terms (a stratified
-estimate), :data:`GRID_SAMPLES` samples per class and s in the grid. ``hf-ddpm figures`` asks for more.
+:data:`TRADEOFF_STEPS`-step chain, the bound from :data:`TRADEOFF_TIMESTEPS` of that chain's terms (an
+importance-sampled estimate), :data:`GRID_SAMPLES` samples per class and s in the grid. ``hf-ddpm figures`` asks for
+more.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ GRID_SAMPLES = 2  # samples per class and guidance scale in class_grid.png
 GRID_MAX_CLASSES = 10  # rows of class_grid.png: the first classes
 TRADEOFF_SAMPLES = 50  # samples judged per guidance scale (the trainer's default; hf-ddpm figures: 400)
 TRADEOFF_STEPS = 100  # steps of the sampling chain (at most T)
-TRADEOFF_TIMESTEPS = 10  # terms of that chain in the bound's stratified estimate (None: all of them)
+TRADEOFF_TIMESTEPS = 10  # terms of that chain in the bound's estimate (None: all of them)
 
 
 def balanced_labels(conditioning, count: int) -> torch.Tensor:
@@ -100,9 +101,9 @@ def guidance_tradeoff(pipeline, images: torch.Tensor, class_labels: torch.Tensor
     ``seconds``.
 
     The samples come from a ``num_inference_steps``-step chain (default: :data:`TRADEOFF_STEPS`, at most T) and the
-    bound is that chain's, from ``num_timesteps`` of its terms (:meth:`~hf_ddpm.timestep_plan.TimestepPlan.stratified`
-    with ``seed``; None: all of them, the bound of ``pipeline.log_likelihood(images, class_labels=…,
-    guidance_scale=s, num_inference_steps=…)`` for a generator seeded by ``seed``). ``feature_model``/``classifier``:
+    bound is that chain's, from ``num_timesteps`` of its terms (:func:`~hf_ddpm.likelihood.bound_plan` with ``seed``
+    and the pipeline's ``bound_proposal``; None: all of them, the bound of ``pipeline.log_likelihood(images,
+    class_labels=…, guidance_scale=s, num_inference_steps=…)`` for a generator seeded by ``seed``). ``feature_model``/``classifier``:
     as for :func:`hf_ddpm.metrics.sample_quality` (default: the digits evaluator)."""
     from .metrics import sample_quality
 
@@ -123,7 +124,7 @@ def guidance_tradeoff(pipeline, images: torch.Tensor, class_labels: torch.Tensor
         scale = conditioning.check_guidance(scale)
         bound = held_out_bound(pipeline.network(scale), pipeline.scheduler, x0, num_timesteps=num_timesteps,
                                seed=seed, batch_size=batch_size, num_inference_steps=steps,
-                               class_labels=labels.to(pipeline.device))
+                               class_labels=labels.to(pipeline.device), bound_proposal=pipeline.config.bound_proposal)
         quality = {}
         if num_samples:
             samples, asked = guided_samples(pipeline, num_samples, scale, num_inference_steps=steps, seed=seed)

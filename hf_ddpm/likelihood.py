@@ -26,7 +26,9 @@ from .errors import ParameterError
 from .guidance import GuidedModel, check_guidance_scale
 from .scheduler import DDPMDocScheduler
 from .schedules import ChainTables
-from .timestep_plan import TimestepPlan
+from .timestep_plan import TimestepPlan, check_num_timesteps
+from .timestep_proposal import (PILOT_IMAGES, check_bound_proposal, learned_proposal, pilot_proposal,
+                                pilot_timesteps)
 from .variational_bound import VariationalBound
 
 BIN_HALF_WIDTH = 1.0 / 255.0  # half of an 8-bit bin on [−1, 1]
@@ -203,6 +205,55 @@ def estimate_bound(
     return VariationalBound(plan, torch.cat(priors), torch.cat(terms))
 
 
+LEARNED = "learned in training (the importance sampler's √E[L_t²], saved with the pipeline)"
+
+
+def bound_plan(
+    model,
+    scheduler: DDPMDocScheduler,
+    x0: torch.Tensor,
+    *,
+    chain: torch.Tensor | None = None,
+    timesteps: torch.Tensor | list[int] | None = None,
+    num_timesteps: int | None = None,
+    bound_proposal=None,
+    generator: torch.Generator | None = None,
+    class_labels: torch.Tensor | None = None,
+    batch_size: int | None = None,
+) -> TimestepPlan:
+    """Which terms of the bound of ``chain`` (ascending train timesteps; None: the training chain) to evaluate: the
+    one choice behind :func:`bits_per_dim`, ``DDPMDocPipeline.log_likelihood``, ``held_out_bound`` and ``hf-ddpm
+    evaluate``.
+
+    ``num_timesteps`` K: the unbiased importance-sampling estimate from K timesteps (:meth:`TimestepPlan.importance`:
+    the decoder exactly, K − 1 draws in strata of two). Its proposal (``hf_ddpm.timestep_proposal``): learned in
+    training when ``bound_proposal`` (√E[L_t²] of every training timestep, a pipeline's ``config.bound_proposal``) is
+    given; otherwise a pilot pass of ``model`` at a few log-spaced steps on :data:`PILOT_IMAGES` of the images ``x0``
+    (with their ``class_labels``, ``batch_size`` at a time). ``generator`` draws the pilot's images and noise and the
+    timesteps (a seeded CPU generator makes the plan reproducible). ``timesteps``: these steps of the chain instead,
+    taken as drawn uniformly (:meth:`TimestepPlan.uniform`). Neither: every step (:meth:`TimestepPlan.full_chain`).
+    """
+    T = scheduler.config.num_train_timesteps
+    chain = torch.arange(T) if chain is None else torch.as_tensor(chain).cpu()
+    if timesteps is not None and num_timesteps is not None:
+        raise ParameterError("num_timesteps", "cannot be combined with timesteps: pass one of them")
+    if timesteps is not None or check_num_timesteps(num_timesteps, len(chain)):
+        return TimestepPlan.uniform(T, timesteps, chain=chain)
+    proposal = check_bound_proposal(bound_proposal, T)
+    if proposal is not None:
+        return TimestepPlan.importance(T, num_timesteps, learned_proposal(proposal, chain), chain=chain,
+                                       generator=generator, description=LEARNED)
+    device = generator.device if generator is not None else "cpu"
+    chosen = torch.randperm(len(x0), generator=generator, device=device)[:PILOT_IMAGES].to(x0.device)
+    steps = pilot_timesteps(chain, num_exact=1)
+    pilot = estimate_bound(model, scheduler, x0[chosen], TimestepPlan(T, chain, steps, num_exact=0),
+                           generator=generator, batch_size=batch_size,
+                           class_labels=None if class_labels is None else class_labels[chosen])
+    description = f"a pilot pass at {len(steps)} log-spaced timesteps on {len(chosen)} of the images"
+    return TimestepPlan.importance(T, num_timesteps, pilot_proposal(chain, steps, pilot.term_means), chain=chain,
+                                   generator=generator, description=description)
+
+
 def bits_per_dim(
     model,
     scheduler: DDPMDocScheduler,
@@ -211,6 +262,8 @@ def bits_per_dim(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | list[torch.Generator] | None = None,
     timesteps: torch.Tensor | list[int] | None = None,
+    num_timesteps: int | None = None,
+    bound_proposal=None,
     num_inference_steps: int | None = None,
     inference_timesteps: torch.Tensor | list[int] | None = None,
     class_labels: torch.Tensor | None = None,
@@ -225,16 +278,19 @@ def bits_per_dim(
 
     ``num_inference_steps`` K: the bound of exactly the distribution ``pipe(num_inference_steps=K)`` samples from, on
     its K-step chain; ``inference_timesteps``: that of the chain ``set_timesteps(timesteps=inference_timesteps)``
-    installs (:func:`sampling_chain`); neither: the full T-step chain. ``timesteps``: evaluate only these steps of
-    the chain, for the unbiased estimate L_T + N/|S| · Σ_{t∈S} L_t when they were drawn uniformly from its N steps
-    (:meth:`TimestepPlan.uniform`); None: every step. ``model``, ``noise``, ``generator``: as in
-    :func:`estimate_bound`.
+    installs (:func:`sampling_chain`); neither: the full T-step chain. ``num_timesteps`` K: the unbiased estimate
+    from K of the chain's steps, drawn by importance (:func:`bound_plan`, with the proposal ``bound_proposal`` learned
+    in training, else a pilot pass; the draws from ``generator``, or from its first generator when it is a list);
+    ``timesteps``: evaluate only these steps of the chain, for the unbiased estimate L_T + N/|S| · Σ_{t∈S} L_t when
+    they were drawn uniformly from its N steps (:meth:`TimestepPlan.uniform`); neither: every step. ``model``,
+    ``noise``, ``generator``: as in :func:`estimate_bound`.
     """
     scale = check_guidance_scale(guidance_scale)
     if class_labels is None and scale != 1.0:
         raise ParameterError("guidance_scale", f"is {scale}: guidance needs class_labels")
     if class_labels is not None:
         model = GuidedModel(model, scale, null_class_label)
-    chain = sampling_chain(scheduler, num_inference_steps, inference_timesteps)
-    plan = TimestepPlan.uniform(scheduler.config.num_train_timesteps, timesteps, chain=chain)
+    plan = bound_plan(model, scheduler, x0, chain=sampling_chain(scheduler, num_inference_steps, inference_timesteps),
+                      timesteps=timesteps, num_timesteps=num_timesteps, bound_proposal=bound_proposal,
+                      generator=generator[0] if isinstance(generator, list) else generator, class_labels=class_labels)
     return estimate_bound(model, scheduler, x0, plan, noise=noise, generator=generator, class_labels=class_labels)

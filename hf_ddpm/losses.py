@@ -124,6 +124,10 @@ class UniformSampler:
         weights = 1.0 / (self.num_timesteps * p[t])
         return to_device(t, device), to_device(weights.float(), device)
 
+    def term_scale(self) -> np.ndarray | None:
+        """What the sampler learned about the bound's terms (:meth:`ImportanceSampler.term_scale`): nothing."""
+        return None
+
     def update(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
         """Uniform sampling learns nothing from the losses."""
 
@@ -151,14 +155,20 @@ class ImportanceSampler(UniformSampler):
         self._counts = np.zeros(num_timesteps, dtype=np.int64)
         self._arriving: list[tuple[HostCopy, HostCopy]] = []  # (timesteps, losses) on their way to the host
 
-    def probabilities(self) -> np.ndarray:
+    def term_scale(self) -> np.ndarray | None:
+        """[T] float64: √E[L_t²] of each t over its history, bits/dim (None until every t has a full history): the
+        shape of the bound's terms that training learned, which the pipeline keeps as the proposal of the bound's
+        estimate from few timesteps (``bound_proposal``, :mod:`hf_ddpm.timestep_proposal`)."""
         self._record_arrived()
-        history = self._losses.shape[1]
-        if (self._counts < history).any():
+        if (self._counts < self._losses.shape[1]).any():
+            return None
+        return np.sqrt((self._losses**2).mean(axis=1))
+
+    def probabilities(self) -> np.ndarray:
+        scale = self.term_scale()
+        if scale is None:
             return super().probabilities()
-        p = np.sqrt((self._losses**2).mean(axis=1))
-        p /= p.sum()
-        return (1.0 - self.uniform_mix) * p + self.uniform_mix / self.num_timesteps
+        return (1.0 - self.uniform_mix) * scale / scale.sum() + self.uniform_mix / self.num_timesteps
 
     def update(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
         """Record per-example losses (detached; all processes' in a distributed run) at their timesteps.

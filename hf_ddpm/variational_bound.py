@@ -1,5 +1,6 @@
 """The variational bound of a set of images, per image and per term, and what follows from it: the total (Eq. 5),
-its standard error, the per-term summary, a description for people and a JSON form."""
+its standard error, a warning where an estimate from few timesteps cannot be trusted, the per-term summary, a
+description for people and a JSON form."""
 
 from __future__ import annotations
 
@@ -9,6 +10,36 @@ from dataclasses import dataclass, replace
 import torch
 
 from .timestep_plan import TimestepPlan
+
+NORMAL_TWO_SIGMA = math.erf(math.sqrt(2.0))  # P(|Z| ≤ 2) = 0.9545 for a standard normal Z
+# When an estimate from drawn timesteps is not to be trusted (measured on the digits: docs/guides/bound-estimates.md).
+MIN_EFFECTIVE_DRAWS = 8  # fewer: estimates too often off by more than 10 %, whatever the proposal
+MAX_RATIO_SPREAD = 1.0  # a wider spread of the draws' c_j (learned and pilot proposals: ≤ 0.3): heavy tails
+
+def student_two_sigma(dof: int) -> float:
+    """t such that P(|T| ≤ t) = P(|Z| ≤ 2) for Student's T with ``dof`` ≥ 1 degrees of freedom: the half-width, in
+    estimated standard errors, of the interval that holds the mean as often as ±2σ holds a normal variable. P(|T| ≤ t)
+    is a finite sum in θ = atan(t/√dof) (Abramowitz & Stegun 26.7.3–4), solved for t by bisection."""
+
+    def inside(t: float) -> float:
+        theta = math.atan(t / math.sqrt(dof))
+        cos2, term, total = math.cos(theta) ** 2, 1.0, 1.0
+        if dof % 2:
+            term = total = math.cos(theta) if dof > 1 else 0.0
+            for k in range(3, dof - 1, 2):  # cos θ Π_{j<k} j/(j+1) … up to cos^{dof−2} θ
+                term *= cos2 * (k - 1) / k
+                total += term
+            return 2 / math.pi * (theta + math.sin(theta) * total)
+        for k in range(2, dof - 1, 2):
+            term *= cos2 * (k - 1) / k
+            total += term
+        return math.sin(theta) * total
+
+    low, high = 2.0, 1e4
+    for _ in range(100):
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if inside(middle) < NORMAL_TWO_SIGMA else (low, middle)
+    return math.sqrt(low * high)
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,23 +115,83 @@ class VariationalBound:
         kl = ~self.plan.decoder_mask
         return float((self.term_means * self.plan.weights)[kl].sum())
 
+    def _draw_contributions(self) -> torch.Tensor:
+        """[n] float64: c_j = w_j L̄_{t_j}, each draw's weighted term mean."""
+        plan = self.plan
+        return plan.draw_weights * self.term_means[plan.draw_columns]
+
+    @property
+    def timestep_variance(self) -> float:
+        """The variance the drawn timesteps add to :attr:`bits_per_dim`, estimated without bias from the draws
+        (``hf_ddpm.timestep_plan``): Σ_h r_h / (r_h − 1) Σ_{j∈h} (c_j − c̄_h)² over the strata h of r_h draws, with
+        c_j = w_j L̄_{t_j} (L̄_t: the term's mean over the images); 0 without draws. A stratum of one draw adds
+        nothing (its variance cannot be estimated; :attr:`warning` says so)."""
+        plan = self.plan
+        if not len(plan.draws):
+            return 0.0
+        c = self._draw_contributions()
+        sizes = torch.bincount(plan.strata).double()
+        means = torch.zeros_like(sizes).index_add(0, plan.strata, c) / sizes.clamp(min=1)
+        squares = torch.zeros_like(sizes).index_add(0, plan.strata, (c - means[plan.strata]) ** 2)
+        estimable = sizes > 1
+        return float((sizes[estimable] / (sizes[estimable] - 1) * squares[estimable]).sum())
+
+    @property
+    def timestep_degrees_of_freedom(self) -> int:
+        """ν = n − H: the degrees of freedom of :attr:`timestep_variance` (n draws in H strata; 0 without draws)."""
+        return len(self.plan.draws) - self.plan.num_strata
+
     @property
     def standard_error(self) -> float:
         """The standard error of :attr:`bits_per_dim`: the spread of ``total`` over the images, plus, in quadrature,
-        the error of the drawn timesteps S (k of the M = N − num_exact steps, drawn without replacement):
-        M² (1 − k/M) Var_{t∈S}[L̄_t] / k, where L̄_t is the term's mean over the images."""
-        plan, n = self.plan, self.num_images
-        variance = float(self.total.double().var(unbiased=True)) / n if n > 1 else 0.0
-        k, M = plan.num_drawn, plan.population
-        if 1 < k < M:
-            drawn_means = self.term_means[plan.num_exact :]
-            variance += M**2 * (1 - k / M) * float(drawn_means.var(unbiased=True)) / k
-        return math.sqrt(variance)
+        the error of the drawn timesteps, √:attr:`timestep_variance` widened by t_ν / 2 (:func:`student_two_sigma`,
+        ν = :attr:`timestep_degrees_of_freedom`): a variance estimated from few draws is itself uncertain, and with the
+        widening ±2 SE holds the bound as often as ±2σ holds a normal variable (95 %), as measured on the digits
+        (``docs/guides/bound-estimates.md``)."""
+        n = self.num_images
+        spread = float(self.total.double().var(unbiased=True)) / n if n > 1 else 0.0
+        dof = self.timestep_degrees_of_freedom
+        widening = (student_two_sigma(dof) / 2) ** 2 if dof > 0 else 1.0
+        return math.sqrt(spread + widening * self.timestep_variance)
+
+    @property
+    def effective_draws(self) -> float:
+        """(Σ_j c_j)² / Σ_j c_j² = n / (1 + s²/c̄²) over the draws' c_j = w_j L̄_{t_j} (s: their spread): n when the
+        proposal has the terms' exact shape, fewer the more the draws' terms stray from it; 0 without draws."""
+        c = self._draw_contributions()
+        return float(c.sum() ** 2 / (c**2).sum()) if len(c) and float((c**2).sum()) > 0 else 0.0
+
+    @property
+    def warning(self) -> str | None:
+        """Why this estimate from drawn timesteps cannot be trusted, in plain words; None when it can (or when every
+        term was evaluated). The rule, measured on the digits (``docs/guides/bound-estimates.md``): a stratum with
+        a single draw (its error is unknown); draws whose weighted terms c_j spread by more than
+        :data:`MAX_RATIO_SPREAD` times their mean (the proposal does not follow the terms: the draws can miss where
+        they are large, and the standard error with them); or fewer than :data:`MIN_EFFECTIVE_DRAWS`
+        :attr:`effective_draws`."""
+        plan = self.plan
+        if not len(plan.draws):
+            return None
+        advice = "evaluate more timesteps (or all of them for the exact bound)"
+        if bool((torch.bincount(plan.strata) < 2).any()):
+            return f"not trustworthy: a stratum holds a single drawn timestep, whose error is unknown; {advice}"
+        c = self._draw_contributions()
+        spread = float(c.std(unbiased=False) / c.mean()) if float(c.mean()) > 0 else math.inf
+        if spread > MAX_RATIO_SPREAD:
+            return (f"not trustworthy: a few drawn timesteps carry most of it (their weighted terms spread by "
+                    f"{spread:.0%} of their mean), as the proposal ({plan.proposal}) does not follow the terms; the "
+                    f"draws may have missed where the terms are large, and the standard error with them; {advice}")
+        if self.effective_draws < MIN_EFFECTIVE_DRAWS:
+            return (f"not trustworthy: it rests on the equivalent of {self.effective_draws:.1f} draws ("
+                    f"{len(plan.draws)} drawn timesteps), and estimates from fewer than {MIN_EFFECTIVE_DRAWS} are "
+                    f"too often off by more than 10 %; {advice}")
+        return None
 
     def to_dict(self) -> dict:
         """The averages, ready for JSON (metrics.json, the model card, ``hf-ddpm evaluate --json``):
-        bits_per_dim = prior + (the decoder's weighted contribution) + rate; ``chain``: the ascending timesteps of the
-        chain whose bound it is (all T of them for the training chain)."""
+        bits_per_dim = prior + Σ_k weights_k terms_k = prior + (the decoder's weighted contribution) + rate; ``chain``:
+        the ascending timesteps of the chain whose bound it is (all T of them for the training chain); ``warning``:
+        :attr:`warning`."""
         return {
             "bits_per_dim": self.bits_per_dim,
             "standard_error": self.standard_error,
@@ -113,6 +204,8 @@ class VariationalBound:
             "chain": self.plan.chain.tolist(),
             "timesteps": self.timesteps.tolist(),
             "terms": self.term_means.tolist(),
+            "weights": self.plan.weights.tolist(),
+            "warning": self.warning,
         }
 
     def describe(self) -> str:
@@ -132,6 +225,7 @@ class VariationalBound:
                 f"  rate Σ L_(t-1), t>1  {summary['rate']:.4f}",
                 f"  largest term: t={summary['timesteps'][largest]} with {summary['terms'][largest]:.4f} bits/dim",
             ]
+            + ([] if summary["warning"] is None else [f"  warning: this estimate is {summary['warning']}"])
         )
 
     def cpu(self) -> VariationalBound:

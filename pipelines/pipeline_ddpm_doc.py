@@ -15,11 +15,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..errors import ParameterError
 from ..guidance import ClassConditioning, GuidedModel, check_guidance_scale
 from ..host_transfers import to_device
-from ..likelihood import estimate_bound
+from ..likelihood import bound_plan, estimate_bound
 from ..marginal_bound import MarginalBound, class_bounds
 from ..scheduler import DDPMDocScheduler
 from ..samplers import bound_chain, check_can_sample
 from ..timestep_plan import TimestepPlan
+from ..timestep_proposal import check_bound_proposal
 from ..variational_bound import VariationalBound
 from .paper_experiments import PaperExperimentsMixin
 
@@ -62,6 +63,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
 
     def __init__(self, unet: UNet2DModel, scheduler: DDPMDocScheduler, class_names: list[str] | None = None,
                  null_class_label: int | None = None, class_frequencies: list[float] | None = None,
+                 bound_proposal: list[float] | None = None,
                  rescale_timesteps: bool = False):
         super().__init__()
         if isinstance(scheduler, DDPMScheduler):
@@ -70,6 +72,9 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         self.register_to_config(class_names=None if class_names is None else list(class_names),
                                 null_class_label=null_class_label,
                                 class_frequencies=None if class_frequencies is None else list(class_frequencies))
+        # √E[L_t²] per training timestep, learned by the importance sampler: the proposal of bound estimates
+        proposal = check_bound_proposal(bound_proposal, scheduler.config.num_train_timesteps)
+        self.register_to_config(bound_proposal=None if proposal is None else proposal.tolist())
         self.register_to_config(rescale_timesteps=bool(rescale_timesteps))
         _ = self.conditioning  # checks the label fields against the UNet now, not at the first call
 
@@ -344,6 +349,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         num_inference_steps: int | None = None,
         inference_timesteps: list[int] | None = None,
         timesteps: list[int] | torch.Tensor | None = None,
+        num_timesteps: int | None = None,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         batch_size: int = 256,
@@ -353,9 +359,13 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         ``num_inference_steps`` K: the bound of exactly the distribution ``self(num_inference_steps=K)`` samples from,
         on its K-step chain; ``inference_timesteps``: that of the chain ``scheduler.set_timesteps(timesteps=…)``
         installs from them (:func:`~hf_ddpm.likelihood.sampling_chain`); neither: the full T-step chain.
-        ``timesteps``: evaluate a subset of the chain's steps for an unbiased estimate (``TimestepPlan.uniform``);
-        ``generator``: seeds the ε drawn at every timestep; ``noise``: or one ε per image ``[N, C, H, W]``, used at
-        every timestep (as :meth:`rate_distortion` does); ``batch_size``: images per UNet call.
+        ``num_timesteps`` K: an unbiased estimate from K of the chain's steps, drawn by importance from the proposal
+        ``config.bound_proposal`` learned in training, or, without one, from a short pilot pass
+        (:func:`~hf_ddpm.likelihood.bound_plan`; its ``.warning`` says when it cannot be trusted); ``timesteps``:
+        evaluate a given subset of the chain's steps instead, taken as drawn uniformly (``TimestepPlan.uniform``);
+        ``generator``: seeds the timesteps drawn and the ε drawn at every timestep; ``noise``: or one ε per image
+        ``[N, C, H, W]``, used at every timestep (as :meth:`rate_distortion` does); ``batch_size``: images per UNet
+        call.
 
         A class-conditional model: with ``class_labels`` (one per image, ids or names) the bound of the chain
         ``self(class_labels=…, guidance_scale=s)`` samples from — at s = 1 the conditional bound on −log p(x | y), at
@@ -374,11 +384,17 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
             self._conditioning_or_error("class_labels")
         scale = check_guidance_scale(guidance_scale) if conditioning is None else \
             conditioning.check_guidance(guidance_scale)
-        plan = TimestepPlan.uniform(scheduler.config.num_train_timesteps, timesteps, chain=chain)
         if noise is not None:
             noise = noise.to(device=self._execution_device, dtype=self.unet.dtype)
 
+        def plan_for(labels: torch.Tensor | None, s: float) -> TimestepPlan:  # a pilot pass, if any, with these labels
+            model = self._bound_network(s)
+            return bound_plan(model, scheduler, x0, chain=chain, timesteps=timesteps, num_timesteps=num_timesteps,
+                              bound_proposal=self.config.bound_proposal, generator=generator, batch_size=batch_size,
+                              class_labels=None if labels is None else labels.to(self._execution_device))
+
         def bound(labels: torch.Tensor | None, s: float, generator) -> VariationalBound:
+            plan = plan_for(labels, s)
             model = self._bound_network(s)
             labels = None if labels is None else labels.to(self._execution_device)
             return estimate_bound(model, scheduler, x0, plan, noise=noise, generator=generator,
@@ -398,6 +414,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
             return bound(torch.zeros(len(x0), dtype=torch.long), 0.0, generator)
         if scale != 1.0:
             raise ParameterError("guidance_scale", f"is {scale}: a guided chain's bound needs class_labels")
+        plan = plan_for(torch.full((len(x0),), int(conditioning.class_ids[0])), 1.0)  # one plan for every class
         seed = int(torch.randint(2**62, (), generator=generator, device=generator.device if generator else "cpu"))
         per_class = class_bounds(self._bound_network(1.0), scheduler, x0, plan, conditioning.class_ids, seed=seed,
                                  noise=noise, batch_size=batch_size)

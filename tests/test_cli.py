@@ -15,7 +15,7 @@ from PIL import Image
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
 from hf_ddpm.cli import main
 from hf_ddpm.images import make_grid
-from hf_ddpm.likelihood import bits_per_dim
+from hf_ddpm.likelihood import bits_per_dim, bound_plan, estimate_bound
 
 T = 20
 
@@ -88,21 +88,23 @@ def test_evaluate_equals_bits_per_dim_computed_directly(model_dir, tmp_path, cap
     assert plotted.shape[0] > 100 and plotted.std() > 0  # a drawn figure, not a blank canvas
 
 
-def test_evaluate_on_a_timestep_subset_is_the_unbiased_estimate(model_dir, tmp_path):
-    """--timesteps 6: the 3 smallest timesteps exactly plus 3 drawn from the other T − 3 with the seed, weighted
-    (T − 3)/3 — recomputed here from bits_per_dim's per-timestep terms."""
+def test_evaluate_on_a_timestep_subset_is_the_importance_estimate(model_dir, tmp_path):
+    """--timesteps 6: the plan of ``bound_plan`` with the seed (the decoder exactly and 5 draws by importance from the
+    pipeline's proposal, here a pilot pass: the model was saved without one) and ``held_out_bound``'s noise; the JSON
+    holds the plan's weights, and the estimate is prior + Σ_k w_k L̄_k."""
     record = _evaluate(model_dir, tmp_path, "--timesteps", "6", "--num-images", "359", "--seed", "2")
-    drawn = 3 + torch.randperm(T - 3, generator=torch.Generator().manual_seed(2))[:3].sort().values
-    subset = torch.cat([torch.arange(3), drawn])
-    assert record["bound"]["timesteps"] == subset.tolist()
     pipe = DDPMDocPipeline.from_pretrained(model_dir)
-    bound = bits_per_dim(
-        pipe.unet, pipe.scheduler, _digits_test_x0(), generator=torch.Generator().manual_seed(2), timesteps=subset
-    )
-    estimate = bound.prior + bound.terms[:, :3].sum(1) + (T - 3) / 3 * bound.terms[:, 3:].sum(1)
-    assert record["bound"]["bits_per_dim"] == pytest.approx(float(estimate.mean()), rel=1e-6)
+    x0 = _digits_test_x0()
+    plan = bound_plan(pipe.unet, pipe.scheduler, x0, num_timesteps=6, generator=torch.Generator().manual_seed(2),
+                      batch_size=256)
+    assert plan.proposal.startswith("a pilot pass") and len(plan.draws) == 5
     parts = record["bound"]
-    assert parts["decoder"] == pytest.approx(float(bound.terms[:, 0].mean()), rel=1e-6)
+    assert parts["timesteps"] == plan.timesteps.tolist()
+    assert parts["weights"] == pytest.approx(plan.weights.tolist(), rel=1e-6)  # the pilot's terms, from float32
+    bound = estimate_bound(pipe.unet, pipe.scheduler, x0, plan, generator=torch.Generator().manual_seed(2))
+    assert parts["bits_per_dim"] == pytest.approx(bound.bits_per_dim, rel=1e-6)
+    weighted = parts["prior"] + sum(w * term for w, term in zip(parts["weights"], parts["terms"]))
+    assert weighted == pytest.approx(parts["bits_per_dim"], rel=1e-9)
     assert parts["prior"] + parts["decoder"] + parts["rate"] == pytest.approx(parts["bits_per_dim"], rel=1e-9)
 
 
@@ -121,7 +123,7 @@ def bad_folders(tmp_path_factory):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--timesteps", "3"], r"--timesteps must be 'all' or an integer in \[4, 20\]"),
+        (["--timesteps", "2"], r"--timesteps must be 'all' or an integer in \[3, 20\]"),
         (["--split", "validation"], r"--split must be 'train' or 'test' for the digits, got 'validation'"),
         (["--train-data-dir", "{bad}/corrupt", "--split", "train"], r"--train-data-dir '.*corrupt': image 0 \(file .*broken\.png\).* "
                                                 r"cannot be decoded"),

@@ -1,6 +1,6 @@
 """The bound of the K-step sampler (issue 13 §2): against an independent float64 transcription of the respaced chain
 for every variance type, clipped and not, on chains with each spacing subtlety; K = T is today's bound exactly; a
-stratified subset of a chain's steps; the pipeline's ``log_likelihood`` and ``hf-ddpm evaluate --num-inference-steps``.
+drawn subset of a chain's steps; the pipeline's ``log_likelihood`` and ``hf-ddpm evaluate --num-inference-steps``.
 """
 
 import itertools
@@ -17,6 +17,7 @@ from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, TimestepPlan, Variational
 from hf_ddpm.cli import main
 from hf_ddpm.errors import ParameterError
 from hf_ddpm.likelihood import sampling_chain
+from hf_ddpm.timestep_proposal import learned_proposal
 from hf_ddpm.training import held_out_bound
 
 pytestmark = pytest.mark.numerics  # run again under ATEN_CPU_CAPABILITY=default in CI (.ci/run)
@@ -260,32 +261,37 @@ def test_k_equal_t_is_todays_bound_exactly(spacing):
                        pipe.log_likelihood(images, generator=seeded()).terms)
 
 
-def test_stratified_subset_of_a_k_step_chain():
-    """A large K with a drawn subset of its steps: the K/2 first steps of the chain exactly, the rest drawn from the
-    chain's other steps; the estimate's terms are the full K-step bound's at those steps, weighted (K − m)/(n − m)."""
+def test_drawn_subset_of_a_k_step_chain():
+    """A large K with a drawn subset of its steps: the chain's first step exactly, 9 draws from its other steps by
+    importance from a proposal over training timesteps mapped onto the chain; the estimate's terms are the full
+    K-step bound's at those steps, weighted by the plan (each draw 1/(n q))."""
     s = DDPMDocScheduler()
     chain = sampling_chain(s, 250)
-    plan = TimestepPlan.stratified(T, 10, seed=4, chain=chain)
-    assert plan.timesteps[:5].tolist() == chain[:5].tolist() == [0, 4, 8, 12, 16]
-    assert set(plan.timesteps[5:].tolist()) <= set(chain[5:].tolist()) and plan.prior_timestep == 996
-    assert plan.weights.tolist() == [1.0] * 5 + [245 / 5] * 5
+    scale = 1.0 / (torch.arange(T, dtype=torch.float64) + 1)
+    plan = TimestepPlan.importance(T, 10, learned_proposal(scale, chain), chain=chain,
+                                   generator=torch.Generator().manual_seed(4))
+    assert plan.timesteps[0] == chain[0] == 0 and plan.prior_timestep == 996 and len(plan.draws) == 9
+    assert set(plan.timesteps[1:].tolist()) <= set(chain[1:].tolist())
     x0 = PIXELS.float()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
     full = bits_per_dim(toy_model, s, x0, noise=noise, num_inference_steps=250)
     estimate = estimate_bound(toy_model, s, x0, plan, noise=noise)
     columns = [chain.tolist().index(t) for t in plan.timesteps.tolist()]
     assert torch.equal(estimate.terms, full.terms[:, columns]) and torch.equal(estimate.prior, full.prior)
-    by_hand = full.prior + full.terms[:, columns[:5]].sum(1) + 245 / 5 * full.terms[:, columns[5:]].sum(1)
+    draws = [chain.tolist().index(t) for t in plan.draws.tolist()]
+    by_hand = full.prior + full.terms[:, 0] + (full.terms[:, draws] * plan.draw_weights).sum(1)
     torch.testing.assert_close(estimate.total, by_hand, rtol=1e-14, atol=0)
     # held_out_bound draws the same plan from its seed, on the chain of num_inference_steps
-    held_out = held_out_bound(toy_model, s, x0, num_timesteps=10, seed=4, num_inference_steps=250)
-    assert torch.equal(held_out.timesteps, plan.timesteps) and torch.equal(held_out.plan.chain, chain)
+    held_out = held_out_bound(toy_model, s, x0, num_timesteps=10, seed=4, num_inference_steps=250,
+                              bound_proposal=scale)
+    assert torch.equal(held_out.plan.draws, plan.draws) and torch.equal(held_out.plan.chain, chain)
     assert held_out_bound(toy_model, s, x0, num_timesteps=500, seed=4, num_inference_steps=250).plan.is_complete
 
 
 def test_drawn_subsets_of_a_chain_are_unbiased():
     """Over every subset of 3 of the 6 other steps of an 8-step chain (2 exact), the estimate averages to the
-    chain's bound and its squared standard error to the estimate's variance (the weights use the chain's N, not T)."""
+    chain's bound (the weights use the chain's N, not T) and its variance estimate, that of draws with replacement, to
+    M/(M − n) = 2 times the estimate's variance."""
     chain = torch.tensor([1, 6, 11, 16, 21, 26, 31, 36])
     terms = torch.rand(1, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.1
     prior = torch.tensor([2e-3], dtype=torch.float64)
@@ -294,11 +300,11 @@ def test_drawn_subsets_of_a_chain_are_unbiased():
         columns = [0, 1, *subset]
         bound = VariationalBound(TimestepPlan(40, chain, chain[columns], num_exact=2), prior, terms[:, columns])
         estimates.append(bound.bits_per_dim)
-        variances.append(bound.standard_error**2)
+        variances.append(bound.timestep_variance)
     estimates = torch.tensor(estimates, dtype=torch.float64)
     full = float(prior + terms.sum())
     assert abs(float(estimates.mean()) - full) < 1e-12
-    assert abs(sum(variances) / len(variances) - float(((estimates - full) ** 2).mean())) < 1e-12
+    assert abs(sum(variances) / len(variances) / 2 - float(((estimates - full) ** 2).mean())) < 1e-12
 
 
 def test_zero_snr_epsilon_bound_of_a_chain_that_stops_short_of_the_last_timestep():

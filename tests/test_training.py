@@ -75,6 +75,10 @@ def test_outputs_of_a_run(tmp_path, tiny_config):
                         beta_schedule="squaredcos_cap_v2", save_images_steps=3, eval_steps=3, eval_timesteps=5)
     metrics = record.results
     pipe = DDPMDocPipeline.from_pretrained(out)
+    # the importance sampler's √E[L_t²] at the end (as in the last checkpoint) is saved as the bound's proposal
+    states = [torch.load(path, weights_only=False) for path in sorted((out / "checkpoint-6").glob("custom_*.pkl"))]
+    (history,) = [state for state in states if isinstance(state, dict) and set(state) == {"losses", "counts"}]
+    np.testing.assert_allclose(pipe.config.bound_proposal, np.sqrt((history["losses"] ** 2).mean(axis=1)), rtol=1e-15)
     assert pipe.scheduler.config.beta_schedule == "squaredcos_cap_v2"
     assert pipe.scheduler.config.num_train_timesteps == 20
     assert pipe.unet.config.block_out_channels == [8, 16]
@@ -127,7 +131,7 @@ def test_resume_from_another_configuration_names_the_setting(tmp_path, tiny_conf
         (dict(importance_uniform_mix=0.0), "importance_uniform_mix", r"must lie in \(0, 1\], got 0.0"),
         (dict(importance_uniform_mix=1.5), "importance_uniform_mix", r"must lie in \(0, 1\], got 1.5"),
         (dict(train_batch_size=0), "train_batch_size", "≥ 1"),
-        (dict(eval_timesteps=3), "eval_timesteps", "≥ 4"),
+        (dict(eval_timesteps=2), "eval_timesteps", "≥ 3"),
         (dict(validation_fraction=1.5), "validation_fraction", r"\(0, 1\)"),
         (dict(push_to_hub=True), "hub_model_id", "needed by push_to_hub"),
         (dict(beta_start=0.5, beta_end=1.5), None, "betas must lie in"),

@@ -25,8 +25,10 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument(
         "--timesteps",
         default="all",
-        help="'all' (the exact bound) or K ≥ 4: the chain's K/2 smallest timesteps plus K/2 drawn from its other "
-        "steps, an unbiased estimate (all of them when the chain has no more than K steps)",
+        help=f"'all' (the exact bound) or K ≥ {MIN_STRATIFIED_TIMESTEPS}: an unbiased estimate from K of the chain's "
+        "timesteps, drawn by importance from the proposal the model learned in training (else from a short pilot "
+        "pass), with a warning when it cannot be trusted (all of them when the chain has no more than K steps; see "
+        "docs/guides/bound-estimates.md for the accuracy per K)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the timestep subset")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="images per UNet call")
@@ -48,7 +50,7 @@ def add_evaluate_parser(subparsers) -> None:
 
 def timestep_count(spec: str, num_train_timesteps: int, flag: str = "--timesteps") -> int | None:
     """``--timesteps`` (or another ``flag`` of its kind): ``"all"`` → None (every timestep, the exact bound); ``"K"``
-    → K (at least ``MIN_STRATIFIED_TIMESTEPS``, at most T; see :meth:`hf_ddpm.timestep_plan.TimestepPlan.stratified`)."""
+    → K (at least ``MIN_STRATIFIED_TIMESTEPS``, at most T; see :func:`hf_ddpm.likelihood.bound_plan`)."""
     if spec == "all":
         return None
     try:
@@ -124,6 +126,7 @@ def run_evaluate(args) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
         num_inference_steps=steps,
+        bound_proposal=pipeline.config.bound_proposal,
         class_labels=labels,
     )
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin})")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 
 from ..guidance import GuidedModel
+from ..likelihood import bound_plan
 from ..marginal_bound import MarginalBound, class_bounds
-from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS, TimestepPlan
+from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS
 from ..variational_bound import VariationalBound
 from .held_out import held_out_bound
 
@@ -18,21 +19,23 @@ def final_class_bounds(pipeline, images: torch.Tensor, labels: torch.Tensor, con
     """``class_bounds`` of ``metrics.json``: the ``conditional`` bound (already evaluated, with the true ``labels``),
     the ``marginal`` bound, the ``null_label`` bound and the ``classifier_accuracy`` of argmin_y L_y on ``images``.
 
-    Every class's L_y is estimated from T / K timesteps (:meth:`TimestepPlan.stratified`, the same ε for every
-    class), so the K classes together cost about one full bound pass, and anchored on ``conditional``
-    (:meth:`MarginalBound.from_class_bounds`); the null-label bound from as many timesteps. ``max_timesteps`` (the
-    run's ``final_eval_timesteps``): at most that many."""
+    Every class's L_y is estimated from T / K timesteps (:func:`~hf_ddpm.likelihood.bound_plan` with the pipeline's
+    ``bound_proposal``, the same timesteps and ε for every class), so the K classes together cost about one full
+    bound pass, and anchored on ``conditional`` (:meth:`MarginalBound.from_class_bounds`); the null-label bound
+    from as many timesteps. ``max_timesteps`` (the run's ``final_eval_timesteps``): at most that many."""
     conditioning, scheduler = pipeline.conditioning, pipeline.scheduler
     T = scheduler.config.num_train_timesteps
     num_timesteps = max(MIN_STRATIFIED_TIMESTEPS, min(T // conditioning.num_classes, max_timesteps or T))
-    plan = TimestepPlan.stratified(T, num_timesteps, seed)
+    plan = bound_plan(GuidedModel(pipeline.unet, 1.0, conditioning.null_class_label), scheduler, images,
+                      num_timesteps=num_timesteps, bound_proposal=pipeline.config.bound_proposal, class_labels=labels,
+                      generator=torch.Generator().manual_seed(seed), batch_size=batch_size)
     per_class = class_bounds(pipeline.unet, scheduler, images, plan, conditioning.class_ids, seed=seed,
                              batch_size=batch_size)
     marginal = MarginalBound.from_class_bounds(per_class, conditioning.frequencies, conditioning.class_ids,
                                                images[0].numel(), anchor=conditional, labels=labels)
     null = held_out_bound(GuidedModel(pipeline.unet, 0.0, conditioning.null_class_label), scheduler, images,
                           num_timesteps=num_timesteps, seed=seed, batch_size=batch_size,
-                          class_labels=torch.zeros_like(labels))
+                          class_labels=torch.zeros_like(labels), bound_proposal=pipeline.config.bound_proposal)
     return {
         "conditional": conditional.to_dict(),
         "marginal": marginal.to_dict(),

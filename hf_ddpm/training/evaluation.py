@@ -24,7 +24,8 @@ def periodic_evaluation(trainer, step: int, logs: dict, *, sample: bool, evaluat
     if not evaluate:
         return
     bound = held_out_bound(trainer.evaluation_unet(), trainer.scheduler, trainer.eval_images,
-                           num_timesteps=output.eval_timesteps, seed=seed, class_labels=trainer.eval_labels)
+                           num_timesteps=output.eval_timesteps, seed=seed, class_labels=trainer.eval_labels,
+                           bound_proposal=trainer.timestep_sampler.term_scale())
     logs.update(eval_bits_per_dim=bound.bits_per_dim, eval_bits_per_dim_stderr=bound.standard_error)
     message = f"step {step}: held-out bound ≈ {bound.bits_per_dim:.4f} ± {bound.standard_error:.4f} bits/dim " \
               f"({bound.num_timesteps} timesteps)"
@@ -38,7 +39,7 @@ def periodic_evaluation(trainer, step: int, logs: dict, *, sample: bool, evaluat
             f", score {quality['eval_score']:.3f}, classes {quality['eval_class_histogram']} "
             f"(χ² {quality['eval_class_chi2']:.1f})")
     trainer.history.evaluations.append({**entry, **logs})
-    tqdm.write(message)
+    tqdm.write(message if bound.warning is None else f"{message} — the bound estimate is {bound.warning}")
 
 
 def judge_samples(trainer, samples) -> dict:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..likelihood import estimate_bound, sampling_chain
-from ..timestep_plan import TimestepPlan
+from ..likelihood import bound_plan, estimate_bound, sampling_chain
 from ..variational_bound import VariationalBound
 
 
@@ -20,18 +19,21 @@ def held_out_bound(
     batch_size: int = 512,
     num_inference_steps: int | None = None,
     class_labels: torch.Tensor | None = None,
+    bound_proposal=None,
 ) -> VariationalBound:
     """The bound (Eq. 5) of ``images`` (in [−1, 1], 8-bit grid) in bits/dim, per image and averaged.
 
-    ``num_timesteps`` None or ≥ T: every timestep (the full bound). Fewer (K): an unbiased estimate from the K/2
-    smallest timesteps, evaluated exactly, and K/2 drawn uniformly without replacement from the rest with ``seed``
-    (:meth:`TimestepPlan.stratified`), whose ``standard_error`` combines the spread over images with the error of
-    the drawn subset. Images go through the model in chunks of ``batch_size``; the noise is drawn from ``seed``.
+    ``num_timesteps`` None or ≥ T: every timestep (the full bound). Fewer (K): an unbiased estimate from K timesteps
+    drawn by importance with ``seed`` (:func:`~hf_ddpm.likelihood.bound_plan`), from ``bound_proposal`` (√E[L_t²] of
+    every training timestep, learned in training) or else a short pilot pass; its ``standard_error`` combines the
+    spread over images with the error of the draws, and its ``warning`` says when it cannot be trusted. Images go
+    through the model in chunks of ``batch_size``; the noise is drawn from ``seed``.
     ``num_inference_steps`` N: the bound of the N-step sampler (:func:`~hf_ddpm.likelihood.sampling_chain`), its
     terms chosen as above among the chain's N steps (K ≥ N: all of them); None: the full T-step chain.
     ``class_labels``: the images' labels, for the conditional bound of a class-conditional ``model``."""
-    chain = sampling_chain(scheduler, num_inference_steps)
-    plan = TimestepPlan.stratified(scheduler.config.num_train_timesteps, num_timesteps, seed, chain=chain)
+    plan = bound_plan(model, scheduler, images, chain=sampling_chain(scheduler, num_inference_steps),
+                      num_timesteps=num_timesteps, bound_proposal=bound_proposal, batch_size=batch_size,
+                      generator=torch.Generator().manual_seed(seed), class_labels=class_labels)
     generator = torch.Generator(device=images.device).manual_seed(seed)
     return estimate_bound(model, scheduler, images, plan, generator=generator, batch_size=batch_size,
                           class_labels=class_labels)

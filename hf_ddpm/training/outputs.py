@@ -56,7 +56,7 @@ def finish(trainer, step: int, train_seconds: float, progress) -> RunRecord | No
     else:
         bound = held_out_bound(pipeline.unet, trainer.scheduler, trainer.eval_images,
                                num_timesteps=output.final_eval_timesteps, seed=config.optim.seed,
-                               class_labels=trainer.eval_labels)
+                               class_labels=trainer.eval_labels, bound_proposal=pipeline.config.bound_proposal)
     class_bounds = None if trainer.eval_labels is None else \
         final_class_bounds(pipeline, trainer.eval_images, trainer.eval_labels, bound, seed=config.optim.seed,
                            max_timesteps=output.final_eval_timesteps)

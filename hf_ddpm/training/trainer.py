@@ -334,13 +334,15 @@ class Trainer:
 
     def pipeline(self):
         """A ``DDPMDocPipeline`` of the evaluation network (EMA weights, float32) and a copy of the scheduler; for a
-        class-conditional run with the classes' names, the null label K and the training label frequencies."""
+        class-conditional run with the classes' names, the null label K and the training label frequencies; with the
+        importance sampler's √E[L_t²] as the proposal of bound estimates (``bound_proposal``), once it has one."""
         from ..pipelines import DDPMDocPipeline
 
+        scale = self.timestep_sampler.term_scale()
         pipeline = DDPMDocPipeline(
             unet=self.evaluation_unet(), scheduler=type(self.scheduler).from_config(self.scheduler.config),
             class_names=self.data.class_names, null_class_label=self.null_class_label,
-            class_frequencies=self.data.class_frequencies)
+            class_frequencies=self.data.class_frequencies, bound_proposal=None if scale is None else scale.tolist())
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
