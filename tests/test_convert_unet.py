@@ -4,16 +4,19 @@ layout; half-precision checkpoints; the saved folder in plain diffusers; what ca
 """
 
 import itertools
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
 from convert_support import TINY, openai_model_and_diffusion, random_weights, relative_error
 from diffusers import UNet2DModel
-from guided_diffusion.script_util import create_model
+from guided_diffusion.script_util import create_model, create_model_and_diffusion, model_and_diffusion_defaults
 
 from hf_ddpm import DDPMDocPipeline
-from hf_ddpm.convert import from_guided_diffusion, from_improved_diffusion
+from hf_ddpm.convert import CODEBASES, from_guided_diffusion, from_improved_diffusion
 from hf_ddpm.convert.flags import GUIDED_DIFFUSION_DEFAULTS, IMPROVED_DIFFUSION_DEFAULTS
+from hf_ddpm.convert.unet_mapping import expected_keys, key_maps, unet_config
 from hf_ddpm.errors import ParameterError
 
 pytestmark = pytest.mark.numerics
@@ -115,8 +118,6 @@ def test_saved_folder_loads_in_plain_diffusers(tmp_path):
 def test_defaults_are_openais():
     """guided-diffusion's ``model_and_diffusion_defaults()``, plus the samplers' ``clip_denoised``; improved-diffusion
     differs (read from its script_util.py: it is not installable) where the module says."""
-    from guided_diffusion.script_util import model_and_diffusion_defaults
-
     assert GUIDED_DIFFUSION_DEFAULTS == {**model_and_diffusion_defaults(), "clip_denoised": True}
     differences = {k for k in GUIDED_DIFFUSION_DEFAULTS.keys() | IMPROVED_DIFFUSION_DEFAULTS.keys()
                    if GUIDED_DIFFUSION_DEFAULTS.get(k) != IMPROVED_DIFFUSION_DEFAULTS.get(k)}
@@ -176,3 +177,62 @@ def test_a_checkpoint_that_does_not_fit_the_flags_names_the_flag(wrong, flag):
         from_guided_diffusion(model.state_dict(), **{**BASE, **wrong})
     assert error.value.parameter == flag
     assert "does not fit" in error.value.detail and "\n" not in str(error.value)
+
+
+# openai's published checkpoints, checked without their weights: the flags of every command of the docs page build a
+# UNet2DModel whose parameters map onto exactly the keys and shapes of openai's UNetModel built from the same flags
+# (both on the meta device); those the page says do not convert are refused by the flag it names.
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "openai-checkpoints.md"
+
+
+def _documented_commands() -> list[list[str]]:
+    text = DOCS_PAGE.read_text(encoding="utf-8").replace("\\\n", " ")
+    return [shlex.split(line)[2:] for line in text.splitlines() if line.startswith("hf-ddpm convert ")]
+
+
+def _openai_keys(codebase, resolved) -> dict:
+    """openai's state-dict keys and shapes for the resolved flags: guided-diffusion's model, which for
+    improved-diffusion's flags is built in its layout (legacy attention, conv resampling, its channel_mult)."""
+    values = {k: v for k, v in resolved.values.items() if k in model_and_diffusion_defaults()}
+    if codebase.name == "improved-diffusion":
+        values.update(channel_mult=",".join(map(str, resolved.channel_mult)))
+    with torch.device("meta"):
+        model, _ = create_model_and_diffusion(**{**model_and_diffusion_defaults(), **values})
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("command", _documented_commands(), ids=lambda c: c[1])
+def test_documented_commands_fit_openais_models(command):
+    codebase_name, _, _, _, separator, *argv = command
+    assert separator == "--"
+    codebase = CODEBASES[codebase_name]
+    resolved = codebase.resolve(codebase.parse(argv))
+    with torch.device("meta"):
+        unet = UNet2DModel(**unet_config(resolved))
+    assert expected_keys(key_maps(unet, resolved)) == _openai_keys(codebase, resolved)
+
+
+REFUSED = [  # the published checkpoints the docs page lists as not converting, with their README flags
+    ("guided-diffusion", "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --image_size 128 "
+     "--learn_sigma True --noise_schedule linear --num_channels 256 --num_heads 4 --num_res_blocks 2 "
+     "--resblock_updown True --use_fp16 True --use_scale_shift_norm True", "num_heads"),
+    ("guided-diffusion", "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --image_size 512 "
+     "--learn_sigma True --noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 "
+     "--resblock_updown True --use_fp16 False --use_scale_shift_norm True", "channel_mult"),
+    ("guided-diffusion", "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --large_size 256 "
+     "--small_size 64 --learn_sigma True --noise_schedule linear --num_channels 192 --num_heads 4 "
+     "--num_res_blocks 2 --resblock_updown True --use_fp16 True --use_scale_shift_norm True", "large_size"),
+    ("improved-diffusion", "--image_size 64 --num_channels 128 --num_res_blocks 3 --learn_sigma True "
+     "--diffusion_steps 4000 --noise_schedule cosine --use_kl True", "num_heads"),
+    ("improved-diffusion", "--image_size 64 --num_channels 192 --num_res_blocks 3 --learn_sigma True --class_cond True "
+     "--diffusion_steps 4000 --noise_schedule cosine --rescale_learned_sigmas False --rescale_timesteps False",
+     "num_heads"),
+]
+
+
+@pytest.mark.parametrize("codebase_name, flags, parameter", REFUSED)
+def test_published_checkpoints_that_do_not_convert_are_refused_by_name(codebase_name, flags, parameter):
+    codebase = CODEBASES[codebase_name]
+    with pytest.raises(ParameterError) as error:
+        unet_config(codebase.resolve(codebase.parse(shlex.split(flags))))
+    assert error.value.parameter == parameter
