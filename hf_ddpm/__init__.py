@@ -1,6 +1,10 @@
 """hf-ddpm: Denoising Diffusion Probabilistic Models (Ho et al. 2020) for the Hugging Face ecosystem."""
 
-import diffusers as _diffusers
+from .contention import bound_spinning as _bound_spinning
+
+_bound_spinning()  # OpenMP's spin count, before torch loads it (hf_ddpm.contention)
+
+import diffusers as _diffusers  # noqa: E402
 
 from .fourier_unet import FourierUNet2DModel
 from .likelihood import bits_per_dim, estimate_bound

@@ -20,6 +20,7 @@ import argparse
 import sys
 
 from ..errors import ParameterError
+from .common import set_cpu_threads
 from .convert import add_convert_parser
 from .evaluate import add_evaluate_parser
 from .figures import add_figures_parser
@@ -50,10 +51,13 @@ def flag_of(parameter: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``hf-ddpm``; bad input (a ValueError; a library ``ParameterError`` with the flag it came from) is
-    reported as one ``error:`` line with exit status 2."""
+    """Run ``hf-ddpm`` (``argv``: the command line's arguments when None, which also sets the process's CPU threads);
+    bad input (a ValueError; a library ``ParameterError`` with the flag it came from) is reported as one ``error:``
+    line with exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # the command line: its process's CPU threads; a call from Python keeps the caller's
+        set_cpu_threads()
     try:
         args.func(args)
     except ParameterError as error:
