@@ -103,6 +103,19 @@ def test_half_precision_checkpoint_loads_in_float32():
     assert relative_error(ours, reference) <= TOLERANCE
 
 
+def test_converted_weights_are_copies_of_the_checkpoints():
+    """The pipeline's UNet shares no memory with the state dict it was converted from (a float32 checkpoint's
+    tensors included)."""
+    model, _ = openai_model_and_diffusion(**TINY, num_heads=2)
+    state_dict = model.state_dict()
+    before = {key: value.clone() for key, value in state_dict.items()}
+    pipe = from_guided_diffusion(state_dict, **TINY, num_heads=2)
+    with torch.no_grad():
+        for parameter in pipe.unet.parameters():
+            parameter.fill_(7.0)
+    assert all(torch.equal(state_dict[key], value) for key, value in before.items())
+
+
 def test_saved_folder_loads_in_plain_diffusers(tmp_path):
     flags = dict(TINY, num_heads=2, class_cond=True, learn_sigma=True, resblock_updown=True)
     model, _ = openai_model_and_diffusion(**flags)

@@ -203,10 +203,11 @@ def expected_keys(maps: list[KeyMap]) -> dict[str, tuple]:
 
 def convert_state_dict(state_dict: dict, maps: list[KeyMap]) -> dict[str, torch.Tensor]:
     """The diffusers state dict in float32 (a ``use_fp16`` checkpoint's half-precision torso included) from openai's
-    ``state_dict``, whose keys and shapes must be exactly :func:`expected_keys` (checked by the caller)."""
+    ``state_dict``, whose keys and shapes must be exactly :func:`expected_keys` (checked by the caller); copies, so
+    the model never shares memory with ``state_dict``."""
     converted = {}
     for m in maps:
-        tensor = state_dict[m.source].float()
+        tensor = state_dict[m.source].to(torch.float32, copy=True)
         if m.rows is not None:
             tensor = tensor[m.rows]
         converted[m.target] = tensor.reshape(m.shape).contiguous()
