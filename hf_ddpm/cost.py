@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import ParameterError
 from .figures import INTERPOLATION_FRACTIONS, INTERPOLATION_PAIRS, PROGRESSIVE_SAMPLES, SHARED_IMAGES, SHARED_SAMPLES
+from .guidance_figures import GRID_MAX_CLASSES, GRID_SCALES, TRADEOFF_SCALES, TRADEOFF_STEPS
 from .pipelines.paper_experiments import INTERPOLATION_LAMBDAS, SHARED_LATENT_FRACTIONS, paper_timestep
 
 clock = time.perf_counter  # read through the module, so that tests can replace it
@@ -51,13 +53,29 @@ def bound(name: str, num_images: int, num_timesteps: int, *, batch_size: int = E
                  f"{num_images} images × {num_timesteps} timesteps")
 
 
-def figure_phases(num_train_timesteps: int, num_images: int, *, rate_distortion: bool = True, steps=None,
-                  steps_samples: int = 0, batch_size: int = EVAL_BATCH) -> tuple[Phase, ...]:
-    """The phases of :func:`hf_ddpm.figures.write_figures` on ``num_images`` held-out images, in its order:
-    progressive generation (Fig. 6), shared latents (Fig. 7), interpolation (Fig. 8), the rate–distortion pass
-    (``rate_distortion`` False: reused from the final bound), and with ``steps`` the steps trade-off (for each K its
-    K-step bound, but for K = T, and ``steps_samples`` samples)."""
-    T = num_train_timesteps
+def branches(guidance_scale: float) -> int:
+    """Images per image a guided network call takes: 2 where ε̃ needs both branches, 1 at s = 0 or 1
+    (:class:`~hf_ddpm.guidance.GuidedModel`)."""
+    return 1 if guidance_scale in (0.0, 1.0) else 2
+
+
+def chain_calls(scheduler, num_inference_steps: int) -> int:
+    """Network calls of ``pipe(num_inference_steps=K)`` with (a scheduler built like) ``scheduler``: one per timestep
+    its ``set_timesteps(K)`` installs."""
+    scheduler = type(scheduler).from_config(scheduler.config)
+    scheduler.set_timesteps(num_inference_steps)
+    return len(scheduler.timesteps)
+
+
+def figure_phases(scheduler, num_images: int, *, rate_distortion: bool = True, steps=None, samplers=("ddpm",),
+                  steps_samples: int = 0, batch_size: int = EVAL_BATCH, guidance: dict | None = None,
+                  num_classes: int | None = None) -> tuple[Phase, ...]:
+    """The phases of :func:`hf_ddpm.figures.write_figures` with the pipeline's ``scheduler`` on ``num_images``
+    held-out images, in its order: progressive generation (Fig. 6), shared latents (Fig. 7), interpolation (Fig. 8),
+    the rate–distortion pass (``rate_distortion`` False: reused from the final bound), with ``steps`` the steps
+    trade-off (:func:`steps_tradeoff_phase`), and with ``guidance`` (write_figures' ``guidance_options``, every key
+    given) the guidance figures of a model of ``num_classes`` classes (:func:`guidance_phases`)."""
+    T = scheduler.config.num_train_timesteps
     shared = min(SHARED_IMAGES, num_images) * SHARED_SAMPLES
     shared_t = [paper_timestep(T, f) + 1 for f in SHARED_LATENT_FRACTIONS]  # chain steps of each decoding
     pairs = min(INTERPOLATION_PAIRS, num_images // 2) * len(INTERPOLATION_LAMBDAS)
@@ -72,11 +90,56 @@ def figure_phases(num_train_timesteps: int, num_images: int, *, rate_distortion:
     if rate_distortion:
         phases.append(bound("rate–distortion (Table 4, Fig. 5)", num_images, T, batch_size=batch_size))
     if steps is not None:
-        work = [bound("", num_images, k, batch_size=batch_size) for k in steps if k != T]  # K = T: the full bound
-        work += [sampling("", steps_samples, k) for k in steps if steps_samples]
-        phases.append(Phase("steps trade-off", sum(p.images for p in work), sum(p.calls for p in work),
-                            f"K = {', '.join(map(str, steps))}: the K-step bound and {steps_samples} samples each"))
+        phases.append(steps_tradeoff_phase(scheduler, num_images, steps, samplers=samplers, num_samples=steps_samples,
+                                           batch_size=batch_size))
+    if guidance is not None:
+        phases += guidance_phases(T, num_images, num_classes, batch_size=batch_size, **guidance)
     return tuple(phases)
+
+
+def steps_tradeoff_phase(scheduler, num_images: int, steps, *, samplers=("ddpm",), num_samples: int = 0,
+                         batch_size: int = EVAL_BATCH) -> Phase:
+    """:func:`hf_ddpm.steps_tradeoff.steps_tradeoff` after the full bound: for each sampler and K, the bound of the
+    K-step sampler where it has one (:func:`~hf_ddpm.samplers.bound_chain`; our K = T is the full bound, known) and
+    ``num_samples`` samples."""
+    from .samplers import bound_chain, make_scheduler, parse_sampler
+
+    T = scheduler.config.num_train_timesteps
+    work = []
+    for name, eta in map(parse_sampler, samplers):
+        sampler = make_scheduler(name, scheduler.config)
+        for k in steps:
+            try:
+                terms = len(bound_chain(sampler, eta, k)[1])
+            except ParameterError:  # a sampler without a bound
+                terms = 0
+            if not (name == "ddpm" and k == T):
+                work.append(bound("", num_images, terms, batch_size=batch_size))
+            work.append(Phase("", num_samples * chain_calls(sampler, k), chain_calls(sampler, k) if num_samples else 0,
+                              ""))
+    return Phase("steps trade-off", sum(p.images for p in work), sum(p.calls for p in work),
+                 f"K = {', '.join(map(str, steps))} × {len(samplers)} sampler(s): bounds, {num_samples} samples each")
+
+
+def guidance_phases(num_train_timesteps: int, num_images: int, num_classes: int, *, grid_samples: int,
+                    num_samples: int, num_inference_steps: int | None, num_timesteps: int | None,
+                    batch_size: int = EVAL_BATCH) -> tuple[Phase, Phase]:
+    """:func:`hf_ddpm.guidance_figures.write_guidance_figures`: the class grid (its samples at every scale of
+    ``GRID_SCALES``) and the guidance trade-off (at every scale of ``TRADEOFF_SCALES``, the guided chain's bound from
+    ``num_timesteps`` of its terms and ``num_samples`` samples), on a ``num_inference_steps``-step chain (None: the
+    module's default)."""
+    steps = min(TRADEOFF_STEPS, num_train_timesteps) if num_inference_steps is None else num_inference_steps
+    terms = steps if num_timesteps is None else min(num_timesteps, steps)
+    grid = min(num_classes, GRID_MAX_CLASSES) * grid_samples
+    both = [branches(s) for s in GRID_SCALES], [branches(s) for s in TRADEOFF_SCALES]
+    return (
+        Phase("class grid", sum(both[0]) * grid * steps, len(GRID_SCALES) * steps,
+              f"{grid} images × {steps} steps × {len(GRID_SCALES)} scales"),
+        Phase("guidance trade-off", sum(both[1]) * (num_images * terms + num_samples * steps),
+              len(TRADEOFF_SCALES) * (math.ceil(num_images / batch_size) * terms + (steps if num_samples else 0)),
+              f"{len(TRADEOFF_SCALES)} scales × (bound {num_images} images × {terms} timesteps, {num_samples} "
+              f"samples × {steps} steps)"),
+    )
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,8 @@ def bar_options(desc: str, *, enabled: bool = True, counts: bool = True, stream=
 
 class NetworkProgress:
     """Bars for the phases of work on one network (:class:`hf_ddpm.cost.Phase`: a name and the images its calls pass
-    through the network), advanced by a forward pre-hook with each call's batch size; use it as a context manager.
+    through the network), advanced by a forward pre-hook with each call's batch size, from construction to
+    :meth:`close` (or the end of a ``with`` block).
 
     :meth:`start` opens a bar for the first of the phases it is given, and for each next one when the one before has
     counted its images. A phase whose images were only estimated (a bound from drawn timesteps) may take fewer: its
@@ -87,13 +88,16 @@ class NetworkProgress:
         self.network, self.enabled, self.stream = network, enabled, stream
         self.queue, self.phase, self.bar, self.counted = [], None, None, 0
         self.done = []
-        self._handle = None
+        self._handle = network.register_forward_pre_hook(self._count, with_kwargs=True)
 
     def __enter__(self) -> NetworkProgress:
-        self._handle = self.network.register_forward_pre_hook(self._count, with_kwargs=True)
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the current bar and stop counting."""
         self.start()
         self._handle.remove()
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from helpers import tiny_unet
+from helpers import tiny_conditional_pipeline, tiny_unet
 from tqdm.auto import tqdm
 from training_support import tiny_settings
 
@@ -80,47 +80,75 @@ def test_a_fast_phase_writes_two_lines_and_a_terminal_gets_a_bar():
     assert "other process" not in log.getvalue()
 
 
-def test_each_figure_is_a_phase_whose_total_is_its_work(tmp_path, monkeypatch):
-    """write_figures under one NetworkProgress given figure_phases: each figure's bar counts exactly the images the
-    network processed for it — counted by an independent hook up to the moment the figure's file is written."""
+def figures_by_phase(pipe, images, tmp_path, monkeypatch, phases, **options):
+    """write_figures under one NetworkProgress started with ``phases``; (the images counted by an independent hook
+    when each figure's file is written, all of them, the calls, the bars' (phase, count), the log)."""
     import hf_ddpm.figures as figures
+    import hf_ddpm.guidance_figures as guidance_figures
 
-    pipe = DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(num_train_timesteps=T))
-    pipe.set_progress_bar_config(disable=True)
-    images = torch.rand(7, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     counts, at_save = [], []
-    for name in ("save_grid", "write_rate_distortion_csv", "write_steps_tradeoff"):
-        original = getattr(figures, name)
-        monkeypatch.setattr(figures, name, lambda *a, _f=original, **k: (at_save.append(sum(counts)), _f(*a, **k)))
-    phases = figure_phases(T, len(images), steps=[T, 5, 2], batch_size=3)
+    for module, name in ((figures, "save_grid"), (figures, "write_rate_distortion_csv"),
+                         (figures, "write_steps_tradeoff"), (guidance_figures, "save_grid"),
+                         (guidance_figures, "write_guidance_tradeoff")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, **k: (at_save.append(sum(counts)), _f(*a, **k)))
     handle = count_images(pipe.unet, counts)
     log = io.StringIO()
     with NetworkProgress(pipe.unet, stream=log) as bars:
         bars.start(*phases)
-        write_figures(pipe, images, tmp_path, seed=1, batch_size=3, steps=[T, 5, 2], steps_samples=0)
+        write_figures(pipe, images, tmp_path, seed=1, **options)
     handle.remove()
+    return at_save, counts, bars.done, log.getvalue()
+
+
+def test_each_figure_is_a_phase_whose_total_is_its_work(tmp_path, monkeypatch):
+    """Each figure's bar counts exactly the images the network processed for it — counted by an independent hook up to
+    the moment the figure's file is written — and its calls too (chains of one batch, bounds in batch_size chunks);
+    off a terminal each figure writes its start and its end."""
+    pipe = DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(num_train_timesteps=T))
+    pipe.set_progress_bar_config(disable=True)
+    images = torch.rand(7, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    phases = figure_phases(pipe.scheduler, len(images), steps=[T, 5, 2], batch_size=3)
+    at_save, counts, done, log = figures_by_phase(pipe, images, tmp_path, monkeypatch, phases, batch_size=3,
+                                                  steps=[T, 5, 2], steps_samples=0)
     totals = torch.tensor([phase.images for phase in phases]).cumsum(0).tolist()
-    assert at_save == totals and sum(counts) == totals[-1]
-    assert [(phase.name, counted) for phase, counted in bars.done] == [(p.name, p.images) for p in phases]
-    calls = [phase.calls for phase in phases]
-    assert len(counts) == sum(calls)  # the calls too: chains of one batch, bounds in chunks of batch_size
-    assert [line.split(":")[0] for line in log.getvalue().splitlines()] == [p.name for p in phases for _ in "01"]
+    assert at_save == totals and sum(counts) == totals[-1] and len(counts) == sum(p.calls for p in phases)
+    assert done == [(p, p.images) for p in phases]
+    assert [line.split(":")[0] for line in log.splitlines()] == [p.name for p in phases for _ in "01"]
 
 
-def test_the_steps_tradeoff_phase_counts_its_samples(tmp_path):
-    """figure_phases' steps trade-off with samples: the K-step bounds (K = T reused) and the samples at each K."""
+def test_a_class_conditional_models_figures_and_the_guidance_figures_are_phases(tmp_path, monkeypatch):
+    """A class-conditional model with a null label: the class grid (guided scales take both branches in one call) and
+    the guidance trade-off (every term of its chain, so exact) count what the network did."""
+    pipe = tiny_conditional_pipeline(num_train_timesteps=T)
+    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    labels = torch.arange(6) % pipe.num_classes
+    guidance = dict(grid_samples=1, num_samples=0, num_inference_steps=4, num_timesteps=None)
+    phases = figure_phases(pipe.scheduler, len(images), guidance=guidance, num_classes=pipe.num_classes)
+    at_save, counts, done, _ = figures_by_phase(pipe, images, tmp_path, monkeypatch, phases, class_labels=labels,
+                                                guidance_options=guidance, steps=None)
+    assert [p.name for p in phases][-2:] == ["class grid", "guidance trade-off"]
+    assert at_save == torch.tensor([p.images for p in phases]).cumsum(0).tolist() and done == [(p, p.images)
+                                                                                                 for p in phases]
+    assert len(counts) == sum(p.calls for p in phases)
+
+
+def test_the_steps_tradeoff_phase_counts_its_samplers_bounds_and_samples():
+    """steps_tradeoff over ddpm (K = T: the full bound, known), DDIM with η = 1 (a bound) and PNDM (none; its
+    Runge–Kutta warm-up calls the network more often than K), each drawing samples at every K."""
     from hf_ddpm.steps_tradeoff import steps_tradeoff
 
     pipe = DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(num_train_timesteps=T))
     pipe.set_progress_bar_config(disable=True)
     x0 = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1)).mul(255).round().div(127.5).sub(1)
     full = pipe.log_likelihood((x0 + 1) / 2)
-    phase = figure_phases(T, len(x0), steps=[T, 4], steps_samples=6)[-1]
+    samplers = ("ddpm", "ddim:1", "pndm")
+    phase = figure_phases(pipe.scheduler, len(x0), steps=[T, 4], samplers=samplers, steps_samples=6)[-1]
     counts = []
     handle = count_images(pipe.unet, counts)
-    steps_tradeoff(pipe, x0, [T, 4], num_samples=6, full_bound=full, feature_model=None)
+    steps_tradeoff(pipe, x0, [T, 4], samplers=samplers, num_samples=6, full_bound=full)
     handle.remove()
-    assert phase.name == "steps trade-off" and sum(counts) == phase.images
+    assert phase.name == "steps trade-off" and (sum(counts), len(counts)) == (phase.images, phase.calls)
 
 
 def test_an_estimated_phase_ends_where_its_work_ends():
@@ -195,16 +223,20 @@ class WorkClock:
         return self.now
 
 
-@pytest.mark.parametrize("figures", [False, True])
+ESTIMATED = ("class bounds", "guidance trade-off")  # bounds from drawn timesteps: their counts are estimates
+
+
+@pytest.mark.parametrize("figures,class_conditional", [(False, False), (True, False), (True, True)])
 def test_the_trainer_says_its_cost_before_training_and_counts_its_final_phases(tiny_config, tmp_path, monkeypatch,
-                                                                               capsys, figures):
+                                                                               capsys, figures, class_conditional):
     """A tiny run whose clock says a forward pass takes 10 s and a training step 0.01 s: before its first step it
     prints the estimate and the one line of advice; then each phase of its final evaluation counts exactly the images
-    its estimate named, and an independent count at the network agrees."""
+    its estimate named (the bounds from drawn timesteps: about them), and an independent count at the network
+    agrees with the counts the bars reported."""
     monkeypatch.setattr(cost, "clock", WorkClock(forward=10.0, training=0.01))
     monkeypatch.setattr(sys, "stderr", sys.stdout)  # the bars and the prints in one stream, in order
     settings = tiny_settings(tiny_config, tmp_path / "run", max_train_steps=3, final_eval_timesteps=None,
-                             figures=figures)
+                             figures=figures, class_conditional=class_conditional)
     trainer = Trainer(RunConfig.from_settings(settings))
     counts, recorded = [], []
 
@@ -223,10 +255,15 @@ def test_the_trainer_says_its_cost_before_training_and_counts_its_final_phases(t
     advice, = [line for line in out.splitlines() if "--model_config_name_or_path" in line]
     assert "would take longer than the training" in advice and out.index(advice) < training_at
     bars, = recorded
-    phases = estimate.final_evaluation(trainer.config, len(trainer.eval_images)).phases
-    assert [(phase.name, counted) for phase, counted in bars.done] == [(p.name, p.images) for p in phases]
-    assert sum(counts) == sum(p.images for p in phases)
-    assert len(phases) == (5 if figures else 2)  # the figures reuse the full bound's rate–distortion pass
+    phases = [phase for phase in estimate.final_evaluation(trainer.config, len(trainer.eval_images),
+                                                           trainer.num_classes).phases if phase.images]
+    assert [phase for phase, _ in bars.done] == phases
+    assert [(p.name, counted) for p, counted in bars.done if p.name not in ESTIMATED] == \
+        [(p.name, p.images) for p in phases if p.name not in ESTIMATED]
+    assert sum(counts) == sum(counted for _, counted in bars.done)
+    # the figures reuse the full bound's rate–distortion pass; a class-conditional run adds its class bounds and the
+    # guidance figures
+    assert len(phases) == 2 + 3 * figures + 3 * class_conditional
 
 
 def test_timing_a_training_step_leaves_the_run_as_it_was(tiny_config, tmp_path):

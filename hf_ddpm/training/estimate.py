@@ -11,12 +11,16 @@ from dataclasses import dataclass
 
 from .. import cost
 from ..cost import NetworkCost, Phase, describe_phases, describe_seconds
+from ..guidance_figures import GRID_SAMPLES, TRADEOFF_SAMPLES, TRADEOFF_TIMESTEPS
 from ..presets import preset_unet_config
+from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS
 
 # What the advice line proposes, where the run asks for more: the flags that shorten the final evaluation.
 SHORT_EVALUATION = {"num_samples": 16, "num_inference_steps": 100, "final_eval_timesteps": 100}
 PAPER_WIDTH = 128  # channels of the first level of the paper's networks (and of the presets from 32×32 up)
 GUIDE = "docs/guides/progress-and-cost.md"
+GUIDANCE_FIGURES = {"grid_samples": GRID_SAMPLES, "num_samples": TRADEOFF_SAMPLES, "num_inference_steps": None,
+                    "num_timesteps": TRADEOFF_TIMESTEPS}  # write_guidance_figures' defaults, which the trainer uses
 
 
 @dataclass(frozen=True)
@@ -25,17 +29,19 @@ class FinalEvaluation:
 
     samples: Phase
     bound: Phase
+    class_bounds: Phase
     figures: tuple[Phase, ...]
 
     @property
     def phases(self) -> tuple[Phase, ...]:
-        return (self.samples, self.bound, *self.figures)
+        return (self.samples, self.bound, self.class_bounds, *self.figures)
 
 
-def final_evaluation(config, num_eval_images: int) -> FinalEvaluation:
+def final_evaluation(config, num_eval_images: int, num_classes: int | None = None) -> FinalEvaluation:
     """The final evaluation of a run of ``config`` (a ``RunConfig``) on ``num_eval_images`` held-out images: the
-    sample grid, the held-out bound (with the figures and every timestep, the rate–distortion pass that gives it) and
-    the figures (which then reuse that pass)."""
+    sample grid, the held-out bound (with the figures and every timestep, the rate–distortion pass that gives it), a
+    class-conditional run's class bounds (``num_classes`` K; None: an unconditional run) and the figures (which then
+    reuse that pass, and add the guidance figures of a class-conditional run)."""
     output, T = config.output, config.process.num_train_timesteps
     K = output.final_eval_timesteps
     full = K is None or K >= T
@@ -44,9 +50,24 @@ def final_evaluation(config, num_eval_images: int) -> FinalEvaluation:
     else:
         bound = cost.bound("held-out bound" if full else "held-out bound estimate", num_eval_images,
                            T if full else K)
-    figures = cost.figure_phases(T, num_eval_images, rate_distortion=K is not None) if config.draws_figures else ()
+    guidance = None if num_classes is None else \
+        {**GUIDANCE_FIGURES, **({} if config.judges_samples else {"num_samples": 0})}  # as outputs._figures asks
+    figures = cost.figure_phases(config.process.scheduler(), num_eval_images, rate_distortion=K is not None,
+                                 guidance=guidance, num_classes=num_classes) if config.draws_figures else ()
     return FinalEvaluation(cost.sampling("final samples", output.num_samples, output.num_inference_steps), bound,
-                           figures)
+                           class_bounds_phase(T, num_eval_images, num_classes, K), figures)
+
+
+def class_bounds_phase(num_train_timesteps: int, num_images: int, num_classes: int | None,
+                       max_timesteps: int | None) -> Phase:
+    """:func:`~hf_ddpm.training.class_bounds.final_class_bounds`: the bound of every class and of the null label,
+    each from T / K timesteps (at least 3, at most ``max_timesteps``); no work without classes."""
+    if num_classes is None:
+        return Phase("class bounds", 0, 0, "")
+    T = num_train_timesteps
+    terms = max(MIN_STRATIFIED_TIMESTEPS, min(T // num_classes, max_timesteps or T))
+    work = cost.bound("class bounds", (num_classes + 1) * num_images, terms)
+    return Phase(work.name, work.images, work.calls, f"{num_classes} classes and the null label × {work.detail}")
 
 
 def training_evaluations(config, num_eval_images: int, start_step: int, max_train_steps: int) -> tuple[Phase, ...]:
@@ -80,11 +101,11 @@ def flags_of(changes: dict) -> str:
     return " ".join(f"--no-{name}" if value is False else f"--{name} {value}" for name, value in changes.items())
 
 
-def advice(config, num_eval_images: int, network: NetworkCost, *, train_seconds: float,
-           on_cpu: bool) -> str | None:
+def advice(config, num_eval_images: int, network: NetworkCost, *, train_seconds: float, on_cpu: bool,
+           num_classes: int | None = None) -> str | None:
     """One line when the final evaluation would take longer than ``train_seconds`` or, ``on_cpu``, longer than
     :data:`~hf_ddpm.cost.CPU_LIMIT_SECONDS`: the flags that shorten it, with what it would then take; else None."""
-    seconds = network.seconds(*final_evaluation(config, num_eval_images).phases)
+    seconds = network.seconds(*final_evaluation(config, num_eval_images, num_classes).phases)
     if seconds <= train_seconds and not (on_cpu and seconds > cost.CPU_LIMIT_SECONDS):
         return None
     why = f"would take longer than the training (≈ {describe_seconds(train_seconds)})" \
@@ -92,7 +113,7 @@ def advice(config, num_eval_images: int, network: NetworkCost, *, train_seconds:
     changes = shorter_evaluation(config)
     shorter = ""
     if changes:
-        short = network.seconds(*final_evaluation(config.replace(**changes), num_eval_images).phases)
+        short = network.seconds(*final_evaluation(config.replace(**changes), num_eval_images, num_classes).phases)
         shorter = f"{flags_of(changes)} would make it ≈ {describe_seconds(short)}; "
     return (f"the final evaluation (≈ {describe_seconds(seconds)}) {why}: {shorter}a smaller network "
             f"(--model_config_name_or_path) makes every phase cheaper")
@@ -105,18 +126,21 @@ def full_size_preset(config) -> bool:
 
 
 def describe_run_cost(config, *, num_eval_images: int, start_step: int, max_train_steps: int, step_seconds: float,
-                      network: NetworkCost, num_parameters: int, on_cpu: bool) -> list[str]:
+                      network: NetworkCost, num_parameters: int, on_cpu: bool,
+                      num_classes: int | None = None) -> list[str]:
     """The lines the trainer prints before its first step: the training (``step_seconds`` per optimizer step,
     ``max_train_steps`` − ``start_step`` steps, and the evaluations during training), the final evaluation by
-    phase, :func:`advice`, and on a CPU with the full-size preset what a step costs and where smaller networks are."""
+    phase (``num_classes``: of a class-conditional run), :func:`advice`, and on a CPU with the full-size preset what
+    a step costs and where smaller networks are."""
     steps = max_train_steps - start_step
     evaluations = training_evaluations(config, num_eval_images, start_step, max_train_steps)
     train_seconds = steps * step_seconds + network.seconds(*evaluations)
     lines = [f"estimated on this machine: training ≈ {describe_seconds(train_seconds)} ({steps} steps × "
              f"{describe_seconds(step_seconds)}, forward and backward; evaluations during training "
              f"≈ {describe_seconds(network.seconds(*evaluations))})"]
-    lines += describe_phases("final evaluation", final_evaluation(config, num_eval_images).phases, network)
-    line = advice(config, num_eval_images, network, train_seconds=train_seconds, on_cpu=on_cpu)
+    lines += describe_phases("final evaluation", final_evaluation(config, num_eval_images, num_classes).phases, network)
+    line = advice(config, num_eval_images, network, train_seconds=train_seconds, on_cpu=on_cpu,
+                  num_classes=num_classes)
     if line is not None:
         lines.append(line)
     if on_cpu and full_size_preset(config):

@@ -36,7 +36,7 @@ def finish(trainer, step: int, train_seconds: float, progress) -> RunRecord | No
     if not accelerator.is_main_process:
         return None
     output = config.output
-    phases = final_evaluation(config, len(trainer.eval_images))
+    phases = final_evaluation(config, len(trainer.eval_images), trainer.num_classes)
     pipeline = trainer.pipeline()
     pipeline.save_pretrained(output.output_dir)
     sampling_started = time.time()
@@ -57,6 +57,7 @@ def finish(trainer, step: int, train_seconds: float, progress) -> RunRecord | No
         bound = held_out_bound(pipeline.unet, trainer.scheduler, trainer.eval_images,
                                num_timesteps=output.final_eval_timesteps, seed=config.optim.seed,
                                class_labels=trainer.eval_labels, bound_proposal=pipeline.config.bound_proposal)
+    progress.start(phases.class_bounds)
     class_bounds = None if trainer.eval_labels is None else \
         final_class_bounds(pipeline, trainer.eval_images, trainer.eval_labels, bound, seed=config.optim.seed,
                            max_timesteps=output.final_eval_timesteps)

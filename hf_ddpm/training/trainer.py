@@ -187,6 +187,11 @@ class Trainer:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
 
+    @property
+    def num_classes(self) -> int | None:
+        """K, the classes of a class-conditional run (None: an unconditional run)."""
+        return None if self.null_class_label is None else len(self.data.class_names)
+
     def estimate(self) -> list[str]:
         """The run's cost on this machine, in lines (:func:`.estimate.describe_run_cost`): an optimizer step and the
         evaluation network timed here, before the first step."""
@@ -194,7 +199,8 @@ class Trainer:
             self.config, num_eval_images=len(self.eval_images), start_step=self.start_step,
             max_train_steps=self.max_train_steps, step_seconds=self.time_training_step(),
             network=network_cost(self.evaluation.unet, self.config.optim.train_batch_size),
-            num_parameters=self.num_parameters, on_cpu=self.accelerator.device.type == "cpu")
+            num_parameters=self.num_parameters, on_cpu=self.accelerator.device.type == "cpu",
+            num_classes=self.num_classes)
 
     def time_training_step(self) -> float:
         """Seconds of an optimizer step's forward and backward passes (``gradient_accumulation_steps`` micro-batches of
