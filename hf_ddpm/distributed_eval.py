@@ -52,11 +52,13 @@ def gathered_bound(model, scheduler, images: torch.Tensor, plan: TimestepPlan, *
     per image, to ``estimate_bound(model, scheduler, images[j:j+1], plan, generator=[that generator])``."""
     from tqdm.auto import tqdm
 
+    from .progress import bar_options
+
     mine = share(len(images), state)
     starts = range(mine.start, mine.stop, batch_size)
     is_main = state is None or state.is_main_process
     priors, terms = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, len(plan.timesteps), dtype=torch.float64)]
-    for start in tqdm(starts, desc="bound", unit="batch", disable=not (progress and is_main)):
+    for start in tqdm(starts, unit="batch", **bar_options("held-out bound", enabled=progress and is_main)):
         stop = min(start + batch_size, mine.stop)
         bound = estimate_bound(model, scheduler, images[start:stop], plan,
                                generator=image_generators(seed, range(start, stop), BOUND),

@@ -202,9 +202,11 @@ def write_samples(pipeline, out_dir: str, spec: SampleSpec, *, batch_size: int =
     todo = folder.missing_shards(process_index, num_processes)
     from tqdm.auto import tqdm
 
+    from .progress import bar_options
+
     total = sum(len(spec.shard(k)) for k in todo)
-    with tqdm(total=total, unit="img", desc=f"sampling ({num_processes} process{'es' if num_processes > 1 else ''})",
-              disable=not (progress and is_main)) as bar:
+    desc = f"sampling (this process's share of {num_processes})" if num_processes > 1 else "sampling"
+    with tqdm(total=total, unit="img", **bar_options(desc, enabled=progress and is_main)) as bar:
         for k in todo:
             images, labels = draw_images(pipeline, spec.shard(k), spec, batch_size=batch_size)
             folder.write_shard(k, images, labels)

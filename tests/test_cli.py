@@ -14,6 +14,7 @@ from PIL import Image
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
 from hf_ddpm.cli import main
+from hf_ddpm.image_seeds import BOUND, image_generators
 from hf_ddpm.images import make_grid
 from hf_ddpm.likelihood import bits_per_dim, bound_plan, estimate_bound
 
@@ -73,7 +74,7 @@ def test_evaluate_equals_bits_per_dim_computed_directly(model_dir, tmp_path, cap
     plot = tmp_path / "lt.png"
     record = _evaluate(model_dir, tmp_path, "--seed", "1", "--plot", str(plot))
     pipe = DDPMDocPipeline.from_pretrained(model_dir)
-    bound = bits_per_dim(pipe.unet, pipe.scheduler, _digits_test_x0(), generator=torch.Generator().manual_seed(1))
+    bound = bits_per_dim(pipe.unet, pipe.scheduler, _digits_test_x0(), generator=image_generators(1, range(359), BOUND))
     summary = record["bound"]
     assert (record["split"], summary["num_images"], summary["num_timesteps"]) == ("test", 359, T)
     assert summary["bits_per_dim"] == pytest.approx(bound.mean(), rel=1e-6)
@@ -90,8 +91,8 @@ def test_evaluate_equals_bits_per_dim_computed_directly(model_dir, tmp_path, cap
 
 def test_evaluate_on_a_timestep_subset_is_the_importance_estimate(model_dir, tmp_path):
     """--timesteps 6: the plan of ``bound_plan`` with the seed (the decoder exactly and 5 draws by importance from the
-    pipeline's proposal, here a pilot pass: the model was saved without one) and ``held_out_bound``'s noise; the JSON
-    holds the plan's weights, and the estimate is prior + Σ_k w_k L̄_k."""
+    pipeline's proposal, here a pilot pass: the model was saved without one) and each image's noise from its
+    generator seeded by (seed, index); the JSON holds the plan's weights, and the estimate is prior + Σ_k w_k L̄_k."""
     record = _evaluate(model_dir, tmp_path, "--timesteps", "6", "--num-images", "359", "--seed", "2")
     pipe = DDPMDocPipeline.from_pretrained(model_dir)
     x0 = _digits_test_x0()
@@ -101,7 +102,7 @@ def test_evaluate_on_a_timestep_subset_is_the_importance_estimate(model_dir, tmp
     parts = record["bound"]
     assert parts["timesteps"] == plan.timesteps.tolist()
     assert parts["weights"] == pytest.approx(plan.weights.tolist(), rel=1e-6)  # the pilot's terms, from float32
-    bound = estimate_bound(pipe.unet, pipe.scheduler, x0, plan, generator=torch.Generator().manual_seed(2))
+    bound = estimate_bound(pipe.unet, pipe.scheduler, x0, plan, generator=image_generators(2, range(len(x0)), BOUND))
     assert parts["bits_per_dim"] == pytest.approx(bound.bits_per_dim, rel=1e-6)
     weighted = parts["prior"] + sum(w * term for w, term in zip(parts["weights"], parts["terms"]))
     assert weighted == pytest.approx(parts["bits_per_dim"], rel=1e-9)
@@ -192,6 +193,6 @@ def test_evaluate_defaults_to_the_held_out_images_of_the_training_run(tmp_path):
     record = _evaluate(str(model), tmp_path, "--seed", "4")
     assert record["split"] == "train[validation_fraction=0.25, seed=3]"
     trained = load_image_data(train_data_dir=str(tmp_path / "images"), validation_fraction=0.25, seed=3)
-    bound = bits_per_dim(pipe.unet, pipe.scheduler, trained.eval.tensor(), generator=torch.Generator().manual_seed(4))
+    bound = bits_per_dim(pipe.unet, pipe.scheduler, trained.eval.tensor(), generator=image_generators(4, range(4), BOUND))
     assert record["bound"]["num_images"] == 4
     assert record["bound"]["bits_per_dim"] == pytest.approx(bound.mean(), rel=1e-6)

@@ -363,6 +363,7 @@ def test_evaluate_reports_the_k_step_bound_beside_its_samples(tmp_path, capsys):
     from test_cli import _digits_test_x0
 
     from hf_ddpm.data.dataset import spread_indices
+    from hf_ddpm.image_seeds import BOUND, image_generators
 
     model = tmp_path / "model"
     DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(num_train_timesteps=20)).save_pretrained(model)
@@ -375,7 +376,7 @@ def test_evaluate_reports_the_k_step_bound_beside_its_samples(tmp_path, capsys):
     assert record["bound"]["chain"] == [0, 4, 8, 12, 16] and record["sample_quality"]["num_inference_steps"] == 5
     pipe = DDPMDocPipeline.from_pretrained(model)
     x0 = _digits_test_x0()[spread_indices(359, 40)]
-    direct = bits_per_dim(pipe.unet, pipe.scheduler, x0, generator=torch.Generator().manual_seed(1),
+    direct = bits_per_dim(pipe.unet, pipe.scheduler, x0, generator=image_generators(1, range(40), BOUND),
                           num_inference_steps=5)
     assert record["bound"]["bits_per_dim"] == pytest.approx(direct.mean(), rel=1e-6)
     printed = capsys.readouterr().out

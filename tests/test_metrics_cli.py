@@ -10,6 +10,7 @@ from test_metrics_models import _tiny_dinov2
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
 from hf_ddpm.cli import main
 from hf_ddpm.data import digits_split
+from hf_ddpm.image_seeds import image_generators
 from hf_ddpm.metrics import sample_quality
 
 
@@ -30,8 +31,8 @@ def test_evaluate_reports_sample_quality_of_the_seeded_samples(folders, tmp_path
     record = json.loads(out.read_text())["sample_quality"]
 
     pipe = DDPMDocPipeline.from_pretrained(model)
-    images = pipe(batch_size=12, generator=torch.Generator().manual_seed(4), num_inference_steps=3,
-                  output_type="pt").images
+    images = pipe(batch_size=12, generator=image_generators(4, range(12)), num_inference_steps=3,
+                  output_type="pt").images  # image i from its generator seeded by (4, i)
     samples = (images.clamp(0, 1) * 255).round().to(torch.uint8)
     expected = sample_quality(samples, digits_split("test")[0], feature_model=features, progress=False)
     assert record["fd"] == pytest.approx(expected["fd"], rel=1e-6)

@@ -7,7 +7,8 @@ import json
 
 from ..errors import ParameterError
 from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS
-from .common import add_held_out_arguments, load_held_out, load_pipeline, positive_int
+from .common import add_held_out_arguments, load_held_out, load_pipeline, positive_int, process_state
+from .scaled_evaluation import add_scaled_arguments, check_scaled_arguments, scaled_bound, scaled_sample_quality
 
 
 def add_evaluate_parser(subparsers) -> None:
@@ -36,9 +37,11 @@ def add_evaluate_parser(subparsers) -> None:
     quality.add_argument("--num-samples", type=int, default=0, help="draw N samples (seeded by --seed) and report "
                          "FD, score, class histogram, precision/recall (default 0: skip)")
     quality.add_argument("--feature-model", default=None, help="transformers image model (Hub id or folder) for FD "
-                         "and precision/recall, e.g. facebook/dinov2-small (default: the built-in digits evaluator)")
+                         "and precision/recall, e.g. facebook/dinov2-small; 'inception' (or the path of "
+                         "inception-2015-12-05.pt): the FID and IS of papers (default: the built-in digits evaluator)")
     quality.add_argument("--classifier", default=None, help="image classifier (Hub id, folder or 'digits') for the "
                          "score (default: the digits evaluator when --feature-model is not given, else none)")
+    add_scaled_arguments(parser, quality)
     parser.add_argument("--guidance-scale", type=float, default=1.0,
                         help="a class-conditional model: also the bound of the chain guided with this s (ε̃ in every "
                              "term), and the --num-samples samples drawn with it (default 1: the conditional model)")
@@ -65,38 +68,8 @@ def timestep_count(spec: str, num_train_timesteps: int, flag: str = "--timesteps
     return count
 
 
-def sample_quality_of(pipeline, held_out, args, num_inference_steps: int) -> dict:
-    """``--num-samples``: draw the samples with ``num_inference_steps`` steps and judge them against the held-out
-    images (``hf_ddpm.metrics``)."""
-    from ..guidance_figures import guided_samples
-    from ..images import sample_grid
-    from ..metrics import sample_quality
-    from ..pipelines.paper_experiments import to_unit_range
-
-    asked = None  # a class-conditional model's samples: labels cycling through the classes, guided with s
-    if pipeline.is_class_conditional:
-        samples, labels = guided_samples(pipeline, args.num_samples, args.guidance_scale,
-                                         num_inference_steps=num_inference_steps, seed=args.seed)
-        asked = pipeline.conditioning.names_of(labels)
-    else:
-        samples, _ = sample_grid(pipeline, args.num_samples, num_inference_steps, args.seed)
-    try:
-        quality = sample_quality(samples, to_unit_range(held_out.tensor()), feature_model=args.feature_model,
-                                 classifier=args.classifier, device=pipeline.device, requested_classes=asked)
-    except OSError as error:  # a feature model or classifier that cannot be loaded
-        raise ValueError(str(error)) from error
-    score = "" if quality["inception_score"] is None else \
-        f", {quality['score_name']} {quality['inception_score']:.3f}, classes {quality['class_histogram']}"
-    if quality["label_accuracy"] is not None:
-        score += f", label accuracy {quality['label_accuracy']:.3f} (guidance scale {args.guidance_scale:g})"
-    print(f"{args.num_samples} samples ({num_inference_steps} steps, seed {args.seed}): {quality['fd_name']} "
-          f"{quality['fd']:.4f}, precision {quality['precision']:.3f}, recall {quality['recall']:.3f}{score}")
-    return dict(quality, num_inference_steps=num_inference_steps, seed=args.seed)
-
-
 def run_evaluate(args) -> None:
     from ..evaluation import plot_terms
-    from ..training.held_out import held_out_bound
     from .conditional import class_bounds_of, guided_bound_of
 
     pipeline = load_pipeline(args.model, args.device)
@@ -113,22 +86,24 @@ def run_evaluate(args) -> None:
         raise ParameterError("guidance_scale", f"is {args.guidance_scale}, but this model takes no labels to guide")
     if conditioning is not None:
         conditioning.check_guidance(args.guidance_scale)
-    held_out, origin = load_held_out(args, pipeline)
-    quality = sample_quality_of(pipeline, held_out, args, steps) if args.num_samples else None
+    check_scaled_arguments(args)
+    state = process_state()
+    held_out, origin = (None, None) if args.no_bound and args.reference else load_held_out(args, pipeline)
+    quality = scaled_sample_quality(pipeline, held_out, args, steps, state) if args.num_samples or args.samples \
+        else None
+    if args.no_bound:
+        if args.json and state.is_main_process:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump({"model": args.model, "seed": args.seed, "sample_quality": quality}, handle, indent=2)
+            print(f"wrote {args.json}")
+        return
     images = held_out.tensor().to(pipeline.device, pipeline.unet.dtype)
     labels = held_out.label_tensor()  # a class-conditional model's: the images' true labels
     labels = None if labels is None else labels.to(pipeline.device)
-    bound = held_out_bound(
-        pipeline.unet,
-        pipeline.scheduler,
-        images,
-        num_timesteps=num_timesteps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        num_inference_steps=steps,
-        bound_proposal=pipeline.config.bound_proposal,
-        class_labels=labels,
-    )
+    bound = scaled_bound(pipeline, images, labels, num_timesteps=num_timesteps, steps=steps, seed=args.seed,
+                         batch_size=args.batch_size, state=state)
+    if not state.is_main_process:
+        return
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin})")
     print(("conditional (true labels) " if labels is not None else "") + bound.describe())
     class_bounds = guided = None

@@ -6,7 +6,27 @@ from __future__ import annotations
 import torch
 
 from ..likelihood import bound_plan, estimate_bound, sampling_chain
+from ..timestep_plan import TimestepPlan
 from ..variational_bound import VariationalBound
+
+
+def held_out_plan(
+    model,
+    scheduler,
+    images: torch.Tensor,
+    *,
+    num_timesteps: int | None,
+    seed: int,
+    batch_size: int,
+    num_inference_steps: int | None = None,
+    class_labels: torch.Tensor | None = None,
+    bound_proposal=None,
+) -> TimestepPlan:
+    """The terms :func:`held_out_bound` evaluates (the same arguments): :func:`~hf_ddpm.likelihood.bound_plan` on the
+    chain of ``num_inference_steps``, its draws from a CPU generator seeded by ``seed``."""
+    return bound_plan(model, scheduler, images, chain=sampling_chain(scheduler, num_inference_steps),
+                      num_timesteps=num_timesteps, bound_proposal=bound_proposal, batch_size=batch_size,
+                      generator=torch.Generator().manual_seed(seed), class_labels=class_labels)
 
 
 def held_out_bound(
@@ -31,9 +51,9 @@ def held_out_bound(
     ``num_inference_steps`` N: the bound of the N-step sampler (:func:`~hf_ddpm.likelihood.sampling_chain`), its
     terms chosen as above among the chain's N steps (K ≥ N: all of them); None: the full T-step chain.
     ``class_labels``: the images' labels, for the conditional bound of a class-conditional ``model``."""
-    plan = bound_plan(model, scheduler, images, chain=sampling_chain(scheduler, num_inference_steps),
-                      num_timesteps=num_timesteps, bound_proposal=bound_proposal, batch_size=batch_size,
-                      generator=torch.Generator().manual_seed(seed), class_labels=class_labels)
+    plan = held_out_plan(model, scheduler, images, num_timesteps=num_timesteps, seed=seed, batch_size=batch_size,
+                         num_inference_steps=num_inference_steps, class_labels=class_labels,
+                         bound_proposal=bound_proposal)
     generator = torch.Generator(device=images.device).manual_seed(seed)
     return estimate_bound(model, scheduler, images, plan, generator=generator, batch_size=batch_size,
                           class_labels=class_labels)
