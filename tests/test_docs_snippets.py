@@ -20,7 +20,8 @@ A block that cannot run there has an HTML comment on the line right before it:
 * ``<!-- not run: REASON -->``: skipped;
 * ``<!-- flags checked: REASON -->`` (bash only): each ``hf-ddpm …`` / ``python -m hf_ddpm …`` command is parsed by
   ``hf_ddpm.cli``'s parser, each ``accelerate launch … training/train.py …`` by accelerate's launcher parser and the
-  script's own parser, its settings then checked by ``RunConfig`` (as the script does before any work); nothing runs.
+  script's own parser, its settings then checked by ``RunConfig`` (as the script does before any work), each
+  ``accelerate launch … -m hf_ddpm …`` by the launcher's parser and ``hf_ddpm.cli``'s; nothing runs.
 """
 
 from __future__ import annotations
@@ -281,6 +282,9 @@ def check_flags(command: list[str]) -> None:
         build_parser().parse_args(command[1 if command[0] == "hf-ddpm" else 3:])
     elif command[:2] == ["accelerate", "launch"]:
         launch = launch_command_parser().parse_args(command[2:])
+        if launch.module and launch.training_script == "hf_ddpm":  # accelerate launch … -m hf_ddpm COMMAND …
+            build_parser().parse_args(launch.training_script_args)
+            return
         assert launch.training_script == "training/train.py", command
         script = train_script()
         settings = vars(script.build_parser().parse_args(launch.training_script_args))
