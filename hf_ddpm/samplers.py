@@ -54,6 +54,9 @@ SAMPLERS: dict[str, Sampler] = {
     "pndm": Sampler(PNDMScheduler, {}, "PNDM (Liu et al. 2022), pseudo numerical methods"),
 }
 
+# The sampler docs/guides/samplers.md recommends for samples, with its steps, and the model card's usage snippet shows:
+# on the digits model DPM-Solver++ at 20 steps lost nothing measurable against 100 (FD, score, class balance).
+RECOMMENDED = ("dpmsolver++", 20)
 # Schedulers that cannot sample a model with these prediction types (diffusers raises inside ``step`` otherwise).
 UNSUPPORTED_PREDICTION_TYPES = {
     "PNDMScheduler": ("sample",),
@@ -67,6 +70,9 @@ NOT_DDPM_SAMPLERS = {
     "EDMEulerScheduler": "it samples EDM's own noise levels (sigma_min … sigma_max, sigma_data) and feeds the network "
                          "EDM's c_noise = ¼ log σ as its timestep, not the model's training timesteps 0 … T−1",
 }
+# Multistep solvers that step from their last timestep on to σ = 0: with `leading` or `linspace` spacing they place
+# K + 1 points on the T timesteps, so they take at most T − 1 steps (at K = T diffusers fails inside them).
+PAST_ZERO_SOLVERS = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler")
 # Samplers that draw noise at every step but whose steps are not the respaced DDPM posteriors.
 STOCHASTIC_SAMPLERS = ("EulerAncestralDiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler")
 
@@ -110,10 +116,16 @@ def parse_sampler(spec: str) -> tuple[str, float]:
     return name, value
 
 
-def check_can_sample(scheduler) -> None:
+def check_can_sample(scheduler, num_inference_steps: int | None = None) -> None:
     """Refuse, before any work, a scheduler that cannot sample a DDPM model configured as ``scheduler.config`` (its
-    prediction type): a :class:`ParameterError` naming the scheduler and why."""
+    prediction type), or not with ``num_inference_steps``: a :class:`ParameterError` naming the scheduler and why."""
     name = type(scheduler).__name__
+    T, spacing = scheduler.config.num_train_timesteps, getattr(scheduler.config, "timestep_spacing", None)
+    if name in PAST_ZERO_SOLVERS and spacing in ("leading", "linspace") and num_inference_steps is not None \
+            and num_inference_steps >= T:
+        raise ParameterError("num_inference_steps", f"is {num_inference_steps}, but {name} with timestep_spacing="
+                                                    f"{spacing!r} takes at most T − 1 = {T - 1} steps: it steps on "
+                                                    "past timestep 0 to σ = 0, K + 1 points of the T timesteps")
     if name in NOT_DDPM_SAMPLERS:
         raise ParameterError("scheduler", f"is {name}, which cannot sample a DDPM: {NOT_DDPM_SAMPLERS[name]}")
     prediction_type = getattr(scheduler.config, "prediction_type", None)

@@ -243,7 +243,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         if unknown:
             raise ParameterError("callback_on_step_end_tensor_inputs",
                                  f"{sorted(unknown)} not in {self._callback_tensor_inputs}")
-        check_can_sample(self.scheduler)
+        check_can_sample(self.scheduler, num_inference_steps if timesteps is None else None)
         step_kwargs = self._step_kwargs(generator, eta)
 
         device = self._execution_device

@@ -21,6 +21,7 @@ from hf_ddpm.fourier_unet import input_channels
 from hf_ddpm.hub.card_facts import FIGURE_CAPTIONS
 from hf_ddpm.losses import HYBRID_VLB_WEIGHT, LOSS_TYPES, TIMESTEP_SAMPLERS
 from hf_ddpm.options import describe_beta_schedule
+from hf_ddpm.samplers import RECOMMENDED, SAMPLERS, make_scheduler
 from hf_ddpm.scheduler import PREDICTION_TYPES, VARIANCE_TYPES
 from hf_ddpm.training.config import (MIXED_PRECISIONS, ComputeConfig, DataConfig, HubConfig, ObjectiveConfig,
                                      OptimConfig, OutputConfig, ProcessConfig, RunConfig)
@@ -134,7 +135,8 @@ def test_metadata_and_tables_come_from_the_saved_pipeline_and_the_record(tmp_pat
     assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card.text) == ["grid.png"]
     snippet = python_blocks(section(card.text, "Use it"))[0]
     assert re.findall(r'from_pretrained\("([^"]+)"\)', snippet) == ["alice/ddpm-digits"]
-    assert re.findall(r"num_inference_steps=(\d+)", snippet) == ["400", "40"]  # the full chain, a respaced one
+    assert re.findall(r"num_inference_steps=(\d+)", snippet) == ["400", str(RECOMMENDED[1])]  # full chain, fast
+    assert f"pipe.scheduler = {SAMPLERS[RECOMMENDED[0]].scheduler_class.__name__}.from_config(" in snippet
 
     # rendered again for another repo: only the repo id changes
     again = hub.render_model_card(out, run, repo_id="bob/other")
@@ -154,9 +156,11 @@ def test_the_usage_snippet_runs_and_gives_the_pipelines_images(tmp_path, offline
     expected = pipe(batch_size=16, num_inference_steps=20, generator=torch.Generator().manual_seed(0)).images
     as_array = lambda images: np.stack([np.asarray(image) for image in images])  # noqa: E731
     np.testing.assert_array_equal(as_array(scope["images"]), as_array(expected))
-    fewer = pipe(batch_size=16, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
-    np.testing.assert_array_equal(as_array(scope["fast"]), as_array(fewer))
     bound = pipe.log_likelihood(expected[:4], generator=torch.Generator().manual_seed(0)).total
+    # the fast sampler: the recommended one (hf_ddpm.samplers.RECOMMENDED) at its steps, here T − 1 = 19
+    pipe.scheduler = make_scheduler(RECOMMENDED[0], pipe.scheduler.config)
+    fast = pipe(batch_size=16, num_inference_steps=19, generator=torch.Generator().manual_seed(0)).images
+    np.testing.assert_array_equal(as_array(scope["fast"]), as_array(fast))
     assert torch.equal(scope["bound"].total, bound)
 
 

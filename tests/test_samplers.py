@@ -17,7 +17,7 @@ from PIL import Image
 
 from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, bits_per_dim
 from hf_ddpm.errors import ParameterError
-from hf_ddpm.samplers import SAMPLERS, make_scheduler, scheduler_from_config
+from hf_ddpm.samplers import PAST_ZERO_SOLVERS, SAMPLERS, make_scheduler, scheduler_from_config
 
 
 COMPATIBLES = sorted(DDPMDocScheduler().compatibles, key=lambda cls: cls.__name__)
@@ -424,3 +424,29 @@ def test_paper_experiments_with_another_sampler(x0_digits):
         {**config, "variance_type": "fixed_small"})))
     expected = ours.rate_distortion(x0_digits, noise=noise)
     torch.testing.assert_close(got.bound.total, expected.bound.total)
+
+
+@pytest.mark.parametrize("spacing", ("leading", "linspace", "trailing"))
+@pytest.mark.parametrize("scheduler_class", COMPATIBLES, ids=lambda cls: cls.__name__)
+def test_every_step_of_the_chain_samples_or_is_refused_by_name(scheduler_class, spacing):
+    """K = T: the multistep solvers that step on to σ = 0 cannot take it with leading or linspace spacing (diffusers
+    fails inside them: an index past the end, or NaN); they are refused by name, before any work."""
+    name = scheduler_class.__name__
+    if needs_torchsde(scheduler_class) or name in NOT_DDPM:
+        return
+    config = DDPMDocScheduler(num_train_timesteps=20, timestep_spacing=spacing).config
+    unet = Probe(unet_for(1, False))
+    pipe = quiet(DDPMDocPipeline(unet=unet, scheduler=DDPMDocScheduler.from_config(config)))
+    pipe.scheduler = scheduler_from_config(scheduler_class, config)
+    if name in PAST_ZERO_SOLVERS and spacing != "trailing":
+        with pytest.raises(ParameterError, match=f"{name} with timestep_spacing='{spacing}' takes at most T − 1 = 19"):
+            pipe(batch_size=1, num_inference_steps=20, output_type="pt")
+        assert unet.calls == 0
+        with pytest.raises((IndexError, AssertionError, FloatingPointError)):  # why: diffusers' own loop fails
+            images = reference_images(unet.inner, scheduler_from_config(scheduler_class, config), 1, 20, 0, False)
+            if not torch.isfinite(images).all():
+                raise FloatingPointError("NaN")
+        pipe(batch_size=1, num_inference_steps=19, output_type="pt")  # T − 1 steps sample
+        return
+    images = pipe(batch_size=1, num_inference_steps=20, output_type="pt").images
+    assert torch.isfinite(images).all()

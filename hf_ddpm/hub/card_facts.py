@@ -20,6 +20,7 @@ from ..fourier_unet import input_channels
 from ..guidance import ClassConditioning
 from ..losses import HYBRID_VLB_WEIGHT, LOSS_TYPES, TIMESTEP_SAMPLERS
 from ..options import VARIANCE_TYPES
+from ..samplers import RECOMMENDED, SAMPLERS
 from ..training.config import MIXED_PRECISIONS, DataConfig, RunConfig
 from ..training.record import RunRecord, RunResults
 from .saved_pipeline import FOURIER_UNET, Network, Process, read_pipeline_configs
@@ -191,6 +192,17 @@ class CardFacts:
         """A class-conditional run's conditional, marginal and null-label bounds and its generative classifier
         (``hf_ddpm.training.class_bounds``), if recorded."""
         return self.results.class_bounds if self.results else None
+
+    @property
+    def fast_scheduler(self) -> str:
+        """The diffusers scheduler class the usage snippet swaps in for fast sampling (``hf_ddpm.samplers.RECOMMENDED``,
+        whose configuration overrides are that class's defaults)."""
+        return SAMPLERS[RECOMMENDED[0]].scheduler_class.__name__
+
+    @property
+    def fast_steps(self) -> int:
+        """Its number of steps: the recommended one, at most T − 1 (which a multistep solver takes at most)."""
+        return max(1, min(RECOMMENDED[1], self.process.num_train_timesteps - 1))
 
     @property
     def usage_labels(self) -> list[str]:

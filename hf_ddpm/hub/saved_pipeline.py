@@ -108,11 +108,6 @@ class Process:
         """What the network predicts: its symbols (plain and LaTeX) and definition."""
         return PREDICTION_TYPES[self.prediction_type]
 
-    @property
-    def fewer_steps(self) -> int:
-        """The respaced chain the usage snippet shows."""
-        return max(1, self.num_train_timesteps // 10)
-
 
 def _count_parameters(unet_dir: Path) -> int:
     """Number of parameters in the UNet's safetensors weights, read from the file headers (no tensor is loaded)."""
