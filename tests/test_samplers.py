@@ -375,7 +375,10 @@ def test_every_sampler_draws_gaussian_data_with_the_optimal_predictor(scheduler_
     assert abs(float(x.std()) / std - 1) < 0.06
 
 
-def test_steps_tradeoff_rows_per_sampler_with_the_bound_where_it_exists(x0_digits):
+def test_steps_tradeoff_rows_per_sampler_with_the_bound_where_it_exists(x0_digits, tmp_path):
+    import csv
+
+    from hf_ddpm.figures import STEPS_TRADEOFF_CSV, write_steps_tradeoff
     from hf_ddpm.steps_tradeoff import steps_tradeoff
 
     unet = unet_for(1, True)
@@ -400,6 +403,12 @@ def test_steps_tradeoff_rows_per_sampler_with_the_bound_where_it_exists(x0_digit
         assert row["bits_per_dim"] == pytest.approx(expected.bits_per_dim, rel=1e-12) and row["no_bound"] is None
     # DDIM η = 1 is another chain than the learned-variance model's own: its bound differs
     assert rows[4]["bits_per_dim"] != pytest.approx(rows[0]["bits_per_dim"], rel=1e-3)
+    write_steps_tradeoff(rows, tmp_path)  # hf-ddpm figures --samplers: one CSV row per sampler and K
+    with open(tmp_path / STEPS_TRADEOFF_CSV, newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [(row["sampler"], float(row["eta"]), int(row["num_inference_steps"])) for row in written] == \
+        [(row["sampler"], row["eta"], row["num_inference_steps"]) for row in rows]
+    assert [row["bits_per_dim"] == "" for row in written] == [row["bits_per_dim"] is None for row in rows]
 
 
 def test_paper_experiments_with_another_sampler(x0_digits):
