@@ -17,9 +17,9 @@ def add_sample_parser(subparsers) -> None:
                         help="default: one per --class-labels entry, else 64")
     parser.add_argument("--steps", type=positive_int, default=1000, help="sampling steps (1000: the full chain)")
     parser.add_argument("--scheduler", choices=SAMPLERS, default="ddpm",
-                        help="the sampler: ddpm (ancestral, the model's own chain), ddim, dpmsolver++, unipc, euler or "
-                             "pndm (diffusers' schedulers, built from the model's scheduler configuration; "
-                             "docs/guides/samplers.md compares them)")
+                        help="the sampler (diffusers' schedulers built from the model's scheduler configuration; "
+                             "docs/guides/samplers.md compares them): " +
+                             "; ".join(f"{name}: {sampler.description}" for name, sampler in SAMPLERS.items()))
     parser.add_argument("--eta", type=float, default=0.0,
                         help="DDIM's η (--scheduler ddim only): 0 deterministic, 1 the ancestral chain with β̃′")
     parser.add_argument("--seed", type=int, default=0)
