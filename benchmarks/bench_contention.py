@@ -115,7 +115,8 @@ def measure(mode: str, spin_count: int | None, steps: int, workdir: str, dry_run
     for name, commands in scenarios.items():
         load = load_average()
         if load > 0.5:
-            print(f"warning: load average {load:.2f} before '{name}' ({label}): the machine is not idle", file=sys.stderr)
+            print(f"warning: load average {load:.2f} before '{name}' ({label}): the machine is not idle",
+                  file=sys.stderr)
         seconds = run_together(commands)
         if name == "alone":
             alone = step_rate(runs["alone"], steps)

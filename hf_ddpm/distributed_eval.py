@@ -20,7 +20,8 @@ from .variational_bound import VariationalBound
 
 
 def share(num_items: int, state=None) -> range:
-    """This process's contiguous share of ``num_items`` (process p of P: items ⌊p·N/P⌋ … ⌊(p+1)·N/P⌋ − 1)."""
+    """This process's contiguous share of ``num_items`` N: process p of P takes items ⌊p·N/P⌋ up to, not including,
+    ⌊(p+1)·N/P⌋."""
     index, count = (0, 1) if state is None else (state.process_index, state.num_processes)
     return range(index * num_items // count, (index + 1) * num_items // count)
 

@@ -145,11 +145,12 @@ class SampleFolder:
             mine = json.loads(json.dumps(asdict(self.spec)))
             if recorded != mine:
                 changed = sorted(key for key in set(recorded) | set(mine) if recorded.get(key) != mine.get(key))
-                raise ParameterError("out_dir", f"{self.out_dir!r} holds samples of other settings ({', '.join(changed)} "
-                                                "differ): resume with the same settings, or choose a new folder")
+                raise ParameterError("out_dir", f"{self.out_dir!r} holds samples of other settings "
+                                                f"({', '.join(changed)} differ): resume with the same settings, or "
+                                                "choose a new folder")
         elif os.path.isdir(self.out_dir) and glob.glob(os.path.join(self.out_dir, "*.png")):
-            raise ParameterError("out_dir", f"{self.out_dir!r} already holds PNG files that hf-ddpm did not record in a "
-                                            f"{SPEC_FILE}: choose an empty or new folder")
+            raise ParameterError("out_dir", f"{self.out_dir!r} already holds PNG files that hf-ddpm did not record "
+                                            f"in a {SPEC_FILE}: choose an empty or new folder")
         os.makedirs(os.path.join(self.out_dir, SHARDS), exist_ok=True)
         if is_main and not os.path.exists(path):
             text = json.dumps(asdict(self.spec), indent=2).encode()

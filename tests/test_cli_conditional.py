@@ -15,6 +15,7 @@ from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
 from hf_ddpm.cli import main
 from hf_ddpm.data import digits_dataset
 from hf_ddpm.guidance_figures import TRADEOFF_SCALES
+from hf_ddpm.image_seeds import BOUND, image_generators
 from hf_ddpm.images import make_grid
 from hf_ddpm.metrics import classifier_outputs, load_digits_evaluator
 from hf_ddpm.training.class_bounds import final_class_bounds
@@ -88,8 +89,8 @@ def test_evaluate_reports_the_conditional_marginal_null_and_guided_bounds(models
     pipe = DDPMDocPipeline.from_pretrained(models["digits"])
     pipe.set_progress_bar_config(disable=True)
     images, labels, x0 = held_out(30)
-    conditional = pipe.log_likelihood(images, class_labels=labels, generator=seeded(2))
-    assert record["bound"]["bits_per_dim"] == pytest.approx(conditional.bits_per_dim, rel=1e-9)
+    conditional = pipe.log_likelihood(images, class_labels=labels, generator=image_generators(2, range(30), BOUND))
+    assert record["bound"]["bits_per_dim"] == pytest.approx(conditional.bits_per_dim, rel=1e-9)  # per-image noise
     guided = pipe.log_likelihood(images, class_labels=labels, guidance_scale=2.0, generator=seeded(2))
     assert record["guidance_scale"] == 2.0
     assert record["guided_bound"]["bits_per_dim"] == pytest.approx(guided.bits_per_dim, rel=1e-9)
@@ -99,8 +100,8 @@ def test_evaluate_reports_the_conditional_marginal_null_and_guided_bounds(models
         assert record["class_bounds"][key]["bits_per_dim"] == pytest.approx(expected[key]["bits_per_dim"], rel=1e-9)
     # the samples: labels cycling through the classes, guided with s = 2, judged; their label accuracy by hand
     asked = torch.arange(8) % 10
-    samples = pipe(class_labels=asked, guidance_scale=2.0, num_inference_steps=T, generator=seeded(2),
-                   output_type="pt").images
+    samples = pipe(class_labels=asked, guidance_scale=2.0, num_inference_steps=T,
+                   generator=image_generators(2, range(8)), output_type="pt").images  # sample i: seeded by (2, i)
     _, probs = classifier_outputs(samples, load_digits_evaluator()[0], progress=False)
     assert record["sample_quality"]["label_accuracy"] == np.mean(probs.argmax(axis=1) == asked.numpy())
 

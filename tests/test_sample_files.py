@@ -111,7 +111,8 @@ def test_a_killed_run_resumes_at_the_missing_shards_losing_and_redrawing_nothing
 def test_a_folder_of_other_settings_and_bad_flags_get_one_line(model_dir, tmp_path, capsys):
     _sample(model_dir, tmp_path / "a", "--num-images", "2", "--seed", "0")
     cases = [
-        (["--out-dir", str(tmp_path / "a"), "--num-images", "2", "--seed", "1"], "holds samples of other settings (seed"),
+        (["--out-dir", str(tmp_path / "a"), "--num-images", "2", "--seed", "1"],
+         "holds samples of other settings (seed"),
         (["--out-dir", str(tmp_path / "b")], "--num-images is needed with --out-dir"),
         (["--out-dir", str(tmp_path / "c"), "--num-images", "2", "--guidance-scale", "2"],
          "--guidance-scale is for class-conditional models"),

@@ -285,6 +285,7 @@ def test_evaluate_finds_the_training_folder_from_another_directory(tmp_path, tin
     """--train_data_dir given relative to where training ran is recorded absolute in training_run.json, so
     `hf-ddpm evaluate --model OUT` started elsewhere evaluates the very images training held out."""
     from hf_ddpm.cli import main as cli_main
+    from hf_ddpm.image_seeds import BOUND, image_generators
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "work" / "images" / "train"
@@ -306,7 +307,8 @@ def test_evaluate_finds_the_training_folder_from_another_directory(tmp_path, tin
     assert record["split"] == "train[validation_fraction=0.25, seed=3]"
     held_out = load_image_data(train_data_dir=recorded, validation_fraction=0.25, seed=3).eval.tensor()
     pipeline = DDPMDocPipeline.from_pretrained(out)
-    bound = bits_per_dim(pipeline.unet, pipeline.scheduler, held_out, generator=torch.Generator().manual_seed(4))
+    bound = bits_per_dim(pipeline.unet, pipeline.scheduler, held_out,
+                         generator=image_generators(4, range(len(held_out)), BOUND))  # evaluate's per-image noise
     assert record["bound"]["num_images"] == len(held_out) == 10
     assert record["bound"]["bits_per_dim"] == pytest.approx(float(bound.total.double().mean()), rel=1e-6)
 

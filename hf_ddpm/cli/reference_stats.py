@@ -45,7 +45,8 @@ def run_reference_stats(args) -> None:
         raise ValueError(str(error)) from error
     features = dataset_features(models, images, state)
     if state.is_main_process:
-        source = f"{images.name}, split {images.split!r}, {len(images)} images at {images.resolution}×{images.resolution}"
+        size = f"{images.resolution}×{images.resolution}"
+        source = f"{images.name}, split {images.split!r}, {len(images)} images at {size}"
         ReferenceStats.of_features(features, models.feature_model, source).save(args.out)
         print(f"wrote the {features.shape[1]}-dimensional feature stats of {source} ({models.feature_model}) to "
               f"{args.out}")

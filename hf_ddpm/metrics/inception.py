@@ -40,7 +40,8 @@ def inception_path(name: str, parameter: str) -> str:
     given path; one clear error when neither can be had."""
     if name != INCEPTION:
         if not os.path.isfile(name):
-            raise ParameterError(parameter, f"{name!r} is not a file (a TorchScript Inception such as {INCEPTION_FILE})")
+            raise ParameterError(parameter, f"{name!r} is not a file (a TorchScript Inception such as "
+                                            f"{INCEPTION_FILE})")
         return name
     cache = os.environ.get("HF_DDPM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "hf_ddpm"))
     path = os.path.join(cache, INCEPTION_FILE)

@@ -170,8 +170,8 @@ class QualityModels:
         need the reference features and are None)."""
         stats = isinstance(reference, ReferenceStats)
         check_k(k, len(features), None if stats else len(reference))
-        result: dict = {"num_samples": len(features), "num_reference": reference.num_images if stats else len(reference),
-                        "k": k, "fd_name": self.fd_name, "feature_model": self.feature_model, **self.record}
+        result: dict = {"num_samples": len(features),
+                        "num_reference": reference.num_images if stats else len(reference), "k": k, "fd_name": self.fd_name, "feature_model": self.feature_model, **self.record}
         if stats:
             result.update(fd=reference.frechet_distance(features), precision=None, recall=None,
                           reference=reference.source)
