@@ -61,16 +61,18 @@ class LogLines:
         self.stream.flush()
 
 
-def bar_options(desc: str, *, enabled: bool = True, counts: bool = True, stream=None) -> dict:
+def bar_options(desc: str, *, unit: str | None = None, enabled: bool = True, counts: bool = True,
+                stream=None) -> dict:
     """tqdm keyword arguments for a bar named ``desc`` on ``stream`` (default: stderr): on a terminal a bar refreshed
     as tqdm does; elsewhere lines (:class:`LogLines`, :data:`LOG_FORMATS`), at most one every :data:`LOG_SECONDS`.
-    ``counts``: show the done and total counts (False: the share done only). ``enabled``: False on the processes
-    other than the main one."""
+    ``unit``: what it counts (None: leave it to the caller, or tqdm's "it"; a pipeline's bar takes only these
+    options); ``counts``: show the done and total counts (False: the share done only). ``enabled``: False on the
+    processes other than the main one."""
     stream = sys.stderr if stream is None else stream
+    common = {"desc": desc, "disable": not enabled, **({} if unit is None else {"unit": unit})}
     if on_terminal(stream):
-        return {"desc": desc, "disable": not enabled, "file": stream, "dynamic_ncols": True,
-                "bar_format": None if counts else SHARE_FORMAT}
-    return {"desc": desc, "disable": not enabled, "file": LogLines(stream), "bar_format": LOG_FORMATS[counts],
+        return {**common, "file": stream, "dynamic_ncols": True, "bar_format": None if counts else SHARE_FORMAT}
+    return {**common, "file": LogLines(stream), "bar_format": LOG_FORMATS[counts],
             "mininterval": LOG_SECONDS}  # fewer refreshes to format; LogLines decides what is written
 
 
@@ -111,8 +113,8 @@ class NetworkProgress:
     def _next(self) -> None:
         if self.queue:
             self.phase, self.counted = self.queue.pop(0), 0
-            self.bar = tqdm(total=self.phase.images, unit="image",
-                            **bar_options(self.phase.name, enabled=self.enabled, counts=False, stream=self.stream))
+            self.bar = tqdm(total=self.phase.images, **bar_options(self.phase.name, unit="image", enabled=self.enabled,
+                                                                   counts=False, stream=self.stream))
 
     def _close(self) -> None:
         if self.bar is not None:

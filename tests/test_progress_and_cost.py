@@ -51,7 +51,7 @@ def test_off_a_terminal_a_1000_step_bar_writes_a_bounded_number_of_lines(monkeyp
     clock = FakeClock()
     monkeypatch.setattr(progress, "clock", clock)
     log = io.StringIO()
-    bar = tqdm(total=1000, unit="step", **bar_options("sampling", stream=log))
+    bar = tqdm(total=1000, **bar_options("sampling", unit="step", stream=log))
     for step in range(1000):
         clock.now = float(step + 1)
         bar.update(1)
@@ -68,7 +68,7 @@ def test_off_a_terminal_a_1000_step_bar_writes_a_bounded_number_of_lines(monkeyp
 def test_a_fast_phase_writes_two_lines_and_a_terminal_gets_a_bar():
     log, terminal = io.StringIO(), Terminal()
     for stream in (log, terminal):
-        bar = tqdm(total=1000, unit="step", **bar_options("chain", stream=stream))
+        bar = tqdm(total=1000, **bar_options("chain", unit="step", stream=stream))
         for _ in range(1000):
             bar.update(1)
         bar.close()
@@ -275,3 +275,56 @@ def test_timing_a_training_step_leaves_the_run_as_it_was(tiny_config, tmp_path):
     assert torch.equal(torch.get_rng_state(), rng)
     for name, parameter in trainer.unet.named_parameters():
         assert torch.equal(parameter, weights[name]) and parameter.grad is None
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path):
+    folder = tmp_path / "tiny-pipeline"
+    DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(num_train_timesteps=T)).save_pretrained(folder)
+    return str(folder)
+
+
+def test_hf_ddpm_figures_says_its_cost_first_and_shows_each_figure(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """The estimate comes before any work, then each figure's bar, whose counts are the phases the estimate named."""
+    from hf_ddpm.cli import main
+
+    recorded = []
+    monkeypatch.setattr(progress, "NetworkProgress", type("Recording", (NetworkProgress,), {
+        "close": lambda self: (recorded.append(self), NetworkProgress.close(self))}))
+    monkeypatch.setattr(sys, "stderr", sys.stdout)
+    main(["figures", "--model", tiny_model_dir, "--num-images", "6", "--steps", "5", "--num-samples", "0",
+          "--out", str(tmp_path / "figures")])
+    out = capsys.readouterr().out
+    assert out.index("estimated on this machine ≈ ") < out.index("Fig. 6 progressive generation: 0%")
+    bars, = recorded
+    assert [phase.name for phase, _ in bars.done] == ["Fig. 6 progressive generation", "Fig. 7 shared latents",
+                                                     "Fig. 8 interpolation", "rate–distortion (Table 4, Fig. 5)",
+                                                     "steps trade-off"]
+    assert all(counted == phase.images for phase, counted in bars.done)
+    assert "steps trade-off: 100%" in out
+
+
+def test_hf_ddpm_sample_shows_the_pipelines_own_bar_as_lines(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from hf_ddpm.cli import main
+
+    monkeypatch.setattr(sys, "stderr", sys.stdout)
+    main(["sample", "--model", tiny_model_dir, "--num-images", "3", "--steps", "7", "--out", str(tmp_path / "g.png")])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines if line.startswith("sampling:")] == ["sampling: 0/7 steps",
+                                                                                       "sampling: 7/7 steps"]
+
+
+def test_hf_ddpm_evaluate_says_its_cost_first_and_counts_its_samples_and_bound(tiny_model_dir, monkeypatch, capsys):
+    from hf_ddpm.cli import main
+
+    recorded = []
+    monkeypatch.setattr(progress, "NetworkProgress", type("Recording", (NetworkProgress,), {
+        "close": lambda self: (recorded.append(self), NetworkProgress.close(self))}))
+    monkeypatch.setattr(sys, "stderr", sys.stdout)
+    main(["evaluate", "--model", tiny_model_dir, "--num-images", "5", "--num-samples", "6", "--batch-size", "4",
+          "--num-inference-steps", "10"])
+    out = capsys.readouterr().out
+    assert out.index("estimated on this machine ≈ ") < out.index("samples: 0%") < out.index("held-out bound: 0%")
+    bars, = recorded
+    assert [(phase.name, counted) for phase, counted in bars.done] == [("samples", 6 * 10), ("held-out bound", 5 * 10)]
+    assert [phase.calls for phase, _ in bars.done] == [2 * 10, 2 * 10]  # batches of 4

@@ -170,3 +170,23 @@ def load_held_out(args, pipeline):
             raise ParameterError("label_column", f"{source['label_column']!r} of {held_out.name} does not hold the "
                                                  f"model's classes: {error.detail}") from error
     return held_out, origin
+
+
+def announce_cost(pipeline, phases, *, shorter: str, enabled: bool = True):
+    """Print what ``phases`` (:class:`hf_ddpm.cost.Phase`) will take on this machine, the network timed at 1 image
+    and at their largest call, with one line naming the flags that shorten them (``shorter``) when that is over
+    :data:`~hf_ddpm.cost.CPU_LIMIT_SECONDS` on a CPU; return the :class:`~hf_ddpm.progress.NetworkProgress` that shows
+    them as they run (``start`` them, ``close`` it). ``enabled`` False (processes other than the main one): no
+    timing, nothing printed."""
+    from ..cost import CPU_LIMIT_SECONDS, describe_phases, describe_seconds, network_cost
+    from ..progress import NetworkProgress
+
+    phases = list(phases)
+    if enabled:
+        network = network_cost(pipeline.unet, max([-(-p.images // p.calls) for p in phases if p.calls], default=1))
+        for line in describe_phases("estimated on this machine", phases, network):
+            print(line)
+        seconds = network.seconds(*phases)
+        if pipeline.device.type == "cpu" and seconds > CPU_LIMIT_SECONDS:
+            print(f"≈ {describe_seconds(seconds)} is long for a CPU: {shorter} shorten it")
+    return NetworkProgress(pipeline.unet, enabled=enabled)

@@ -7,7 +7,7 @@ import json
 
 from ..errors import ParameterError
 from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS
-from .common import add_held_out_arguments, load_held_out, load_pipeline, positive_int, process_state
+from .common import add_held_out_arguments, announce_cost, load_held_out, load_pipeline, positive_int, process_state
 from .scaled_evaluation import add_scaled_arguments, check_scaled_arguments, scaled_bound, scaled_sample_quality
 
 
@@ -68,6 +68,33 @@ def timestep_count(spec: str, num_train_timesteps: int, flag: str = "--timesteps
     return count
 
 
+def evaluation_phases(pipeline, args, steps: int, num_timesteps: int | None, num_images: int, state) -> dict:
+    """The work of :func:`run_evaluate` on this process (its shares of the samples and the held-out images): the
+    samples, the bound of the ``steps``-step chain from ``num_timesteps`` of its terms (None: all), and for a
+    class-conditional model the class bounds (:func:`.conditional.class_bounds_of`) and the guided chain's bound."""
+    from ..cost import Phase, bound, branches, chain_calls
+    from ..distributed_eval import share
+    from ..training.estimate import class_bounds_phase
+
+    conditioning, T = pipeline.conditioning, pipeline.scheduler.config.num_train_timesteps
+    scale = 1.0 if conditioning is None else args.guidance_scale
+    drawn = len(share(args.num_samples, state)) if args.num_samples and not args.samples else 0
+    calls = chain_calls(pipeline.scheduler, steps)
+    terms = steps if num_timesteps is None else min(num_timesteps, steps)
+    images = 0 if args.no_bound else len(share(num_images, state))
+    labelled = conditioning is not None and not args.no_bound and state.is_main_process
+    guided = bound("guided chain's bound", num_images if labelled and scale != 1.0 else 0, terms,
+                   batch_size=args.batch_size)
+    return {
+        "samples": Phase("samples", branches(scale) * drawn * calls, -(-drawn // args.batch_size) * calls,
+                         f"{drawn} images × {calls} steps"),
+        "bound": bound("held-out bound", images, terms, batch_size=args.batch_size),
+        "class bounds": class_bounds_phase(T, num_images, conditioning.num_classes if labelled and steps == T and
+                                           conditioning.null_class_label is not None else None, None),
+        "guided bound": Phase(guided.name, branches(scale) * guided.images, guided.calls, guided.detail),
+    }
+
+
 def run_evaluate(args) -> None:
     from ..evaluation import plot_terms
     from .conditional import class_bounds_of, guided_bound_of
@@ -89,9 +116,14 @@ def run_evaluate(args) -> None:
     check_scaled_arguments(args)
     state = process_state()
     held_out, origin = (None, None) if args.no_bound and args.reference else load_held_out(args, pipeline)
+    phases = evaluation_phases(pipeline, args, steps, num_timesteps, 0 if held_out is None else len(held_out), state)
+    progress = announce_cost(pipeline, phases.values(), enabled=state.is_main_process,
+                             shorter="--num-images, --timesteps K, --num-samples, --num-inference-steps")
+    progress.start(phases["samples"])
     quality = scaled_sample_quality(pipeline, held_out, args, steps, state) if args.num_samples or args.samples \
         else None
     if args.no_bound:
+        progress.close()
         if args.json and state.is_main_process:
             with open(args.json, "w", encoding="utf-8") as handle:
                 json.dump({"model": args.model, "seed": args.seed, "sample_quality": quality}, handle, indent=2)
@@ -100,16 +132,21 @@ def run_evaluate(args) -> None:
     images = held_out.tensor().to(pipeline.device, pipeline.unet.dtype)
     labels = held_out.label_tensor()  # a class-conditional model's: the images' true labels
     labels = None if labels is None else labels.to(pipeline.device)
+    progress.start(phases["bound"])
     bound = scaled_bound(pipeline, images, labels, num_timesteps=num_timesteps, steps=steps, seed=args.seed,
                          batch_size=args.batch_size, state=state)
     if not state.is_main_process:
+        progress.close()
         return
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin})")
     print(("conditional (true labels) " if labels is not None else "") + bound.describe())
     class_bounds = guided = None
     if labels is not None:
+        progress.start(phases["class bounds"])
         class_bounds = class_bounds_of(pipeline, images, labels, bound, args, steps)
+        progress.start(phases["guided bound"])
         guided = guided_bound_of(pipeline, images, labels, args, steps, num_timesteps)
+    progress.close()
     if args.json:
         record = {
             "model": args.model,

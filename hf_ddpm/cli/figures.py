@@ -7,7 +7,7 @@ import os
 from ..errors import ParameterError
 from ..guidance_figures import GRID_SAMPLES, TRADEOFF_STEPS
 from ..steps_tradeoff import DEFAULT_STEPS
-from .common import add_held_out_arguments, load_held_out, load_pipeline, positive_int
+from .common import add_held_out_arguments, announce_cost, load_held_out, load_pipeline, positive_int
 
 
 def add_figures_parser(subparsers) -> None:
@@ -71,6 +71,7 @@ def steps_list(spec: str | None, num_train_timesteps: int) -> list[int] | None:
 
 
 def run_figures(args) -> None:
+    from ..cost import figure_phases
     from ..figures import FIGURES_DIR, add_to_record, write_figures
     from ..pipelines.paper_experiments import to_unit_range
     from ..rate_distortion import describe_summary
@@ -85,11 +86,21 @@ def run_figures(args) -> None:
     guidance = dict(grid_samples=args.grid_samples, num_samples=args.guidance_samples,
                     num_inference_steps=args.guidance_steps,
                     num_timesteps=timestep_count(args.guidance_timesteps, T, "--guidance-timesteps"))
+    conditioning = pipeline.conditioning
+    guided = conditioning is not None and conditioning.null_class_label is not None  # the guidance figures too
+    phases = figure_phases(pipeline.scheduler, len(held_out), steps=steps, samplers=args.samplers.split(","),
+                           steps_samples=args.num_samples, batch_size=args.batch_size,
+                           guidance=guidance if guided else None,
+                           num_classes=conditioning.num_classes if guided else None)
+    progress = announce_cost(pipeline, phases, shorter="--num-images, --steps, --num-samples, --samplers"
+                             + (", --guidance-samples, --guidance-steps" if guided else ""))
+    progress.start(*phases)
     summary = write_figures(pipeline, to_unit_range(held_out.tensor()), out, seed=args.seed, settings=settings,
                             batch_size=args.batch_size, steps=steps, steps_samples=args.num_samples,
                             steps_samplers=args.samplers.split(","),
                             feature_model=args.feature_model, classifier=args.classifier,
                             class_labels=held_out.label_tensor(), guidance_options=guidance)
+    progress.close()
     print(f"{held_out.name}, split {held_out.split!r} (chosen by {origin}): {len(held_out)} images")
     for name, seconds in summary["seconds"].items():
         print(f"  {name:16s} {seconds:7.1f} s")

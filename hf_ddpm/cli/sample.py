@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ParameterError
+from ..progress import bar_options
 from ..samplers import SAMPLERS, make_scheduler
 from ..sample_files import DEFAULT_SHARD_SIZE, FORMATS
 from .common import class_labels_of, load_pipeline, positive_int, process_state
@@ -58,6 +59,7 @@ def run_sample(args) -> None:
         raise ParameterError("class_labels", f"has {len(labels)} labels for --num-images {args.num_images}: give one "
                                              "per image, or leave --num-images out")
     num_images = args.num_images or (64 if labels is None else None)
+    pipeline.set_progress_bar_config(**bar_options("sampling", unit="step"))
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     output = pipeline(batch_size=num_images, generator=generator, num_inference_steps=args.steps, output_type="np",
                       class_labels=labels, guidance_scale=args.guidance_scale, eta=args.eta)

@@ -97,7 +97,7 @@ def scaled_bound(pipeline, images: torch.Tensor, labels, *, num_timesteps, steps
                              bound_proposal=pipeline.config.bound_proposal)
     plan = broadcast(plan, state)
     return gathered_bound(pipeline.unet, pipeline.scheduler, images, plan, seed=seed, batch_size=batch_size,
-                          class_labels=labels, state=state, progress=state.is_main_process)
+                          class_labels=labels, state=state, progress=False)  # run_evaluate's bar shows every call
 
 
 def check_scaled_arguments(args) -> None:

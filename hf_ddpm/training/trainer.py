@@ -272,8 +272,8 @@ class Trainer:
         accelerator, config = self.accelerator, self.config
         first_epoch, step_in_epoch = divmod(self.start_step, self.steps_per_epoch)
         skip = step_in_epoch * config.optim.gradient_accumulation_steps  # micro-batches of the epoch already done
-        progress = tqdm(total=self.max_train_steps, initial=self.start_step, unit="step",
-                        **bar_options("training", enabled=accelerator.is_local_main_process))
+        progress = tqdm(total=self.max_train_steps, initial=self.start_step,
+                        **bar_options("training", unit="step", enabled=accelerator.is_local_main_process))
         step = self.start_step
         importance = config.objective.timestep_sampler != "uniform"
         with StopRequest() as stop:
