@@ -303,6 +303,19 @@ def test_cli_samples_with_the_named_scheduler(tmp_path):
         np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(make_grid(images)))
 
 
+def test_cli_steps_default_to_the_full_chain_for_ddpm_and_the_recommended_count_otherwise(tmp_path, capsys):
+    """`hf-ddpm sample --scheduler dpmsolver++` without --steps samples (DPM-Solver++ refuses the full chain)."""
+    from hf_ddpm.cli import main
+    from hf_ddpm.samplers import RECOMMENDED
+
+    folder = tmp_path / "model"
+    DDPMDocPipeline(unet=unet_for(1, False), scheduler=DDPMDocScheduler(num_train_timesteps=30)).save_pretrained(folder)
+    for name, steps in (("dpmsolver++", RECOMMENDED[1]), ("ddpm", 30)):
+        main(["sample", "--model", str(folder), "--num-images", "2", "--scheduler", name, "--out",
+              str(tmp_path / f"{name}.png")])
+        assert f"{steps} steps" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------------- Gaussian data
 
 

@@ -6,7 +6,7 @@ import torch
 
 from ..errors import ParameterError
 from ..progress import bar_options
-from ..samplers import SAMPLERS, make_scheduler
+from ..samplers import RECOMMENDED, SAMPLERS, make_scheduler
 from ..sample_files import DEFAULT_SHARD_SIZE, FORMATS
 from .common import class_labels_of, load_pipeline, positive_int, process_state
 
@@ -16,7 +16,9 @@ def add_sample_parser(subparsers) -> None:
     parser.add_argument("--model", required=True, help="a saved DDPMDocPipeline (folder or Hub id)")
     parser.add_argument("--num-images", type=positive_int, default=None,
                         help="default: one per --class-labels entry, else 64")
-    parser.add_argument("--steps", type=positive_int, default=1000, help="sampling steps (1000: the full chain)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help=f"sampling steps (default: the model's full chain for ddpm, {RECOMMENDED[1]} for the "
+                             "other samplers)")
     parser.add_argument("--scheduler", choices=SAMPLERS, default="ddpm",
                         help="the sampler (diffusers' schedulers built from the model's scheduler configuration; "
                              "docs/guides/samplers.md compares them): " +
@@ -51,6 +53,8 @@ def run_sample(args) -> None:
     from ..images import make_grid
 
     pipeline = load_pipeline(args.model, args.device)
+    if args.steps is None:  # the full chain is the ancestral sampler's; the ODE solvers' is a few steps
+        args.steps = pipeline.scheduler.config.num_train_timesteps if args.scheduler == "ddpm" else RECOMMENDED[1]
     pipeline.scheduler = make_scheduler(args.scheduler, pipeline.scheduler.config)
     labels = class_labels_of(args.class_labels, pipeline)
     if args.out_dir is not None:
