@@ -26,6 +26,7 @@ import statistics
 import torch
 
 from hf_ddpm import TimestepPlan, VariationalBound
+from hf_ddpm.timestep_plan import EXACT_STEPS
 from hf_ddpm.timestep_proposal import PILOT_IMAGES, learned_proposal, pilot_proposal, pilot_timesteps
 
 PROPOSALS = ("learned", "pilot", "log-spaced")
@@ -77,7 +78,7 @@ def proposal(name: str, chain: torch.Tensor, terms: torch.Tensor, scale, generat
         return learned_proposal(scale, chain)
     if name == "pilot":
         chosen = torch.randperm(len(terms), generator=generator)[:PILOT_IMAGES]
-        steps = pilot_timesteps(chain, num_exact=1)
+        steps = pilot_timesteps(chain, num_exact=EXACT_STEPS)
         columns = torch.searchsorted(chain, steps)
         return pilot_proposal(chain, steps, terms[chosen][:, columns].mean(0))
     gaps = torch.diff(chain.double(), prepend=torch.tensor([-1.0], dtype=torch.float64))

@@ -26,7 +26,7 @@ from .errors import ParameterError
 from .guidance import GuidedModel, check_guidance_scale
 from .scheduler import DDPMDocScheduler
 from .schedules import ChainTables
-from .timestep_plan import TimestepPlan, check_num_timesteps
+from .timestep_plan import EXACT_STEPS, TimestepPlan, check_num_timesteps
 from .timestep_proposal import (PILOT_IMAGES, check_bound_proposal, learned_proposal, pilot_proposal,
                                 pilot_timesteps)
 from .variational_bound import VariationalBound
@@ -245,7 +245,7 @@ def bound_plan(
                                        generator=generator, description=LEARNED)
     device = generator.device if generator is not None else "cpu"
     chosen = torch.randperm(len(x0), generator=generator, device=device)[:PILOT_IMAGES].to(x0.device)
-    steps = pilot_timesteps(chain, num_exact=1)
+    steps = pilot_timesteps(chain, num_exact=EXACT_STEPS)
     pilot = estimate_bound(model, scheduler, x0[chosen], TimestepPlan(T, chain, steps, num_exact=0),
                            generator=generator, batch_size=batch_size,
                            class_labels=None if class_labels is None else class_labels[chosen])

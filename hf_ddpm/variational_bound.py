@@ -13,8 +13,8 @@ from .timestep_plan import TimestepPlan
 
 NORMAL_TWO_SIGMA = math.erf(math.sqrt(2.0))  # P(|Z| ≤ 2) = 0.9545 for a standard normal Z
 # When an estimate from drawn timesteps is not to be trusted (measured on the digits: docs/guides/bound-estimates.md).
-MIN_EFFECTIVE_DRAWS = 8  # fewer: estimates too often off by more than 10 %, whatever the proposal
-MAX_RATIO_SPREAD = 1.0  # a wider spread of the draws' c_j (learned and pilot proposals: ≤ 0.3): heavy tails
+MIN_TRUSTED_DRAWS = 6  # fewer: off by more than 10 % too often, even with the learned proposal
+MAX_DRAW_ERROR = 0.15  # the draws' relative error without strata (learned or pilot proposal: ≈ 0.04 from 8 draws)
 
 def student_two_sigma(dof: int) -> float:
     """t such that P(|T| ≤ t) = P(|Z| ≤ 2) for Student's T with ``dof`` ≥ 1 degrees of freedom: the half-width, in
@@ -155,36 +155,29 @@ class VariationalBound:
         return math.sqrt(spread + widening * self.timestep_variance)
 
     @property
-    def effective_draws(self) -> float:
-        """(Σ_j c_j)² / Σ_j c_j² = n / (1 + s²/c̄²) over the draws' c_j = w_j L̄_{t_j} (s: their spread): n when the
-        proposal has the terms' exact shape, fewer the more the draws' terms stray from it; 0 without draws."""
-        c = self._draw_contributions()
-        return float(c.sum() ** 2 / (c**2).sum()) if len(c) and float((c**2).sum()) > 0 else 0.0
-
-    @property
     def warning(self) -> str | None:
         """Why this estimate from drawn timesteps cannot be trusted, in plain words; None when it can (or when every
         term was evaluated). The rule, measured on the digits (``docs/guides/bound-estimates.md``): a stratum with
-        a single draw (its error is unknown); draws whose weighted terms c_j spread by more than
-        :data:`MAX_RATIO_SPREAD` times their mean (the proposal does not follow the terms: the draws can miss where
-        they are large, and the standard error with them); or fewer than :data:`MIN_EFFECTIVE_DRAWS`
-        :attr:`effective_draws`."""
+        a single draw (its error is unknown); fewer than :data:`MIN_TRUSTED_DRAWS` draws; or draws whose weighted
+        terms c_j spread so much that their mean, without strata, would err by more than :data:`MAX_DRAW_ERROR` of
+        itself (s / (c̄ √n)): the proposal does not follow the terms, the draws can miss where they are large, and
+        the standard error with them."""
         plan = self.plan
-        if not len(plan.draws):
+        n = len(plan.draws)
+        if not n:
             return None
         advice = "evaluate more timesteps (or all of them for the exact bound)"
         if bool((torch.bincount(plan.strata) < 2).any()):
             return f"not trustworthy: a stratum holds a single drawn timestep, whose error is unknown; {advice}"
+        if n < MIN_TRUSTED_DRAWS:
+            return (f"not trustworthy: only {n} drawn timesteps (estimates from fewer than {MIN_TRUSTED_DRAWS} are "
+                    f"too often off by more than 10 %); {advice}")
         c = self._draw_contributions()
-        spread = float(c.std(unbiased=False) / c.mean()) if float(c.mean()) > 0 else math.inf
-        if spread > MAX_RATIO_SPREAD:
-            return (f"not trustworthy: a few drawn timesteps carry most of it (their weighted terms spread by "
-                    f"{spread:.0%} of their mean), as the proposal ({plan.proposal}) does not follow the terms; the "
-                    f"draws may have missed where the terms are large, and the standard error with them; {advice}")
-        if self.effective_draws < MIN_EFFECTIVE_DRAWS:
-            return (f"not trustworthy: it rests on the equivalent of {self.effective_draws:.1f} draws ("
-                    f"{len(plan.draws)} drawn timesteps), and estimates from fewer than {MIN_EFFECTIVE_DRAWS} are "
-                    f"too often off by more than 10 %; {advice}")
+        spread = float(c.std() / c.mean()) if float(c.mean()) > 0 else math.inf
+        if spread / math.sqrt(n) > MAX_DRAW_ERROR:
+            return (f"not trustworthy: the drawn terms do not follow the proposal ({plan.proposal}); their weighted "
+                    f"values spread by {spread:.0%} of their mean, too much for {n} draws: they may have missed where "
+                    f"the terms are large, and the standard error with them; {advice}")
         return None
 
     def to_dict(self) -> dict:

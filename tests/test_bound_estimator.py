@@ -94,13 +94,13 @@ def test_importance_estimate_is_exactly_unbiased_with_any_proposal(proposal):
     if proposal == "reversed":
         q = torch.linspace(0.01, 1.0, 8, dtype=torch.float64)  # largest where the terms are smallest
     base_uniforms = torch.full((6,), 0.3, dtype=torch.float64)
-    base = TimestepPlan.importance(8, 7, q, uniforms=base_uniforms)
+    base = TimestepPlan.importance(8, 7, q, num_exact=1, uniforms=base_uniforms)
     evaluated = estimate_bound(model, scheduler, x0, base, noise=eps)
     assert torch.equal(evaluated.terms, full.terms[:, base.timesteps]) and torch.equal(evaluated.prior, full.prior)
     assert base.strata.tolist() == [0, 0, 0, 1, 1, 1] and base.num_exact == 1 and base.timesteps[0] == 0
 
     def estimate(uniforms):
-        plan = TimestepPlan.importance(8, 7, q, uniforms=uniforms)
+        plan = TimestepPlan.importance(8, 7, q, num_exact=1, uniforms=uniforms)
         torch.testing.assert_close(plan.draw_weights, 1 / (6 * normalised[plan.draws - 1]), rtol=1e-15, atol=0)
         bound = VariationalBound(plan, full.prior, full.terms[:, plan.timesteps])
         return bound.bits_per_dim, bound.timestep_variance
@@ -167,23 +167,24 @@ def test_the_widening_is_students_t(dof):
 
 def test_importance_plan_layout_and_its_limits():
     q = torch.linspace(2, 0.1, 1000, dtype=torch.float64)
-    plan = TimestepPlan.importance(1000, 20, q, generator=torch.Generator().manual_seed(3), description="a line")
-    assert plan.num_exact == 1 and plan.timesteps[0] == 0 and len(plan.draws) == 19
+    plan = TimestepPlan.importance(1000, 21, q, generator=torch.Generator().manual_seed(3), description="a line")
+    assert plan.num_exact == 2 and plan.timesteps[:2].tolist() == [0, 1] and len(plan.draws) == 19
     assert plan.strata.tolist() == [h for h in range(5) for _ in range(3)] + [5] * 4  # threes, the last takes the rest
-    assert set(plan.draws.tolist()) == set(plan.timesteps[1:].tolist()) and int(plan.draws.min()) >= 1
-    normalised = q[1:] / q[1:].sum()
-    torch.testing.assert_close(plan.draw_weights, 1 / (19 * normalised[plan.draws - 1]), rtol=1e-14, atol=0)
+    assert set(plan.draws.tolist()) == set(plan.timesteps[2:].tolist()) and int(plan.draws.min()) >= 2
+    normalised = q[2:] / q[2:].sum()
+    torch.testing.assert_close(plan.draw_weights, 1 / (19 * normalised[plan.draws - 2]), rtol=1e-14, atol=0)
     summed = torch.zeros(1000, dtype=torch.float64).index_add(0, plan.draws, plan.draw_weights)
-    assert plan.weights[0] == 1 and torch.equal(plan.weights[1:], summed[plan.timesteps[1:]])
-    again = TimestepPlan.importance(1000, 20, q, generator=torch.Generator().manual_seed(3))
-    other = TimestepPlan.importance(1000, 20, q, generator=torch.Generator().manual_seed(4))
+    assert plan.weights[:2].tolist() == [1, 1] and torch.equal(plan.weights[2:], summed[plan.timesteps[2:]])
+    again = TimestepPlan.importance(1000, 21, q, generator=torch.Generator().manual_seed(3))
+    other = TimestepPlan.importance(1000, 21, q, generator=torch.Generator().manual_seed(4))
     assert torch.equal(again.draws, plan.draws) and not torch.equal(other.draws, plan.draws)
-    assert "20 timesteps" in plan.describe() and "19 drawn" in plan.describe() and "proposal a line" in plan.describe()
+    assert f"{len(plan.timesteps)} timesteps" in plan.describe() and "19 drawn" in plan.describe()
+    assert "proposal a line" in plan.describe()
     for every in (None, 1000, 5000):  # the full chain: the bound itself
         full = TimestepPlan.importance(1000, every, q, generator=torch.Generator())
         assert full.is_complete and full.timesteps.tolist() == list(range(1000)) and bool((full.weights == 1).all())
-    for bad in (2, 0, 4.0, True, "8"):
-        with pytest.raises(ParameterError, match=r"num_timesteps must be None \(every timestep\) or an integer ≥ 3"):
+    for bad in (3, 0, 4.0, True, "8"):
+        with pytest.raises(ParameterError, match=r"num_timesteps must be None \(every timestep\) or an integer ≥ 4"):
             TimestepPlan.importance(1000, bad, q)
     with pytest.raises(ValueError, match="proposal must hold a finite weight per step"):
         TimestepPlan.importance(1000, 10, torch.zeros(1000))
@@ -221,7 +222,7 @@ def test_result_derives_everything_from_prior_terms_and_plan():
     assert lines[0].startswith(f"bound: {bound.mean():.4f} ± {bound.standard_error:.4f} bits/dim on 2 images")
     assert lines[0].endswith("(unbiased estimate from 3 of 10 timesteps)")
     assert "  L_0 (decoder)        not evaluated" in lines and lines[-2].startswith("  largest term: t=2 with 0.7500")
-    assert lines[-1] == f"  warning: this estimate is {bound.warning}" and "(3 drawn timesteps)" in bound.warning
+    assert lines[-1] == f"  warning: this estimate is {bound.warning}" and "only 3 drawn timesteps" in bound.warning
 
 
 def test_chunks_do_not_change_the_bound():

@@ -14,6 +14,7 @@ from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, TimestepPlan, Variational
 from hf_ddpm.errors import ParameterError
 from hf_ddpm.likelihood import LEARNED, bound_plan, sampling_chain
 from hf_ddpm.losses import ImportanceSampler, UniformSampler
+from hf_ddpm.timestep_plan import EXACT_STEPS
 from hf_ddpm.timestep_proposal import (PILOT_IMAGES, PILOT_TIMESTEPS, UNIFORM_SHARE, learned_proposal,
                                        pilot_proposal, pilot_timesteps)
 from helpers import tiny_unet
@@ -110,8 +111,8 @@ def test_a_model_without_a_proposal_falls_back_to_a_pilot_pass():
         plan = bound_plan(unet, scheduler, x0, chain=chain, num_timesteps=9, generator=generator)
         replay = torch.Generator().manual_seed(7)
         chosen = torch.randperm(len(x0), generator=replay)[:PILOT_IMAGES]
-        pilot_steps = pilot_timesteps(chain, num_exact=1)
-        assert set(pilot_steps.tolist()) <= set(chain[1:].tolist())
+        pilot_steps = pilot_timesteps(chain, num_exact=EXACT_STEPS)
+        assert set(pilot_steps.tolist()) <= set(chain[EXACT_STEPS:].tolist())
         pilot = estimate_bound(unet, scheduler, x0[chosen], TimestepPlan(60, chain, pilot_steps, num_exact=0),
                                generator=replay)
         expected = TimestepPlan.importance(60, 9, pilot_proposal(chain, pilot_steps, pilot.term_means), chain=chain,
@@ -120,7 +121,7 @@ def test_a_model_without_a_proposal_falls_back_to_a_pilot_pass():
         assert plan.proposal.startswith(f"a pilot pass at {len(pilot_steps)} log-spaced timesteps on {PILOT_IMAGES}")
     pipe = DDPMDocPipeline(unet=unet, scheduler=scheduler)
     bound = pipe.log_likelihood((x0 + 1) / 2, num_timesteps=9, generator=torch.Generator().manual_seed(7))
-    assert bound.plan.proposal.startswith("a pilot pass") and len(bound.plan.draws) == 8
+    assert bound.plan.proposal.startswith("a pilot pass") and len(bound.plan.draws) == 9 - EXACT_STEPS
     same = bits_per_dim(unet, scheduler, x0, num_timesteps=9, generator=torch.Generator().manual_seed(7))
     assert torch.equal(same.plan.draws, bound.plan.draws)
     with pytest.raises(ParameterError, match="num_timesteps cannot be combined with timesteps"):
@@ -137,11 +138,11 @@ def test_warning_when_the_draws_do_not_follow_the_proposal():
     assert VariationalBound(good, prior, terms[:, good.timesteps]).warning is None
     subset = torch.randperm(T, generator=torch.Generator().manual_seed(0))[:20]
     uniform = VariationalBound(TimestepPlan.uniform(T, subset), prior, terms[:, subset.sort().values])
-    assert "as the proposal (uniform) does not follow the terms" in uniform.warning
+    assert "the drawn terms do not follow the proposal (uniform)" in uniform.warning
     assert uniform.describe().splitlines()[-1] == f"  warning: this estimate is {uniform.warning}"
     assert uniform.to_dict()["warning"] == uniform.warning
-    few = TimestepPlan.importance(T, 6, terms.mean(0), generator=torch.Generator().manual_seed(0))
-    assert "(5 drawn timesteps)" in VariationalBound(few, prior, terms[:, few.timesteps]).warning
+    few = TimestepPlan.importance(T, 7, terms.mean(0), generator=torch.Generator().manual_seed(0))
+    assert "only 5 drawn timesteps" in VariationalBound(few, prior, terms[:, few.timesteps]).warning
     assert VariationalBound(TimestepPlan.full_chain(T), prior, terms).warning is None
 
 
@@ -158,7 +159,7 @@ def test_accuracy_and_coverage_on_a_small_model_over_a_fixed_seed_list():
     full = bits_per_dim(tiny_unet(out_channels=2), scheduler, x0, generator=generator)
     terms, prior, others = full.terms[:24], full.prior[:24], full.terms[24:]
     truth = float(prior.mean() + terms.mean(0).sum())
-    chain, steps = torch.arange(T), pilot_timesteps(torch.arange(T), num_exact=1)
+    chain, steps = torch.arange(T), pilot_timesteps(torch.arange(T), num_exact=EXACT_STEPS)
     proposals = {"learned": learned_proposal(others[:16].pow(2).mean(0).sqrt(), chain),
                  "pilot": pilot_proposal(chain, steps, others[16:][:, steps].mean(0))}
     for name, q in proposals.items():

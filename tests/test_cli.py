@@ -90,15 +90,16 @@ def test_evaluate_equals_bits_per_dim_computed_directly(model_dir, tmp_path, cap
 
 
 def test_evaluate_on_a_timestep_subset_is_the_importance_estimate(model_dir, tmp_path):
-    """--timesteps 6: the plan of ``bound_plan`` with the seed (the decoder exactly and 5 draws by importance from the
-    pipeline's proposal, here a pilot pass: the model was saved without one) and each image's noise from its
-    generator seeded by (seed, index); the JSON holds the plan's weights, and the estimate is prior + Σ_k w_k L̄_k."""
+    """--timesteps 6: the plan of ``bound_plan`` with the seed (the chain's first two steps exactly and 4 draws by
+    importance from the pipeline's proposal, here a pilot pass: the model was saved without one) and each image's noise
+    from its generator seeded by (seed, index); the JSON holds the plan's weights, and the estimate is
+    prior + Σ_k w_k L̄_k."""
     record = _evaluate(model_dir, tmp_path, "--timesteps", "6", "--num-images", "359", "--seed", "2")
     pipe = DDPMDocPipeline.from_pretrained(model_dir)
     x0 = _digits_test_x0()
     plan = bound_plan(pipe.unet, pipe.scheduler, x0, num_timesteps=6, generator=torch.Generator().manual_seed(2),
                       batch_size=256)
-    assert plan.proposal.startswith("a pilot pass") and len(plan.draws) == 5
+    assert plan.proposal.startswith("a pilot pass") and len(plan.draws) == 4
     parts = record["bound"]
     assert parts["timesteps"] == plan.timesteps.tolist()
     assert parts["weights"] == pytest.approx(plan.weights.tolist(), rel=1e-6)  # the pilot's terms, from float32
@@ -124,7 +125,7 @@ def bad_folders(tmp_path_factory):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--timesteps", "2"], r"--timesteps must be 'all' or an integer in \[3, 20\]"),
+        (["--timesteps", "3"], r"--timesteps must be 'all' or an integer in \[4, 20\]"),
         (["--split", "validation"], r"--split must be 'train' or 'test' for the digits, got 'validation'"),
         (["--train-data-dir", "{bad}/corrupt", "--split", "train"], r"--train-data-dir '.*corrupt': image 0 \(file .*broken\.png\).* "
                                                 r"cannot be decoded"),

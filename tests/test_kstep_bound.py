@@ -262,7 +262,7 @@ def test_k_equal_t_is_todays_bound_exactly(spacing):
 
 
 def test_drawn_subset_of_a_k_step_chain():
-    """A large K with a drawn subset of its steps: the chain's first step exactly, 9 draws from its other steps by
+    """A large K with a drawn subset of its steps: the chain's first two steps exactly, 8 draws from its other steps by
     importance from a proposal over training timesteps mapped onto the chain; the estimate's terms are the full
     K-step bound's at those steps, weighted by the plan (each draw 1/(n q))."""
     s = DDPMDocScheduler()
@@ -270,8 +270,8 @@ def test_drawn_subset_of_a_k_step_chain():
     scale = 1.0 / (torch.arange(T, dtype=torch.float64) + 1)
     plan = TimestepPlan.importance(T, 10, learned_proposal(scale, chain), chain=chain,
                                    generator=torch.Generator().manual_seed(4))
-    assert plan.timesteps[0] == chain[0] == 0 and plan.prior_timestep == 996 and len(plan.draws) == 9
-    assert set(plan.timesteps[1:].tolist()) <= set(chain[1:].tolist())
+    assert plan.timesteps[:2].tolist() == chain[:2].tolist() == [0, 4] and plan.prior_timestep == 996
+    assert len(plan.draws) == 8 and set(plan.timesteps[2:].tolist()) <= set(chain[2:].tolist())
     x0 = PIXELS.float()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
     full = bits_per_dim(toy_model, s, x0, noise=noise, num_inference_steps=250)
@@ -279,7 +279,7 @@ def test_drawn_subset_of_a_k_step_chain():
     columns = [chain.tolist().index(t) for t in plan.timesteps.tolist()]
     assert torch.equal(estimate.terms, full.terms[:, columns]) and torch.equal(estimate.prior, full.prior)
     draws = [chain.tolist().index(t) for t in plan.draws.tolist()]
-    by_hand = full.prior + full.terms[:, 0] + (full.terms[:, draws] * plan.draw_weights).sum(1)
+    by_hand = full.prior + full.terms[:, :2].sum(1) + (full.terms[:, draws] * plan.draw_weights).sum(1)
     torch.testing.assert_close(estimate.total, by_hand, rtol=1e-14, atol=0)
     # held_out_bound draws the same plan from its seed, on the chain of num_inference_steps
     held_out = held_out_bound(toy_model, s, x0, num_timesteps=10, seed=4, num_inference_steps=250,

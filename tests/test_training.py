@@ -131,7 +131,7 @@ def test_resume_from_another_configuration_names_the_setting(tmp_path, tiny_conf
         (dict(importance_uniform_mix=0.0), "importance_uniform_mix", r"must lie in \(0, 1\], got 0.0"),
         (dict(importance_uniform_mix=1.5), "importance_uniform_mix", r"must lie in \(0, 1\], got 1.5"),
         (dict(train_batch_size=0), "train_batch_size", "≥ 1"),
-        (dict(eval_timesteps=2), "eval_timesteps", "≥ 3"),
+        (dict(eval_timesteps=3), "eval_timesteps", "≥ 4"),
         (dict(validation_fraction=1.5), "validation_fraction", r"\(0, 1\)"),
         (dict(push_to_hub=True), "hub_model_id", "needed by push_to_hub"),
         (dict(beta_start=0.5, beta_end=1.5), None, "betas must lie in"),
