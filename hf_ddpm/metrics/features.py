@@ -18,6 +18,7 @@ import torch
 from huggingface_hub import constants as hub_constants
 from tqdm.auto import tqdm
 
+from ..progress import bar_options
 from .images import match_channels
 
 
@@ -74,7 +75,7 @@ def _batches(images: torch.Tensor, net: ImageModel, *, batch_size: int, desc: st
     parameter = next(net.model.parameters())
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    for batch in tqdm(images.split(batch_size), desc=desc, disable=not progress, unit="batch"):
+    for batch in tqdm(images.split(batch_size), **bar_options(desc, unit="batch", enabled=progress)):
         batch = (match_channels(batch, net.num_channels) * 255.0).round().to(torch.uint8)
         pixels = net.processor(images=batch, return_tensors="pt")["pixel_values"]
         yield pixels.to(device=parameter.device, dtype=parameter.dtype)

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ParameterError
+from ..progress import bar_options
 from .images import match_channels
 
 INCEPTION = "inception"  # names this network where a feature model or classifier is expected
@@ -79,8 +80,8 @@ class InceptionNet:
         given to the network as RGB in [0, 255], on the 8-bit grid."""
         wanted = {"features": features, "probabilities": probabilities}
         chunks: dict[str, list] = {name: [] for name, want in wanted.items() if want}
-        for batch in tqdm(images.split(batch_size), desc=f"features ({self.name})", disable=not progress,
-                          unit="batch"):
+        for batch in tqdm(images.split(batch_size), **bar_options(f"features ({self.name})", unit="batch",
+                                                                  enabled=progress)):
             pixels = (match_channels(batch, 3) * 255.0).round().to(self.device, torch.float32)
             if features:
                 chunks["features"].append(self.module(pixels, return_features=True).flatten(1).double().cpu())
