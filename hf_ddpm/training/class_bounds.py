@@ -14,18 +14,25 @@ from ..variational_bound import VariationalBound
 from .held_out import held_out_bound
 
 
+def class_bound_timesteps(num_classes: int, num_train_timesteps: int, max_timesteps: int | None = None) -> int:
+    """The timesteps each class's bound (and the null label's) is estimated from: T / K, at least
+    ``MIN_STRATIFIED_TIMESTEPS``, at most ``max_timesteps``."""
+    T = num_train_timesteps
+    return max(MIN_STRATIFIED_TIMESTEPS, min(T // num_classes, max_timesteps or T))
+
+
 def final_class_bounds(pipeline, images: torch.Tensor, labels: torch.Tensor, conditional: VariationalBound, *,
                        seed: int, max_timesteps: int | None = None, batch_size: int = 512) -> dict:
     """``class_bounds`` of ``metrics.json``: the ``conditional`` bound (already evaluated, with the true ``labels``),
     the ``marginal`` bound, the ``null_label`` bound and the ``classifier_accuracy`` of argmin_y L_y on ``images``.
 
-    Every class's L_y is estimated from T / K timesteps (:func:`~hf_ddpm.likelihood.bound_plan` with the pipeline's
-    ``bound_proposal``, the same timesteps and ε for every class), so the K classes together cost about one full
-    bound pass, and anchored on ``conditional`` (:meth:`MarginalBound.from_class_bounds`); the null-label bound
-    from as many timesteps. ``max_timesteps`` (the run's ``final_eval_timesteps``): at most that many."""
+    Every class's L_y is estimated from T / K timesteps (:func:`class_bound_timesteps`;
+    :func:`~hf_ddpm.likelihood.bound_plan` with the pipeline's ``bound_proposal``, the same timesteps and ε for every
+    class), so the K classes together cost about one full bound pass, and anchored on ``conditional``
+    (:meth:`MarginalBound.from_class_bounds`); the null-label bound from as many timesteps. ``max_timesteps`` (the
+    run's ``final_eval_timesteps``): at most that many."""
     conditioning, scheduler = pipeline.conditioning, pipeline.scheduler
-    T = scheduler.config.num_train_timesteps
-    num_timesteps = max(MIN_STRATIFIED_TIMESTEPS, min(T // conditioning.num_classes, max_timesteps or T))
+    num_timesteps = class_bound_timesteps(conditioning.num_classes, scheduler.config.num_train_timesteps, max_timesteps)
     plan = bound_plan(GuidedModel(pipeline.unet, 1.0, conditioning.null_class_label), scheduler, images,
                       num_timesteps=num_timesteps, bound_proposal=pipeline.config.bound_proposal, class_labels=labels,
                       generator=torch.Generator().manual_seed(seed), batch_size=batch_size)

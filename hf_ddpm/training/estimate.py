@@ -13,7 +13,7 @@ from .. import cost
 from ..cost import NetworkCost, Phase, describe_phases, describe_seconds
 from ..guidance_figures import GRID_SAMPLES, TRADEOFF_SAMPLES, TRADEOFF_TIMESTEPS
 from ..presets import preset_unet_config
-from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS
+from .class_bounds import class_bound_timesteps
 
 # What the advice line proposes, where the run asks for more: the flags that shorten the final evaluation.
 SHORT_EVALUATION = {"num_samples": 16, "num_inference_steps": 100, "final_eval_timesteps": 100}
@@ -61,11 +61,10 @@ def final_evaluation(config, num_eval_images: int, num_classes: int | None = Non
 def class_bounds_phase(num_train_timesteps: int, num_images: int, num_classes: int | None,
                        max_timesteps: int | None) -> Phase:
     """:func:`~hf_ddpm.training.class_bounds.final_class_bounds`: the bound of every class and of the null label,
-    each from T / K timesteps (at least 3, at most ``max_timesteps``); no work without classes."""
+    each from :func:`~hf_ddpm.training.class_bounds.class_bound_timesteps`; no work without classes."""
     if num_classes is None:
         return Phase("class bounds", 0, 0, "")
-    T = num_train_timesteps
-    terms = max(MIN_STRATIFIED_TIMESTEPS, min(T // num_classes, max_timesteps or T))
+    terms = class_bound_timesteps(num_classes, num_train_timesteps, max_timesteps)
     work = cost.bound("class bounds", (num_classes + 1) * num_images, terms)
     return Phase(work.name, work.images, work.calls, f"{num_classes} classes and the null label × {work.detail}")
 
