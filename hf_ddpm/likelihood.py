@@ -24,6 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .errors import ParameterError
 from .guidance import GuidedModel, check_guidance_scale
+from .image_inputs import check_model_range_images, check_noise
 from .scheduler import DDPMDocScheduler
 from .schedules import ChainTables
 from .timestep_plan import EXACT_STEPS, TimestepPlan, check_num_timesteps
@@ -179,17 +180,19 @@ def estimate_bound(
     timestep is evaluated in ascending order. ``noise``: the ε used at every timestep (a reproducible evaluation);
     otherwise fresh ε is drawn for every chunk and timestep from ``generator`` (a list of generators, one per image,
     only with ``batch_size`` None). The terms are computed in float64 from the model's outputs.
+
+    ``x0`` anywhere else — 0…255 pixel values, images in [0, 1], values off the grid, NaN or inf, an empty batch, a
+    shape the network's config does not take — is a ``ParameterError`` naming ``x0`` that says how to convert
+    (:func:`~hf_ddpm.image_inputs.check_model_range_images`; from 8-bit images: ``hf_ddpm.data.uint8_to_model_range``).
     """
     T = scheduler.config.num_train_timesteps
     if plan.num_train_timesteps != T:
-        raise ValueError(
-            f"plan must be for the scheduler's num_train_timesteps={T}, got a plan for "
-            f"num_train_timesteps={plan.num_train_timesteps}"
-        )
-    if noise is not None and noise.shape != x0.shape:
-        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected the images' shape {tuple(x0.shape)}")
+        raise ParameterError("plan", f"must be for the scheduler's num_train_timesteps={T}, got a plan for "
+                                     f"num_train_timesteps={plan.num_train_timesteps}")
+    check_model_range_images("x0", x0, model)
+    check_noise("noise", noise, x0)
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        raise ParameterError("batch_size", f"must be a positive integer or None, got {batch_size!r}")
     if class_labels is not None and tuple(class_labels.shape) != (x0.shape[0],):
         raise ParameterError("class_labels", f"has shape {tuple(class_labels.shape)}, expected one label per image "
                                              f"({x0.shape[0]},)")
@@ -203,6 +206,22 @@ def estimate_bound(
         priors.append(prior_bpd(scheduler, chunk.double(), plan.prior_timestep))
         terms.append(_chunk_terms(model, scheduler, chain, chunk, plan.timesteps, eps, generator, y))
     return VariationalBound(plan, torch.cat(priors), torch.cat(terms))
+
+
+def _check_timesteps(timesteps, chain: torch.Tensor):
+    """``timesteps`` None or distinct integer steps of ``chain`` (ascending train timesteps), as a CPU tensor."""
+    if timesteps is None:
+        return None
+    steps = torch.as_tensor(timesteps).flatten().cpu()
+    described = f"0 … {len(chain) - 1}" if torch.equal(chain, torch.arange(len(chain))) else str(chain.tolist())
+    if steps.is_floating_point() or steps.dtype == torch.bool or steps.numel() == 0 or \
+            len(steps.unique()) != len(steps):
+        raise ParameterError("timesteps", f"must be distinct integer steps of the chain {described}, got "
+                                          f"{steps.tolist()}")
+    outside = steps[~torch.isin(steps, chain)]
+    if outside.numel():
+        raise ParameterError("timesteps", f"{outside.tolist()} are not steps of the chain {described}")
+    return steps
 
 
 LEARNED = "learned in training (the importance sampler's √E[L_t²], saved with the pipeline)"
@@ -238,7 +257,7 @@ def bound_plan(
     if timesteps is not None and num_timesteps is not None:
         raise ParameterError("num_timesteps", "cannot be combined with timesteps: pass one of them")
     if timesteps is not None or check_num_timesteps(num_timesteps, len(chain)):
-        return TimestepPlan.uniform(T, timesteps, chain=chain)
+        return TimestepPlan.uniform(T, _check_timesteps(timesteps, chain), chain=chain)
     proposal = check_bound_proposal(bound_proposal, T)
     if proposal is not None:
         return TimestepPlan.importance(T, num_timesteps, learned_proposal(proposal, chain), chain=chain,
@@ -270,7 +289,8 @@ def bits_per_dim(
     guidance_scale: float = 1.0,
     null_class_label: int | None = None,
 ) -> VariationalBound:
-    """The variational bound (Eq. 5) of the batch ``x0`` (in [−1, 1] on the 8-bit grid), bits/dim per image.
+    """The variational bound (Eq. 5) of the batch ``x0`` (in [−1, 1] on the 8-bit grid, checked as in
+    :func:`estimate_bound`), bits/dim per image.
 
     ``class_labels`` (one id per image): the conditional bound L_y ≥ −log p_θ(x | y) of a class-conditional network;
     with ``guidance_scale`` s ≠ 1 (and the network's ``null_class_label``), the bound of the guided chain, ε̃ in every
@@ -285,6 +305,7 @@ def bits_per_dim(
     they were drawn uniformly from its N steps (:meth:`TimestepPlan.uniform`); neither: every step. ``model``,
     ``noise``, ``generator``: as in :func:`estimate_bound`.
     """
+    check_model_range_images("x0", x0, model)  # before the plan: a pilot pass would run on them
     scale = check_guidance_scale(guidance_scale)
     if class_labels is None and scale != 1.0:
         raise ParameterError("guidance_scale", f"is {scale}: guidance needs class_labels")

@@ -67,6 +67,30 @@ def prediction_target(scheduler: DDPMDocScheduler, x0: torch.Tensor, noise: torc
     return scheduler.get_velocity(x0, noise, timesteps)
 
 
+def check_loss_inputs(model_output, x0, x_t, noise, timesteps, loss_type: str) -> None:
+    """What :func:`training_loss` cannot mean, from shapes and Python values only: an unknown ``loss_type``; ``x0``,
+    ``x_t`` and ``noise`` of different shapes; a ``model_output`` that is not the images' shape with their channels
+    or twice them (a learned variance); ``timesteps`` that are neither one timestep nor one per image."""
+    check_choice("loss_type", loss_type, LOSS_TYPES)
+    for name, value in (("model_output", model_output), ("x0", x0), ("x_t", x_t), ("noise", noise)):
+        if not torch.is_tensor(value):
+            raise ParameterError(name, f"must be a tensor, got a {type(value).__name__}")
+    shape = tuple(x0.shape)
+    for name, value in (("x_t", x_t), ("noise", noise)):
+        if tuple(value.shape) != shape:
+            raise ParameterError(name, f"has shape {tuple(value.shape)}, expected x0's shape {shape}")
+    if len(shape) < 2:
+        raise ParameterError("x0", f"has shape {shape}, expected a batch of images [B, C, …]")
+    fitting = [(shape[0], channels, *shape[2:]) for channels in (shape[1], 2 * shape[1])]
+    if tuple(model_output.shape) not in fitting:
+        raise ParameterError("model_output", f"has shape {tuple(model_output.shape)}, expected {fitting[0]} (x0's) "
+                                             f"or {fitting[1]} (with a learned variance's channels)")
+    t_shape = tuple(timesteps.shape) if torch.is_tensor(timesteps) else ()
+    if t_shape not in ((), (shape[0],)):
+        raise ParameterError("timesteps", f"has shape {t_shape}, expected one timestep per image ({shape[0]},) or "
+                                          "a single one")
+
+
 class TrainingLoss(NamedTuple):
     """The per-example loss [B] of an objective, and the bound's term L_t [B] (bits/dim, detached) at each example's
     timestep where it was computed or asked for (the importance sampler's input), else None."""
@@ -87,9 +111,14 @@ def training_loss(
     simple_weight: float = 1.0,
     bound_terms: bool = False,
 ) -> TrainingLoss:
-    """The loss of ``loss_type`` (validated once where it is chosen: :func:`check_objective`) for
+    """The loss of ``loss_type`` (one of :data:`LOSS_TYPES`; whether it suits the variance is checked once, where it
+    is chosen: :func:`check_objective`) for
     x_t = add_noise(x0, noise, timesteps) (Algorithm 1); ``simple_weight``: c of ``"vlb_simple"``.
-    ``bound_terms``: also return L_t for ``"simple"`` (the bound objectives compute it anyway, once)."""
+    ``bound_terms``: also return L_t for ``"simple"`` (the bound objectives compute it anyway, once).
+
+    Raises :class:`~hf_ddpm.errors.ParameterError` for an unknown ``loss_type`` and for tensors whose shapes do not
+    fit together; the checks read only shapes and Python values, never the device (this runs every training step)."""
+    check_loss_inputs(model_output, x0, x_t, noise, timesteps, loss_type)
     T = scheduler.config.num_train_timesteps
     if loss_type == "vlb":
         terms = bound_term(scheduler, model_output, x0, x_t, timesteps)

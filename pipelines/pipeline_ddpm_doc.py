@@ -6,8 +6,6 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-import PIL.Image
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
@@ -15,6 +13,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..errors import ParameterError
 from ..guidance import ClassConditioning, GuidedModel, check_guidance_scale
 from ..host_transfers import to_device
+from ..image_inputs import check_noise, read_images
 from ..likelihood import bound_plan, estimate_bound
 from ..marginal_bound import MarginalBound, class_bounds
 from ..scheduler import DDPMDocScheduler
@@ -305,28 +304,10 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         return DDPMDocPipelineOutput(images=image, class_labels=labels)
 
     def _images_to_model_range(self, images, parameter: str = "images") -> torch.Tensor:
-        """PIL images, arrays (N, H, W[, C]) or tensors (N, C, H, W) in [0, 1] → x_0 on the 8-bit grid of [−1, 1];
-        bad images are a :class:`ParameterError` naming ``parameter``."""
-        if isinstance(images, PIL.Image.Image):
-            images = [images]
-        if isinstance(images, (list, tuple)) and images and isinstance(images[0], PIL.Image.Image):
-            mode = "L" if self.unet.config.in_channels == 1 else "RGB"
-            images = np.stack([np.asarray(im.convert(mode), dtype=np.float32) / 255.0 for im in images])
-        if isinstance(images, np.ndarray):
-            images = torch.from_numpy(images.astype(np.float32))
-            images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
-        if not torch.is_tensor(images) or images.ndim != 4:
-            raise ParameterError(
-                parameter, "must be PIL images, an array (N, H, W) / (N, H, W, C) or a tensor (N, C, H, W) in [0, 1]"
-            )
-        expected = self._image_shape(images.shape[0])
-        if tuple(images.shape) != expected:
-            raise ParameterError(parameter, f"have shape {tuple(images.shape)} (NCHW), the UNet expects {expected}")
-        if images.min() < 0 or images.max() > 1:
-            raise ParameterError(
-                parameter, f"must lie in [0, 1], got values from {float(images.min())} to {float(images.max())}"
-            )
-        return torch.round(images.float() * 255.0) / 127.5 - 1.0
+        """Images in a user's format → x_0 on the 8-bit grid of [−1, 1], read by their type
+        (:func:`~hf_ddpm.image_inputs.read_images`: PIL images and integer arrays/tensors as 8-bit values, floats as
+        [0, 1]); bad images are a :class:`ParameterError` naming ``parameter``."""
+        return read_images(images, parameter, self.unet)
 
     def _bound_network(self, guidance_scale: float):
         """``model(x_t, t, class_labels=…)`` as the bound calls the network: :meth:`network`, and only its prediction
@@ -354,7 +335,14 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         noise: torch.Tensor | None = None,
         batch_size: int = 256,
     ) -> VariationalBound | MarginalBound:
-        """The variational bound (Eq. 5) of real images in bits/dim (quantised to 8 bits first).
+        """The variational bound (Eq. 5) of real images in bits/dim.
+
+        ``images`` are read by their type, never guessed from their values: PIL images as their 8-bit values; arrays
+        and tensors of an integer dtype (``uint8``) as 8-bit values 0 … 255; floating arrays and tensors as images in
+        [0, 1] (as ``output_type="np"``/``"pt"`` gives them), each rounded to the nearest of the 256 levels k/255.
+        Arrays are ``(N, H, W)`` or ``(N, H, W, C)``, tensors ``(N, C, H, W)``, of the UNet's channels and
+        ``sample_size`` (:mod:`hf_ddpm.image_inputs`). Anything else (floats outside [0, 1], NaN, an empty batch, another
+        shape) is a ``ParameterError`` naming ``images``.
 
         ``num_inference_steps`` K: the bound of exactly the distribution ``self(num_inference_steps=K)`` samples from,
         on its K-step chain; ``inference_timesteps``: that of the chain ``scheduler.set_timesteps(timesteps=…)``
@@ -384,6 +372,7 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
             self._conditioning_or_error("class_labels")
         scale = check_guidance_scale(guidance_scale) if conditioning is None else \
             conditioning.check_guidance(guidance_scale)
+        check_noise("noise", noise, x0)
         if noise is not None:
             noise = noise.to(device=self._execution_device, dtype=self.unet.dtype)
 

@@ -202,7 +202,7 @@ def reference_bound(tau, x0, noise, variance_type, clip):
 
 # ----------------------------------------------------------------------------------------------------------------
 
-PIXELS = torch.tensor([[-1.0, 1.0, 50 / 127.5 - 1, 200 / 127.5 - 1], [0 / 127.5, 1 / 127.5 - 1, 254 / 127.5 - 1, 1.0]],
+PIXELS = torch.tensor([[-1.0, 1.0, 50 / 127.5 - 1, 200 / 127.5 - 1], [128 / 127.5 - 1, 1 / 127.5 - 1, 254 / 127.5 - 1, 1.0]],
                       dtype=torch.float64).view(2, 1, 2, 2)  # the 8-bit grid of [−1, 1], both open-ended edge bins
 
 # (scheduler config, how the chain is asked for, the chain it must be: ascending)

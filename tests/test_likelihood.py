@@ -165,7 +165,7 @@ def test_bayes_optimal_model_attains_the_data_entropy():
 def test_subset_of_timesteps_is_an_unbiased_estimate():
     s = DDPMDocScheduler(num_train_timesteps=50, beta_end=0.2)
     model = tiny_unet_model()
-    x0 = torch.rand(3, 1, 8, 8) * 2 - 1
+    x0 = torch.randint(0, 256, (3, 1, 8, 8)) / 127.5 - 1  # the 8-bit grid the bound scores
     noise = torch.randn_like(x0)
     full = bits_per_dim(model, s, x0, noise=noise)
     assert full.terms.shape == (3, 50) and full.timesteps.tolist() == list(range(50))
@@ -181,7 +181,7 @@ def test_subset_of_timesteps_is_an_unbiased_estimate():
 
 
 def test_bound_accepts_every_variance_and_prediction_type():
-    x0 = torch.rand(2, 1, 8, 8) * 2 - 1
+    x0 = torch.randint(0, 256, (2, 1, 8, 8)) / 127.5 - 1
     for variance_type in ["fixed_small", "fixed_large", "learned", "learned_range"]:
         for prediction_type in ["epsilon", "sample", "v_prediction"]:
             s = DDPMDocScheduler(num_train_timesteps=20, variance_type=variance_type, prediction_type=prediction_type)
@@ -193,10 +193,10 @@ def test_bound_accepts_every_variance_and_prediction_type():
 
 def test_bound_input_errors():
     s = DDPMDocScheduler(num_train_timesteps=10)
-    x0 = torch.zeros(1, 1, 8, 8)
+    x0 = torch.full((1, 1, 8, 8), -1.0)
     with pytest.raises(ValueError, match="distinct"):
         bits_per_dim(tiny_unet_model(), s, x0, timesteps=[1, 1])
-    with pytest.raises(ValueError, match=r"must lie in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"timesteps \[10\] are not steps of the chain 0 … 9"):
         bits_per_dim(tiny_unet_model(), s, x0, timesteps=[10])
     with pytest.raises(ValueError, match="noise has shape"):
         bits_per_dim(tiny_unet_model(), s, x0, noise=torch.zeros(2, 1, 8, 8))

@@ -137,9 +137,9 @@ def test_bad_arguments_are_named():
         pipe(output_type="tensor")
     with pytest.raises(ValueError, match="2 generators for batch_size=3"):
         pipe(batch_size=3, generator=[torch.Generator()] * 2)
-    with pytest.raises(ValueError, match="the UNet expects"):
+    with pytest.raises(ValueError, match="the network takes 1"):
         pipe.log_likelihood(torch.rand(2, 3, 8, 8))
-    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"read as images in \[0, 1\]"):
         pipe.log_likelihood(torch.rand(2, 1, 8, 8) * 255)
     with pytest.raises(ValueError, match="num_inference_steps must be"):
         pipe(num_inference_steps=0)
