@@ -341,8 +341,8 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
         and tensors of an integer dtype (``uint8``) as 8-bit values 0 … 255; floating arrays and tensors as images in
         [0, 1] (as ``output_type="np"``/``"pt"`` gives them), each rounded to the nearest of the 256 levels k/255.
         Arrays are ``(N, H, W)`` or ``(N, H, W, C)``, tensors ``(N, C, H, W)``, of the UNet's channels and
-        ``sample_size`` (:mod:`hf_ddpm.image_inputs`). Anything else (floats outside [0, 1], NaN, an empty batch, another
-        shape) is a ``ParameterError`` naming ``images``.
+        ``sample_size`` (:mod:`hf_ddpm.image_inputs`). Anything else (floats outside [0, 1], NaN, an empty batch,
+        another shape) is a ``ParameterError`` naming ``images``.
 
         ``num_inference_steps`` K: the bound of exactly the distribution ``self(num_inference_steps=K)`` samples from,
         on its K-step chain; ``inference_timesteps``: that of the chain ``scheduler.set_timesteps(timesteps=…)``

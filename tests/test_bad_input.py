@@ -153,3 +153,30 @@ def test_images_are_read_by_their_type():
     for name, images in formats.items():
         torch.testing.assert_close(read_images(images, "images", unet).double(), expected, atol=1e-6, rtol=0,
                                    msg=name)
+
+
+def test_the_metrics_name_the_images_features_and_probabilities_they_cannot_use():
+    from hf_ddpm.metrics import (class_balance_chi2, frechet_distance, inception_score, precision_recall,
+                                 sample_quality)
+    from hf_ddpm.metrics.statistics import inception_score_splits, label_accuracy
+
+    good = torch.rand(4, 1, 8, 8)
+    nan = torch.full((4, 1, 8, 8), float("nan"))
+    for images, words in [(good * 2 - 1, r"\[0, 1\]"), (good[:0], "N ≥ 1"), (torch.rand(4, 8, 8, 3), "channels-last"),
+                          (good.int(), "dtype"), ([1, 2], "PIL images"), (nan, r"\[0, 1\]")]:
+        refused("generated", lambda: sample_quality(images, torch.rand(4, 1, 8, 8)), words)
+    refused("reference", lambda: sample_quality(torch.rand(4, 1, 8, 8), torch.rand(4, 2, 8, 8)))
+    refused("k", lambda: sample_quality(torch.rand(3, 1, 8, 8), torch.rand(4, 1, 8, 8), k=3))
+    features = np.random.default_rng(0).normal(size=(5, 3))
+    refused("b", lambda: frechet_distance(features, features[:, :2]), "feature dimension")
+    refused("a", lambda: frechet_distance(features[:1], features), "at least 2")
+    refused("a", lambda: frechet_distance(features * np.nan, features), "non-finite")
+    refused("a", lambda: frechet_distance(features[0], features), r"\(N, D\)")
+    refused("generated", lambda: precision_recall(features, features[:, :2]))
+    refused("k", lambda: precision_recall(features, features, k=5))
+    probs = np.full((4, 2), 0.5)
+    refused("probs", lambda: inception_score(features), "softmax")
+    refused("probs", lambda: inception_score(probs[0]))
+    refused("splits", lambda: inception_score_splits(probs, splits=5))
+    refused("requested", lambda: label_accuracy(probs, [0, 1, 2, 0]))
+    refused("histogram", lambda: class_balance_chi2([3]))

@@ -186,5 +186,5 @@ def test_bad_feature_model_path_is_a_clear_error(tmp_path):
     images = np.zeros((4, 8, 8), dtype=np.float32)
     with pytest.raises(ValueError, match="feature_model.*neither an existing folder"):
         sample_quality(images, images, feature_model=str(tmp_path / "missing"), progress=False)
-    with pytest.raises(ValueError, match="generated: float images must lie in"):
+    with pytest.raises(ValueError, match="generated as float images must lie in"):
         sample_quality(images - 1, images, feature_model=str(tmp_path / "missing"), progress=False)

@@ -153,7 +153,7 @@ def test_image_batch_conversions():
     rgb = match_channels(as_image_batch(grey, "x"), 3)
     assert rgb.shape == (4, 3, 8, 8)
     np.testing.assert_allclose(match_channels(rgb, 1).numpy(), as_image_batch(grey, "x").numpy(), atol=1e-6)
-    with pytest.raises(ValueError, match=r"generated: float images must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"generated as float images must lie in \[0, 1\]"):
         as_image_batch(grey * 2 - 1, "generated")
     with pytest.raises(ValueError, match="channels-last"):
         as_image_batch(np.zeros((4, 8, 8, 3)), "reference")

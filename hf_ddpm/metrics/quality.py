@@ -93,7 +93,7 @@ def check_k(k: int, num_samples: int, num_reference: int | None) -> None:
     """The precision/recall neighbourhood ``k`` fits both sets (``num_reference`` None: reference stats, no PR)."""
     smallest = num_samples if num_reference is None else min(num_samples, num_reference)
     if not 1 <= k < smallest:
-        raise ValueError(f"k must satisfy 1 ≤ k < the smaller image set ({smallest} images), got k={k}")
+        raise ParameterError("k", f"must satisfy 1 ≤ k < the smaller image set ({smallest} images), got k={k}")
 
 
 class QualityModels:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import ParameterError
+
 _PR_BLOCK = 1024  # rows of the distance matrix held at once by precision_recall
 
 
@@ -25,11 +27,11 @@ def _feature_matrix(x, name: str) -> np.ndarray:
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"{name} must be a feature matrix shaped (N, D), got shape {x.shape}")
+        raise ParameterError(name, f"must be a feature matrix shaped (N, D), got shape {x.shape}")
     if x.shape[0] < 2:
-        raise ValueError(f"{name} needs at least 2 rows (samples), got {x.shape[0]}")
+        raise ParameterError(name, f"needs at least 2 rows (samples), got {x.shape[0]}")
     if not np.isfinite(x).all():
-        raise ValueError(f"{name} holds non-finite values (NaN or inf)")
+        raise ParameterError(name, "holds non-finite values (NaN or inf)")
     return x
 
 
@@ -64,8 +66,8 @@ def frechet_distance_of_moments(mean_a: np.ndarray, factor_a: np.ndarray, mean_b
     """The Fréchet distance of :func:`frechet_distance` between Gaussians given by means and covariance factors
     (FᵢᵀFᵢ = Σᵢ): ‖μ₁ − μ₂‖² + ‖F₁‖² + ‖F₂‖² − 2 ‖F₁ F₂ᵀ‖_*, clipped at 0."""
     if mean_a.shape != mean_b.shape:
-        raise ValueError(f"the two feature sets must have the same dimension, got {mean_a.shape[0]} and "
-                         f"{mean_b.shape[0]}")
+        raise ParameterError("mean_b", f"has feature dimension {mean_b.shape[0]}, that of mean_a is "
+                                       f"{mean_a.shape[0]}: the two feature sets must have the same dimension")
     cross_trace = np.linalg.svd(factor_a @ factor_b.T, compute_uv=False).sum()
     d2 = np.sum((mean_a - mean_b) ** 2) + np.sum(factor_a**2) + np.sum(factor_b**2) - 2.0 * cross_trace
     return float(max(d2, 0.0))
@@ -88,7 +90,8 @@ def frechet_distance(a, b) -> float:
     a = _feature_matrix(a, "a")
     b = _feature_matrix(b, "b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"a and b must have the same feature dimension, got {a.shape[1]} and {b.shape[1]}")
+        raise ParameterError("b", f"has feature dimension {b.shape[1]}, a has {a.shape[1]}: a and b must have the "
+                                  "same feature dimension")
     return frechet_distance_of_moments(*feature_moments(a, "a"), *feature_moments(b, "b"))
 
 
@@ -97,9 +100,10 @@ def _probability_matrix(probs) -> np.ndarray:
         probs = probs.detach().cpu().numpy()
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] < 1:
-        raise ValueError(f"probs must be class probabilities shaped (N, K) with N ≥ 1, got shape {probs.shape}")
+        raise ParameterError("probs", f"must be class probabilities shaped (N, K) with N ≥ 1, got shape "
+                                      f"{probs.shape}")
     if not np.isfinite(probs).all() or probs.min() < 0 or np.abs(probs.sum(axis=1) - 1.0).max() > 1e-4:
-        raise ValueError("probs must be non-negative rows summing to 1 (pass softmax(logits), not logits)")
+        raise ParameterError("probs", "must be non-negative rows summing to 1 (pass softmax(logits), not logits)")
     return probs
 
 
@@ -124,7 +128,7 @@ def inception_score_splits(probs, splits: int = 10) -> list[float]:
     the form Salimans et al.'s code reports and papers quote (10 splits of 50,000 samples)."""
     probs = _probability_matrix(probs)
     if not 1 <= splits <= len(probs):
-        raise ValueError(f"splits must be in [1, {len(probs)}], got {splits}")
+        raise ParameterError("splits", f"must be in [1, {len(probs)}], got {splits}")
     scores = [inception_score(part) for part in np.array_split(probs, splits)]
     return [float(np.mean(scores)), float(np.std(scores))]
 
@@ -141,8 +145,8 @@ def label_accuracy(probs, requested) -> float:
     probs = _probability_matrix(probs)
     requested = np.asarray(requested, dtype=np.int64)
     if requested.shape != (len(probs),) or (requested < 0).any() or (requested >= probs.shape[1]).any():
-        raise ValueError(f"requested must hold one class index in [0, {probs.shape[1]}) per sample ({len(probs)}), got "
-                         f"shape {requested.shape}")
+        raise ParameterError("requested", f"must hold one class index in [0, {probs.shape[1]}) per sample "
+                                          f"({len(probs)}), got shape {requested.shape}")
     return float((probs.argmax(axis=1) == requested).mean())
 
 
@@ -151,7 +155,8 @@ def class_balance_chi2(histogram) -> float:
     about K − 1 for a balanced sample, large when the samples over- or under-draw classes."""
     counts = np.asarray(histogram, dtype=np.float64)
     if counts.ndim != 1 or len(counts) < 2 or counts.sum() <= 0 or (counts < 0).any():
-        raise ValueError(f"histogram must hold at least two non-negative counts, not all 0; got {histogram!r}")
+        raise ParameterError("histogram", f"must hold at least two non-negative counts, not all 0; got "
+                                          f"{histogram!r}")
     expected = counts.sum() / len(counts)
     return float(((counts - expected) ** 2).sum() / expected)
 
@@ -177,13 +182,11 @@ def precision_recall(reference, generated, *, k: int = 3) -> tuple[float, float]
     reference = torch.from_numpy(_feature_matrix(reference, "reference"))
     generated = torch.from_numpy(_feature_matrix(generated, "generated"))
     if reference.shape[1] != generated.shape[1]:
-        raise ValueError(
-            f"reference and generated must have the same feature dimension, "
-            f"got {reference.shape[1]} and {generated.shape[1]}"
-        )
+        raise ParameterError("generated", f"has feature dimension {generated.shape[1]}, reference has "
+                                          f"{reference.shape[1]}: they must have the same feature dimension")
     smallest = min(len(reference), len(generated))
     if not 1 <= k < smallest:
-        raise ValueError(f"k must satisfy 1 ≤ k < the smaller set size ({smallest}), got k={k}")
+        raise ParameterError("k", f"must satisfy 1 ≤ k < the smaller set size ({smallest}), got k={k}")
     precision = _inside_manifold(generated, reference, _kth_neighbour_radii(reference, k)).double().mean()
     recall = _inside_manifold(reference, generated, _kth_neighbour_radii(generated, k)).double().mean()
     return float(precision), float(recall)
