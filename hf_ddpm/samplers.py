@@ -31,7 +31,7 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from .errors import ParameterError, check_choice
 from .likelihood import sampling_chain
-from .scheduler import DDPMDocScheduler
+from .scheduler import DDPMDocScheduler, check_num_inference_steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,9 +118,12 @@ def parse_sampler(spec: str) -> tuple[str, float]:
 
 def check_can_sample(scheduler, num_inference_steps: int | None = None) -> None:
     """Refuse, before any work, a scheduler that cannot sample a DDPM model configured as ``scheduler.config`` (its
-    prediction type), or not with ``num_inference_steps``: a :class:`ParameterError` naming the scheduler and why."""
+    prediction type), or not with ``num_inference_steps`` (an integer in [1, T] for every scheduler): a
+    :class:`ParameterError` naming the scheduler or the steps and why."""
     name = type(scheduler).__name__
     T, spacing = scheduler.config.num_train_timesteps, getattr(scheduler.config, "timestep_spacing", None)
+    if num_inference_steps is not None:
+        check_num_inference_steps(num_inference_steps, T)
     if name in PAST_ZERO_SOLVERS and spacing in ("leading", "linspace") and num_inference_steps is not None \
             and num_inference_steps >= T:
         raise ParameterError("num_inference_steps", f"is {num_inference_steps}, but {name} with timestep_spacing="

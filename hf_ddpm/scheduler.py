@@ -20,7 +20,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 # The option tables stay importable from here (training/train.py and others import them from this module).
-from .errors import check_choice
+from .errors import ParameterError, check_choice
 from .options import BETA_SCHEDULES, LEARNED_VARIANCE_TYPES, PREDICTION_TYPES, TIMESTEP_SPACINGS, VARIANCE_TYPES
 from .schedules import ChainTables, custom_timesteps, make_betas, rescale_to_zero_terminal_snr, spaced_timesteps
 
@@ -45,6 +45,14 @@ class Gaussian(NamedTuple):
     variance: torch.Tensor
     log_variance: torch.Tensor
     pred_original_sample: torch.Tensor
+
+
+def check_num_inference_steps(num_inference_steps, num_train_timesteps: int) -> None:
+    """K an integer in [1, T]: the steps of a sampling chain over T training timesteps (any scheduler's)."""
+    integer = isinstance(num_inference_steps, (int, np.integer)) and not isinstance(num_inference_steps, bool)
+    if not (integer and 1 <= num_inference_steps <= num_train_timesteps):
+        raise ParameterError("num_inference_steps", f"must be an integer in [1, {num_train_timesteps}] "
+                                                    f"(num_train_timesteps), got {num_inference_steps!r}")
 
 
 def _combine(a: torch.Tensor, x: torch.Tensor, b: torch.Tensor, y: torch.Tensor, sign: int = 1) -> torch.Tensor:
@@ -191,10 +199,7 @@ class DDPMDocScheduler(SchedulerMixin, ConfigMixin):
         if timesteps is not None:
             descending = custom_timesteps(timesteps, T)
         elif num_inference_steps is not None:
-            if not (isinstance(num_inference_steps, (int, np.integer)) and 1 <= num_inference_steps <= T):
-                raise ValueError(
-                    f"num_inference_steps must be an integer in [1, {T}] (num_train_timesteps), got {num_inference_steps!r}"
-                )
+            check_num_inference_steps(num_inference_steps, T)
             c = self.config
             descending = spaced_timesteps(T, int(num_inference_steps), c.timestep_spacing, c.steps_offset)
         else:

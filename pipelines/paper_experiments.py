@@ -27,8 +27,10 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ParameterError, check_at_least
 from ..guidance import check_guidance_scale
+from ..image_inputs import check_noise
 from ..rate_distortion import RateDistortion, estimate_rate_distortion
 from ..samplers import bound_chain, returns_original_sample
+from ..scheduler import check_num_inference_steps
 
 SHARED_LATENT_FRACTIONS = (1.0, 0.75, 0.5, 0.25)  # Fig. 7: t = 1000, 750, 500, 250 of T = 1000
 INTERPOLATION_FRACTION = 0.5  # Fig. 8: t = 500 of T = 1000
@@ -140,7 +142,8 @@ class PaperExperimentsMixin:
             raise ParameterError("scheduler", f"is {type(self.scheduler).__name__}, whose step returns no x̂_0 "
                                               "(pred_original_sample) to show: progressive generation needs a "
                                               "scheduler that does (ours, DDIM, Euler, …)")
-        self.scheduler.set_timesteps(num_inference_steps)  # the scheduler's own checks, and the chain's length
+        check_num_inference_steps(num_inference_steps, self.scheduler.config.num_train_timesteps)
+        self.scheduler.set_timesteps(num_inference_steps)  # the chain's length
         K = len(self.scheduler.timesteps)
         if num_columns > K:
             raise ParameterError("num_columns", f"must be at most num_inference_steps ({K}): one x̂_0 per step, "
@@ -260,6 +263,7 @@ class PaperExperimentsMixin:
         scheduler, _ = bound_chain(self.scheduler, eta)
         x0 = self._x0(images)
         labels, scale = self._experiment_labels(class_labels, guidance_scale, len(x0))
+        check_noise("noise", noise, x0)
         if noise is None:
             noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         noise = noise.to(device=x0.device, dtype=x0.dtype)

@@ -10,7 +10,7 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..errors import ParameterError
+from ..errors import ParameterError, check_at_least, check_choice
 from ..guidance import ClassConditioning, GuidedModel, check_guidance_scale
 from ..host_transfers import to_device
 from ..image_inputs import check_noise, read_images
@@ -230,10 +230,11 @@ class DDPMDocPipeline(PaperExperimentsMixin, DiffusionPipeline):
             ParameterError: a bad argument, named.
             FloatingPointError: the UNet produced NaN or inf; the message names the first step where it did.
         """
-        if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ParameterError("batch_size", f"must be a positive integer, got {batch_size!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ParameterError("output_type", f"must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_at_least("batch_size", batch_size, 1, optional=True)
+        check_choice("output_type", output_type, OUTPUT_TYPES)
+        if latents is not None and not (torch.is_tensor(latents) and latents.is_floating_point()):
+            raise ParameterError("latents", f"must be a float tensor {self._image_shape(batch_size or 1)}, got "
+                                            f"{latents.dtype if torch.is_tensor(latents) else type(latents).__name__}")
         batch_size, labels, scale = self._labels(class_labels, guidance_scale, batch_size)
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ParameterError("generator", f"is {len(generator)} generators for batch_size={batch_size}; pass "

@@ -180,3 +180,25 @@ def test_the_metrics_name_the_images_features_and_probabilities_they_cannot_use(
     refused("splits", lambda: inception_score_splits(probs, splits=5))
     refused("requested", lambda: label_accuracy(probs, [0, 1, 2, 0]))
     refused("histogram", lambda: class_balance_chi2([3]))
+
+
+def test_sampling_and_the_experiments_name_their_bad_arguments():
+    from diffusers import DDIMScheduler
+
+    pipe = pipeline()
+    for steps in (0, T + 1, 2.5, "10", True):
+        refused("num_inference_steps", lambda: pipe(num_inference_steps=steps))
+        refused("num_inference_steps", lambda: pipe.progressive(2, num_inference_steps=steps))
+    for batch_size in (0, -1, 1.5, True):
+        refused("batch_size", lambda: pipe(batch_size=batch_size, num_inference_steps=2))
+    refused("output_type", lambda: pipe(num_inference_steps=2, output_type="tensor"), "'pil'")
+    refused("latents", lambda: pipe(num_inference_steps=2, latents=torch.zeros(1, 1, 8, 8, dtype=torch.long)))
+    refused("latents", lambda: pipe(num_inference_steps=2, latents=np.zeros((1, 1, 8, 8), dtype=np.float32)))
+    refused("latents", lambda: pipe(batch_size=2, num_inference_steps=2, latents=torch.zeros(1, 1, 8, 8)))
+    refused("noise", lambda: pipe.rate_distortion(torch.rand(2, 1, 8, 8), noise=torch.zeros(2, 1, 4, 4)))
+    refused("images", lambda: pipe.rate_distortion(torch.rand(2, 1, 8, 8) * 255))
+    refused("images", lambda: pipe.shared_latents(np.zeros((2, 4, 4), dtype=np.uint8)))
+    refused("other_images", lambda: pipe.interpolate(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8) - 1))
+    pipe.scheduler = DDIMScheduler(num_train_timesteps=T)
+    for steps in (0, T + 1, 2.5):  # diffusers' schedulers are refused by the pipeline before they see the steps
+        refused("num_inference_steps", lambda: pipe(num_inference_steps=steps))
