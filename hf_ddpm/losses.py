@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .errors import ParameterError, check_choice
+from .errors import ParameterError, check_at_least, check_choice, check_interval
 from .host_transfers import HostCopy, to_device
 from .likelihood import bound_term, mean_over_dims
 from .scheduler import LEARNED_VARIANCE_TYPES, DDPMDocScheduler
@@ -140,6 +140,7 @@ class UniformSampler:
     """t ~ U{0, …, T−1}, weights 1."""
 
     def __init__(self, num_timesteps: int):
+        check_at_least("num_timesteps", num_timesteps, 1)
         self.num_timesteps = num_timesteps
 
     def probabilities(self) -> np.ndarray:
@@ -179,6 +180,8 @@ class ImportanceSampler(UniformSampler):
 
     def __init__(self, num_timesteps: int, history: int = 10, uniform_mix: float = 0.001):
         super().__init__(num_timesteps)
+        check_at_least("history", history, 1)
+        check_interval("uniform_mix", uniform_mix, 0.0, 1.0, closed_high=True)  # 0 could leave a t never drawn
         self.uniform_mix = uniform_mix
         self._losses = np.zeros((num_timesteps, history))
         self._counts = np.zeros(num_timesteps, dtype=np.int64)

@@ -105,6 +105,17 @@ def test_training_loss_refuses_an_unknown_loss_type_and_takes_a_learned_variance
     assert training_loss(*args, "hybrid").per_example.shape == (2,)
 
 
+def test_the_timestep_samplers_name_their_bad_settings():
+    from hf_ddpm import ImportanceSampler, UniformSampler
+
+    for num_timesteps in (0, 2.5, None):
+        refused("num_timesteps", lambda: UniformSampler(num_timesteps))
+        refused("num_timesteps", lambda: ImportanceSampler(num_timesteps))
+    refused("history", lambda: ImportanceSampler(T, history=0))
+    for mix in (0.0, 1.5, float("nan")):
+        refused("uniform_mix", lambda: ImportanceSampler(T, uniform_mix=mix))
+
+
 def pipeline(channels: int = 1) -> DDPMDocPipeline:
     pipe = DDPMDocPipeline(unet=tiny_unet(channels=channels), scheduler=DDPMDocScheduler(num_train_timesteps=T))
     pipe.set_progress_bar_config(disable=True)
