@@ -106,19 +106,21 @@ class TimestepPlan:
         object.__setattr__(self, "chain", chain)
         object.__setattr__(self, "timesteps", timesteps)
         if chain.numel() == 0 or not bool((chain.diff() > 0).all()) or chain[0] < 0 or chain[-1] >= T:
-            raise ValueError(f"chain must be ascending distinct timesteps in [0, {T}), got {chain.tolist()}")
+            raise ParameterError("chain", f"must be ascending distinct timesteps in [0, {T}), got {chain.tolist()}")
         if timesteps.numel() == 0 or not bool((timesteps.diff() > 0).all()):
-            raise ValueError(f"timesteps must be a non-empty set of distinct timesteps, got {timesteps.tolist()}")
+            raise ParameterError("timesteps", f"must be a non-empty set of distinct timesteps, got "
+                                              f"{timesteps.tolist()}")
         if timesteps[0] < 0 or timesteps[-1] >= T:
-            raise ValueError(
-                f"timesteps must lie in [0, {T}), got values from {int(timesteps[0])} to {int(timesteps[-1])}"
+            raise ParameterError(
+                "timesteps", f"must lie in [0, {T}), got values from {int(timesteps[0])} to {int(timesteps[-1])}"
             )
         outside = timesteps[~torch.isin(timesteps, chain)]
         if outside.numel():
-            raise ValueError(f"timesteps {outside.tolist()} are not steps of the chain {chain.tolist()}")
+            raise ParameterError("timesteps", f"{outside.tolist()} are not steps of the chain {chain.tolist()}")
         exact = self.num_exact
         if not (0 <= exact <= len(timesteps) and torch.equal(timesteps[:exact], chain[:exact])):
-            raise ValueError(f"num_exact={self.num_exact}: the plan's first timesteps must be the chain's first steps")
+            raise ParameterError("num_exact", f"={self.num_exact}: the plan's first timesteps must be the chain's "
+                                              "first steps")
         self._set_draws()
 
     def _set_draws(self) -> None:

@@ -213,3 +213,11 @@ def test_sampling_and_the_experiments_name_their_bad_arguments():
     pipe.scheduler = DDIMScheduler(num_train_timesteps=T)
     for steps in (0, T + 1, 2.5):  # diffusers' schedulers are refused by the pipeline before they see the steps
         refused("num_inference_steps", lambda: pipe(num_inference_steps=steps))
+
+
+def test_a_timestep_plan_names_its_bad_fields():
+    refused("timesteps", lambda: TimestepPlan.uniform(T, [1, 1]), "distinct")
+    refused("timesteps", lambda: TimestepPlan.uniform(T, [T]), r"\[0, 10\)")
+    refused("timesteps", lambda: TimestepPlan.uniform(T, [3], chain=[0, 5, 9]), "not steps of the chain")
+    refused("chain", lambda: TimestepPlan.full_chain(T, chain=[5, 2]), "ascending")
+    refused("num_exact", lambda: TimestepPlan(T, torch.arange(T), torch.tensor([0, 5]), num_exact=2), "num_exact=2")
