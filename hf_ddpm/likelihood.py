@@ -193,6 +193,9 @@ def estimate_bound(
     check_noise("noise", noise, x0)
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ParameterError("batch_size", f"must be a positive integer or None, got {batch_size!r}")
+    if isinstance(generator, list) and (batch_size is not None or len(generator) != len(x0)):
+        raise ParameterError("generator", f"is a list of {len(generator)} generators: give one per image ({len(x0)}), "
+                                          "with batch_size None")
     if class_labels is not None and tuple(class_labels.shape) != (x0.shape[0],):
         raise ParameterError("class_labels", f"has shape {tuple(class_labels.shape)}, expected one label per image "
                                              f"({x0.shape[0]},)")

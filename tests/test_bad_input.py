@@ -76,6 +76,10 @@ def test_the_bound_refuses_bad_noise_timesteps_plan_and_batch_size():
     refused("num_timesteps", lambda: bits_per_dim(unet, scheduler, x0, num_timesteps=1))
     refused("plan", lambda: estimate_bound(unet, scheduler, x0, TimestepPlan.full_chain(T + 1)))
     refused("batch_size", lambda: estimate_bound(unet, scheduler, x0, TimestepPlan.full_chain(T), batch_size=0))
+    generators = [torch.Generator().manual_seed(i) for i in range(3)]
+    refused("generator", lambda: bits_per_dim(unet, scheduler, x0, generator=generators, timesteps=[0]), "one per image")
+    refused("generator", lambda: estimate_bound(unet, scheduler, x0, TimestepPlan.full_chain(T),
+                                                generator=generators[:2], batch_size=1), "batch_size None")
 
 
 LOSS_SHAPES = [
