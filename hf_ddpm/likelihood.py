@@ -178,8 +178,8 @@ def estimate_bound(
     L_y, or, with a :class:`~hf_ddpm.guidance.GuidedModel`, the bound of the guided chain.
     The images go through the model ``batch_size`` at a time (None: all at once); within a chunk every planned
     timestep is evaluated in ascending order. ``noise``: the ε used at every timestep (a reproducible evaluation);
-    otherwise fresh ε is drawn for every chunk and timestep from ``generator`` (a list of generators, one per image,
-    only with ``batch_size`` None). The terms are computed in float64 from the model's outputs.
+    otherwise fresh ε is drawn for every chunk and timestep from ``generator`` (or a list of generators, one per image,
+    each drawing its image's ε). The terms are computed in float64 from the model's outputs.
 
     ``x0`` anywhere else — 0…255 pixel values, images in [0, 1], values off the grid, NaN or inf, an empty batch, a
     shape the network's config does not take — is a ``ParameterError`` naming ``x0`` that says how to convert
@@ -193,9 +193,8 @@ def estimate_bound(
     check_noise("noise", noise, x0)
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ParameterError("batch_size", f"must be a positive integer or None, got {batch_size!r}")
-    if isinstance(generator, list) and (batch_size is not None or len(generator) != len(x0)):
-        raise ParameterError("generator", f"is a list of {len(generator)} generators: give one per image ({len(x0)}), "
-                                          "with batch_size None")
+    if isinstance(generator, list) and len(generator) != len(x0):
+        raise ParameterError("generator", f"is a list of {len(generator)} generators: give one per image ({len(x0)})")
     if class_labels is not None and tuple(class_labels.shape) != (x0.shape[0],):
         raise ParameterError("class_labels", f"has shape {tuple(class_labels.shape)}, expected one label per image "
                                              f"({x0.shape[0]},)")
@@ -204,10 +203,12 @@ def estimate_bound(
     noises = noise.split(batch_size) if noise is not None and batch_size else (noise,) * len(chunks)
     labels = class_labels.split(batch_size) if class_labels is not None and batch_size else \
         (class_labels,) * len(chunks)
+    generators = [generator[i:i + len(chunk)] for i, chunk in zip(range(0, len(x0), batch_size or len(x0)), chunks)] \
+        if isinstance(generator, list) else (generator,) * len(chunks)
     priors, terms = [], []
-    for chunk, eps, y in zip(chunks, noises, labels):
+    for chunk, eps, y, g in zip(chunks, noises, labels, generators):
         priors.append(prior_bpd(scheduler, chunk.double(), plan.prior_timestep))
-        terms.append(_chunk_terms(model, scheduler, chain, chunk, plan.timesteps, eps, generator, y))
+        terms.append(_chunk_terms(model, scheduler, chain, chunk, plan.timesteps, eps, g, y))
     return VariationalBound(plan, torch.cat(priors), torch.cat(terms))
 
 
