@@ -41,7 +41,7 @@ def guided_bound_of(pipeline, images: torch.Tensor, labels: torch.Tensor, args, 
         return None
     bound = held_out_bound(pipeline.network(scale), pipeline.scheduler, images, num_timesteps=num_timesteps,
                            seed=args.seed, batch_size=args.batch_size, num_inference_steps=steps,
-                           class_labels=labels)
+                           class_labels=labels, bound_proposal=pipeline.config.bound_proposal)
     print(f"guided chain (s = {scale:g}): {bound.bits_per_dim:.4f} ± {bound.standard_error:.4f} bits/dim — the bound "
           "of what the guided sampler draws, not of the model")
     return bound
