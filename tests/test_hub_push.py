@@ -274,7 +274,7 @@ def test_training_pushes_its_checkpoints_and_its_final_output(fake_hub, tmp_path
     assert not [p for c in fake_hub.commits for p in c["files"] if p.startswith("checkpoint-") or p.endswith(".bin")]
     # a FourierUNet2DModel: the card names it and its diffusers-only recipe loads it from the bundled code
     card = final["files"]["README.md"].decode()
-    assert "| model | hf-ddpm's `FourierUNet2DModel`" in card and "periods P = 1, 16)" in card
+    assert "| model | hf-ddpm's `FourierUNet2DModel`" in card and "periods $P$ = 1, 16)" in card
     assert "unet=FourierUNet2DModel.from_pretrained(folder" in card and "remote_code/hf_ddpm_fourier_unet.py" in final["files"]
 
 
