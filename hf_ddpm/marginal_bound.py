@@ -23,7 +23,7 @@ import torch
 
 from .likelihood import estimate_bound
 from .timestep_plan import TimestepPlan
-from .variational_bound import VariationalBound
+from .variational_bound import VariationalBound, variance_of_mean
 
 
 def class_bounds(model, scheduler, x0: torch.Tensor, plan: TimestepPlan, class_ids: torch.Tensor, *, seed: int = 0,
@@ -41,9 +41,7 @@ def class_bounds(model, scheduler, x0: torch.Tensor, plan: TimestepPlan, class_i
 
 def _timestep_variance(bound: VariationalBound) -> float:
     """The part of ``bound.standard_error``² that comes from the drawn timesteps (not from the spread over images)."""
-    n = bound.num_images
-    spread = float(bound.total.double().var(unbiased=True)) / n if n > 1 else 0.0
-    return max(bound.standard_error**2 - spread, 0.0)
+    return max(bound.standard_error**2 - variance_of_mean(bound.total), 0.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,9 +108,7 @@ class MarginalBound:
     def standard_error(self) -> float:
         """The spread of :attr:`total` over the images and, in quadrature, the error of the drawn timesteps: the
         marginal is a smooth minimum of the class bounds, so the largest class's timestep error is taken."""
-        n = self.num_images
-        spread = float(self.total.var(unbiased=True)) / n if n > 1 else 0.0
-        return math.sqrt(spread + self.timestep_variance)
+        return math.sqrt(variance_of_mean(self.total) + self.timestep_variance)
 
     @property
     def predicted_labels(self) -> torch.Tensor:

@@ -42,6 +42,12 @@ def student_two_sigma(dof: int) -> float:
     return math.sqrt(low * high)
 
 
+def variance_of_mean(values: torch.Tensor) -> float:
+    """The variance of the mean of per-image ``values`` from their spread: Var/N (0 for a single image)."""
+    n = len(values)
+    return float(values.double().var(unbiased=True)) / n if n > 1 else 0.0
+
+
 @dataclass(frozen=True, eq=False)
 class VariationalBound:
     """The bound of ``num_images`` images in bits/dim, as evaluated under ``plan``: the bound of ``plan.chain`` (the
@@ -148,8 +154,7 @@ class VariationalBound:
         ν = :attr:`timestep_degrees_of_freedom`): a variance estimated from few draws is itself uncertain, and with the
         widening ±2 SE holds the bound as often as ±2σ holds a normal variable (95 %), as measured on the digits
         (``docs/guides/bound-estimates.md``)."""
-        n = self.num_images
-        spread = float(self.total.double().var(unbiased=True)) / n if n > 1 else 0.0
+        spread = variance_of_mean(self.total)
         dof = self.timestep_degrees_of_freedom
         widening = (student_two_sigma(dof) / 2) ** 2 if dof > 0 else 1.0
         return math.sqrt(spread + widening * self.timestep_variance)
