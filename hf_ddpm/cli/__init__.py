@@ -60,11 +60,27 @@ def main(argv: list[str] | None = None) -> int:
         set_cpu_threads()
     try:
         args.func(args)
+        end_process_group(meet=True)
     except ParameterError as error:
+        end_process_group(meet=False)
         parser.exit(2, f"hf-ddpm {args.command}: error: {error.with_name(flag_of(error.parameter))}\n")
     except ValueError as error:
+        end_process_group(meet=False)
         parser.exit(2, f"hf-ddpm {args.command}: error: {error}\n")
     return 0
+
+
+def end_process_group(meet: bool) -> None:
+    """Under ``accelerate launch``: the processes wait for each other (``meet``, after a command that finished) and the
+    process group is destroyed before the interpreter exits. Left to the interpreter's exit, a gloo group whose peer
+    has already gone can abort the process ("terminate called without an active exception") after its work is done."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if meet:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
