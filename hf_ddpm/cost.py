@@ -69,10 +69,10 @@ def chain_calls(scheduler, num_inference_steps: int) -> int:
 
 def figure_phases(scheduler, num_images: int, *, rate_distortion: bool = True, steps=None, samplers=("ddpm",),
                   steps_samples: int = 0, batch_size: int = EVAL_BATCH, guidance: dict | None = None,
-                  num_classes: int | None = None) -> tuple[Phase, ...]:
+                  num_classes: int | None = None, latent_figures: bool = True) -> tuple[Phase, ...]:
     """The phases of :func:`hf_ddpm.figures.write_figures` with the pipeline's ``scheduler`` on ``num_images``
-    held-out images, in its order: progressive generation (Fig. 6), shared latents (Fig. 7), interpolation (Fig. 8),
-    the rate–distortion pass (``rate_distortion`` False: reused from the final bound), with ``steps`` the steps
+    held-out images, in its order: progressive generation (Fig. 6), shared latents (Fig. 7) and interpolation
+    (Fig. 8) unless not ``latent_figures``, the rate–distortion pass (``rate_distortion`` False: reused from the final bound), with ``steps`` the steps
     trade-off (:func:`steps_tradeoff_phase`), and with ``guidance`` (write_figures' ``guidance_options``, every key
     given) the guidance figures of a model of ``num_classes`` classes (:func:`guidance_phases`)."""
     T = scheduler.config.num_train_timesteps
@@ -80,13 +80,12 @@ def figure_phases(scheduler, num_images: int, *, rate_distortion: bool = True, s
     shared_t = [paper_timestep(T, f) + 1 for f in SHARED_LATENT_FRACTIONS]  # chain steps of each decoding
     pairs = min(INTERPOLATION_PAIRS, num_images // 2) * len(INTERPOLATION_LAMBDAS)
     pair_t = [paper_timestep(T, f) + 1 for f in INTERPOLATION_FRACTIONS]
-    phases = [
-        sampling("Fig. 6 progressive generation", PROGRESSIVE_SAMPLES, T),
-        Phase("Fig. 7 shared latents", shared * sum(shared_t), sum(shared_t),
-              f"{shared} decodings from t = {', '.join(map(str, shared_t))}"),
-        Phase("Fig. 8 interpolation", pairs * sum(pair_t), sum(pair_t),
-              f"{pairs} decodings from t = {', '.join(map(str, pair_t))}"),
-    ]
+    phases = [sampling("Fig. 6 progressive generation", PROGRESSIVE_SAMPLES, T)]
+    if latent_figures:
+        phases += [Phase("Fig. 7 shared latents", shared * sum(shared_t), sum(shared_t),
+                         f"{shared} decodings from t = {', '.join(map(str, shared_t))}"),
+                   Phase("Fig. 8 interpolation", pairs * sum(pair_t), sum(pair_t),
+                         f"{pairs} decodings from t = {', '.join(map(str, pair_t))}")]
     if rate_distortion:
         phases.append(bound("rate–distortion (Table 4, Fig. 5)", num_images, T, batch_size=batch_size))
     if steps is not None:

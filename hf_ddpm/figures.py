@@ -58,8 +58,8 @@ SUMMARY = "figures.json"
 CARD_FIGURES = {"progressive": PROGRESSIVE, "class_grid": CLASS_GRID, "guidance_tradeoff": GUIDANCE_TRADEOFF_PLOT}
 
 PROGRESSIVE_SAMPLES, PROGRESSIVE_COLUMNS = 8, 10
-SHARED_IMAGES, SHARED_SAMPLES = 3, 5
-INTERPOLATION_PAIRS = 3
+SHARED_IMAGES, SHARED_SAMPLES = 2, 5
+INTERPOLATION_PAIRS = 2
 INTERPOLATION_FRACTIONS = (0.25, 0.5, 0.75)  # t = T/4 (reconstructions), T/2 (the paper's Fig. 8), 3T/4
 
 
@@ -68,8 +68,9 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
                   rate_distortion: RateDistortion | None = None, steps=None, steps_samples: int = 400,
                   steps_samplers=("ddpm",),
                   feature_model: str | None = None, classifier: str | None = None, class_labels=None,
-                  guidance_options: dict | None = None) -> dict:
-    """Write the figures of the module docstring into ``out_dir`` and return ``figures.json``'s content.
+                  guidance_options: dict | None = None, latent_figures: bool = True) -> dict:
+    """Write the figures of the module docstring into ``out_dir`` and return ``figures.json``'s content
+    (``latent_figures`` False: without Figs. 7 and 8, the shared latents and the interpolation).
 
     ``images`` [N, C, H, W] in [0, 1]: held-out images. All N give the rate–distortion numbers; the first
     2 × ``INTERPOLATION_PAIRS`` are paired (0 with 1, 2 with 3, …) for the interpolation and the first
@@ -93,12 +94,9 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     T = pipeline.scheduler.config.num_train_timesteps
     seconds, timesteps = {}, {}
 
-    def generator():
-        return torch.Generator().manual_seed(seed)
-
     started = time.perf_counter()
     progressive = pipeline.progressive(PROGRESSIVE_SAMPLES, num_columns=PROGRESSIVE_COLUMNS,
-                                       num_inference_steps=T, generator=generator())
+                                       num_inference_steps=T, generator=_seeded(seed))
     save_grid(progressive.images, os.path.join(out_dir, PROGRESSIVE),
               column_labels=[f"x̂₀ at t={t + 1}" for t in progressive.timesteps.tolist()] + ["sample"],
               row_labels=None if conditioning is None else conditioning.names_of(progressive.class_labels),
@@ -106,34 +104,11 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     seconds["progressive"], started = time.perf_counter() - started, time.perf_counter()
     timesteps["progressive"] = progressive.timesteps.tolist()
 
-    shared = pipeline.shared_latents(images[:SHARED_IMAGES], num_samples=SHARED_SAMPLES, generator=generator(),
-                                     class_labels=None if labels is None else labels[:SHARED_IMAGES])
-    rows = torch.cat([shared.images[:, None, None].expand(-1, len(shared.timesteps), 1, -1, -1, -1),
-                      to_unit_range(shared.latents)[:, :, None], shared.samples], dim=2).flatten(0, 1)
-    save_grid(rows, os.path.join(out_dir, SHARED_LATENTS),
-              column_labels=["x₀", "x_t"] + [f"sample {s + 1}" for s in range(SHARED_SAMPLES)],
-              row_labels=[f"#{i + 1}, t={t + 1}" for i in range(len(shared.images)) for t in shared.timesteps.tolist()],
-              title="Samples sharing x_t (Fig. 7): draws of p(x₀ | x_t)")
-    seconds["shared_latents"], started = time.perf_counter() - started, time.perf_counter()
-    timesteps["shared_latents"] = shared.timesteps.tolist()
+    if latent_figures:
+        timesteps.update(_write_latent_figures(pipeline, images, labels, out_dir, seed, seconds))
+        started = time.perf_counter()
 
-    pairs = min(INTERPOLATION_PAIRS, len(images) // 2)
-    pair_labels = None if conditioning is None or conditioning.null_class_label is not None else \
-        labels[0 : 2 * pairs : 2]
-    blocks, row_labels = [], []
-    for fraction in INTERPOLATION_FRACTIONS:
-        t = paper_timestep(T, fraction)
-        result = pipeline.interpolate(images[0 : 2 * pairs : 2], images[1 : 2 * pairs : 2], timestep=t,
-                                      generator=generator(), class_labels=pair_labels)
-        blocks.append(torch.cat([result.images[:, None], result.decoded, result.other_images[:, None]], dim=1))
-        row_labels += [f"#{p + 1}, t={t + 1}" for p in range(pairs)]
-    save_grid(torch.cat(blocks), os.path.join(out_dir, INTERPOLATION),
-              column_labels=["x₀"] + [f"λ={w:g}" for w in INTERPOLATION_LAMBDAS] + ["x'₀"], row_labels=row_labels,
-              title="Interpolation through q (Fig. 8): (1−λ)x_t + λx'_t decoded with the same noise")
-    seconds["interpolation"], started = time.perf_counter() - started, time.perf_counter()
-    timesteps["interpolation"] = [paper_timestep(T, f) for f in INTERPOLATION_FRACTIONS]
-
-    rd = rate_distortion or pipeline.rate_distortion(images, generator=generator(), batch_size=batch_size,
+    rd = rate_distortion or pipeline.rate_distortion(images, generator=_seeded(seed), batch_size=batch_size,
                                                      class_labels=labels)
     write_rate_distortion_csv(rd, os.path.join(out_dir, RATE_DISTORTION_CSV))
     plot_rate_distortion(rd, os.path.join(out_dir, RATE_DISTORTION_PLOT))
@@ -166,6 +141,45 @@ def write_figures(pipeline, images: torch.Tensor, out_dir: str | os.PathLike, *,
     }
     write_json(os.path.join(out_dir, SUMMARY), summary)
     return summary
+
+
+def _seeded(seed: int) -> torch.Generator:
+    """A fresh CPU generator seeded by ``seed``: each figure starts from its own."""
+    return torch.Generator().manual_seed(seed)
+
+
+def _write_latent_figures(pipeline, images: torch.Tensor, labels, out_dir, seed: int, seconds: dict) -> dict:
+    """Figs. 7 and 8, which decode encoded held-out ``images`` (their ``labels`` ids, or None): ``shared_latents.png``
+    and ``interpolation.png`` in ``out_dir``, each one's seconds into ``seconds``; the timesteps of each."""
+    conditioning, T = pipeline.conditioning, pipeline.scheduler.config.num_train_timesteps
+
+    started = time.perf_counter()
+    shared = pipeline.shared_latents(images[:SHARED_IMAGES], num_samples=SHARED_SAMPLES, generator=_seeded(seed),
+                                     class_labels=None if labels is None else labels[:SHARED_IMAGES])
+    rows = torch.cat([shared.images[:, None, None].expand(-1, len(shared.timesteps), 1, -1, -1, -1),
+                      to_unit_range(shared.latents)[:, :, None], shared.samples], dim=2).flatten(0, 1)
+    save_grid(rows, os.path.join(out_dir, SHARED_LATENTS),
+              column_labels=["x₀", "x_t"] + [f"sample {s + 1}" for s in range(SHARED_SAMPLES)],
+              row_labels=[f"#{i + 1}, t={t + 1}" for i in range(len(shared.images)) for t in shared.timesteps.tolist()],
+              title="Samples sharing x_t (Fig. 7): draws of p(x₀ | x_t)")
+    seconds["shared_latents"], started = time.perf_counter() - started, time.perf_counter()
+
+    pairs = min(INTERPOLATION_PAIRS, len(images) // 2)
+    pair_labels = None if conditioning is None or conditioning.null_class_label is not None else \
+        labels[0 : 2 * pairs : 2]
+    blocks, row_labels = [], []
+    for fraction in INTERPOLATION_FRACTIONS:
+        t = paper_timestep(T, fraction)
+        result = pipeline.interpolate(images[0 : 2 * pairs : 2], images[1 : 2 * pairs : 2], timestep=t,
+                                      generator=_seeded(seed), class_labels=pair_labels)
+        blocks.append(torch.cat([result.images[:, None], result.decoded, result.other_images[:, None]], dim=1))
+        row_labels += [f"#{p + 1}, t={t + 1}" for p in range(pairs)]
+    save_grid(torch.cat(blocks), os.path.join(out_dir, INTERPOLATION),
+              column_labels=["x₀"] + [f"λ={w:g}" for w in INTERPOLATION_LAMBDAS] + ["x'₀"], row_labels=row_labels,
+              title="Interpolation through q (Fig. 8): (1−λ)x_t + λx'_t decoded with the same noise")
+    seconds["interpolation"] = time.perf_counter() - started
+    return {"shared_latents": shared.timesteps.tolist(),
+            "interpolation": [paper_timestep(T, f) for f in INTERPOLATION_FRACTIONS]}
 
 
 def card_figures(folder: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, str]:

@@ -92,6 +92,22 @@ def raw_weights(out):
     return load_file(os.path.join(out, f"checkpoint-{STEPS}", "model.safetensors"))
 
 
+def test_the_run_length_is_the_steps_else_the_epochs_else_the_budgets_default(tmp_path, tiny_config):
+    """--max_train_steps wins, else --num_epochs passes over the data, else the digits' default: 3500 steps, 3000
+    for a class-conditional run (its final evaluation costs more in the same budget)."""
+    from hf_ddpm.training.config import CONDITIONAL_TRAIN_STEPS, DEFAULT_TRAIN_STEPS
+
+    assert RunConfig().train_steps(steps_per_epoch=22) == DEFAULT_TRAIN_STEPS == 3500
+    assert RunConfig.from_settings(dict(class_conditional=True)).train_steps(22) == CONDITIONAL_TRAIN_STEPS == 3000
+    assert RunConfig.from_settings(dict(num_epochs=3)).train_steps(22) == 66
+    assert RunConfig.from_settings(dict(num_epochs=3, max_train_steps=5, class_conditional=True)).train_steps(22) == 5
+    trainer = Trainer(RunConfig.from_settings(tiny_settings(tiny_config, tmp_path, max_train_steps=None, num_epochs=2,
+                                                            train_batch_size=16)))
+    assert trainer.max_train_steps == 2 * trainer.steps_per_epoch == 2 * (len(trainer.data.train) // 16)
+    with pytest.raises(ParameterError, match="num_epochs"):
+        RunConfig.from_settings(dict(num_epochs=0))
+
+
 def test_gradient_checkpointing_recomputes_and_gives_the_same_weights(tmp_path, tiny_config):
     """With the flag, each ResNet block runs twice per training step (forward, then recomputed in backward) — the
     flag is really on — and the final raw and EMA weights are bit-identical to a run without it: recomputation runs

@@ -29,6 +29,10 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 MIXED_PRECISIONS = {"no": "float32", "fp16": "float16 mixed", "bf16": "bfloat16 mixed"}  # option: the card's words
 LOGGERS = ("none", "tensorboard", "wandb")
 SECRET_SETTINGS = ("hub_token",)  # never written to training_run.json or a tracker
+DEFAULT_TRAIN_STEPS = 3500  # the digits' default length: about 8 minutes with its final evaluation on 2 CPU cores
+# A class-conditional run's final evaluation (class bounds, guidance figures) costs about a minute more: it trains
+# less, so that both runs fit the same budget.
+CONDITIONAL_TRAIN_STEPS = 3000
 MIN_JUDGED_IMAGES = 4  # FD and precision/recall (k = 3 neighbours) need more images than neighbours, on both sides
 
 
@@ -124,13 +128,14 @@ class ObjectiveConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """AdamW, its learning-rate schedule, gradient clipping and the EMA of the weights. ``train_batch_size`` is per
-    process; ``max_train_steps`` (optimizer steps) overrides ``num_epochs``."""
+    process. The run's length: ``max_train_steps`` optimizer steps, else ``num_epochs`` passes over the data, else the
+    digits' default (:meth:`RunConfig.train_steps`)."""
 
     seed: int = fixed(0)
     train_batch_size: int = fixed(64)
     gradient_accumulation_steps: int = fixed(1)
-    num_epochs: int = 100
-    max_train_steps: int | None = 3500
+    num_epochs: int | None = None
+    max_train_steps: int | None = None
     learning_rate: float = 2e-3
     lr_scheduler: str = "cosine"
     lr_warmup_steps: int = 100
@@ -147,9 +152,10 @@ class OptimConfig:
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ParameterError("seed", f"must be an integer, got {self.seed!r}")
-        for name in ("train_batch_size", "gradient_accumulation_steps", "num_epochs"):
+        for name in ("train_batch_size", "gradient_accumulation_steps"):
             check_at_least(name, getattr(self, name), 1)
-        check_at_least("max_train_steps", self.max_train_steps, 1, optional=True)
+        for name in ("num_epochs", "max_train_steps"):
+            check_at_least(name, getattr(self, name), 1, optional=True)
         check_at_least("lr_warmup_steps", self.lr_warmup_steps, 0)
         check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         check_interval("learning_rate", self.learning_rate, 0.0, math.inf)
@@ -197,7 +203,7 @@ class OutputConfig:
     resume_from_checkpoint: str | None = None
     save_images_steps: int = 0
     eval_steps: int = 1000
-    eval_timesteps: int = 100
+    eval_timesteps: int = 50
     eval_samples: int = 200
     eval_inference_steps: int | None = None  # None: min(100, num_train_timesteps)
     feature_model: str | None = None
@@ -289,6 +295,17 @@ class RunConfig:
         if self.judges_samples:  # the final samples and the held-out images are judged: enough of each, or no run
             check_at_least("num_samples", self.output.num_samples, MIN_JUDGED_IMAGES)
             check_at_least("max_eval_images", self.data.max_eval_images, MIN_JUDGED_IMAGES, optional=True)
+
+    def train_steps(self, steps_per_epoch: int) -> int:
+        """The run's optimizer steps: ``max_train_steps``; else ``num_epochs`` × ``steps_per_epoch``; else
+        :data:`DEFAULT_TRAIN_STEPS`, or :data:`CONDITIONAL_TRAIN_STEPS` for a class-conditional run (the same time
+        budget)."""
+        optim = self.optim
+        if optim.max_train_steps is not None:
+            return optim.max_train_steps
+        if optim.num_epochs is not None:
+            return optim.num_epochs * steps_per_epoch
+        return CONDITIONAL_TRAIN_STEPS if self.data.class_conditional else DEFAULT_TRAIN_STEPS
 
     @property
     def eval_chain_steps(self) -> int:

@@ -119,13 +119,14 @@ def _figures(pipeline, trainer, rate_distortion) -> dict:
     content."""
     data, config = trainer.data, trainer.config
     settings = {"model": "this run's final EMA pipeline", "dataset": data.name, "split": data.eval_split}
-    # a class-conditional run: the class grid and the guidance trade-off too, its samples judged where the run's are
+    # A class-conditional run draws the class grid and the guidance trade-off (its samples judged where the run's
+    # are) instead of Figs. 7–8, which `hf-ddpm figures` draws: with its class bounds, in the default's time budget.
     guidance = None if config.judges_samples else {"num_samples": 0}
     summary = write_figures(pipeline, to_unit_range(trainer.eval_images),
                             os.path.join(config.output.output_dir, FIGURES_DIR), seed=config.optim.seed,
                             settings=settings, rate_distortion=rate_distortion, class_labels=trainer.eval_labels,
                             feature_model=config.output.feature_model, classifier=config.output.classifier,
-                            guidance_options=guidance)
+                            guidance_options=guidance, latent_figures=trainer.eval_labels is None)
     print(describe_summary(summary["rate_distortion"]))
     return summary
 

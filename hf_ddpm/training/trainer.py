@@ -87,7 +87,7 @@ class Trainer:
         )
         batches_per_epoch = math.ceil(len(loader) / accelerator.num_processes)  # per process, as prepared below
         self.steps_per_epoch = math.ceil(batches_per_epoch / optim.gradient_accumulation_steps)  # the last may be short
-        self.max_train_steps = optim.max_train_steps or optim.num_epochs * self.steps_per_epoch
+        self.max_train_steps = config.train_steps(self.steps_per_epoch)
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         lr_scheduler = get_scheduler(
             optim.lr_scheduler, optimizer=optimizer,
