@@ -11,7 +11,8 @@ each run in a fresh process with ``OMP_NUM_THREADS`` unset (so the threads are t
 1. **alone**: one default training run (``training/train.py``, ``--max_train_steps`` steps, no evaluations during
    training, a minimal final evaluation); its training step/s = steps / ``train_seconds`` of its ``metrics.json``;
 2. **pair**: two such runs started together: each one's step/s;
-3. **evaluate alone**: ``hf-ddpm evaluate`` of the model the first run saved (the full held-out bound), wall seconds;
+3. **evaluate alone**: ``hf-ddpm evaluate`` of the model the first run saved (the held-out bound from
+   ``--eval-timesteps``), wall seconds;
 4. **beside evaluate**: a training run and that evaluate started together: the run's step/s and the evaluate's
    seconds.
 
@@ -53,8 +54,8 @@ def train_command(output_dir: str, steps: int) -> list[str]:
     return [sys.executable, TRAIN_PY, "--output_dir", output_dir, "--max_train_steps", str(steps), *FINAL_EVALUATION]
 
 
-def evaluate_command(model: str) -> list[str]:
-    return [sys.executable, "-m", "hf_ddpm", "evaluate", "--model", model, "--timesteps", "all"]
+def evaluate_command(model: str, timesteps: str) -> list[str]:
+    return [sys.executable, "-m", "hf_ddpm", "evaluate", "--model", model, "--timesteps", timesteps]
 
 
 def step_rate(output_dir: str, steps: int) -> float:
@@ -93,7 +94,7 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def measure(mode: str, spin_count: int | None, steps: int, workdir: str, dry_run: bool) -> list[dict]:
+def measure(mode: str, spin_count: int | None, steps: int, timesteps: str, workdir: str, dry_run: bool) -> list[dict]:
     """The four scenarios of one mode; rows {mode, scenario, load, value, unit, slowdown}."""
     env = run_env(mode, spin_count)
     label = mode if spin_count is None else f"{mode} (GOMP_SPINCOUNT={spin_count})"
@@ -102,8 +103,9 @@ def measure(mode: str, spin_count: int | None, steps: int, workdir: str, dry_run
     scenarios = {
         "alone": [(train_command(runs["alone"], steps), env)],
         "pair": [(train_command(runs["pair_a"], steps), env), (train_command(runs["pair_b"], steps), env)],
-        "evaluate alone": [(evaluate_command(runs["alone"]), env)],
-        "beside evaluate": [(train_command(runs["beside"], steps), env), (evaluate_command(runs["alone"]), env)],
+        "evaluate alone": [(evaluate_command(runs["alone"], timesteps), env)],
+        "beside evaluate": [(train_command(runs["beside"], steps), env),
+                            (evaluate_command(runs["alone"], timesteps), env)],
     }
     if dry_run:
         for name, commands in scenarios.items():
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (the issue measured 300)")
     parser.add_argument("--modes", default="off,on", help=f"comma-separated, of {MODES}")
+    parser.add_argument("--eval-timesteps", default="200", help="hf-ddpm evaluate's --timesteps: 'all' (the full "
+                        "bound, about 2 minutes alone on 2 cores) or K")
     parser.add_argument("--spin-counts", default="", help="comma-separated GOMP_SPINCOUNT values, each in mode spin")
     parser.add_argument("--workdir", default=None, help="where the runs write (default: a temporary folder)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -167,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{opts.steps} training steps per run")
     with tempfile.TemporaryDirectory() as scratch:
         workdir = opts.workdir or scratch
-        rows = [row for mode, spin in variants for row in measure(mode, spin, opts.steps, workdir, opts.dry_run)]
+        rows = [row for mode, spin in variants
+                for row in measure(mode, spin, opts.steps, opts.eval_timesteps, workdir, opts.dry_run)]
     if rows:
         print(table(rows))
 

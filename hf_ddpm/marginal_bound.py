@@ -17,7 +17,7 @@ the variance of the difference only (a control variate).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -37,11 +37,6 @@ def class_bounds(model, scheduler, x0: torch.Tensor, plan: TimestepPlan, class_i
         bounds.append(estimate_bound(model, scheduler, x0, plan, noise=noise, generator=generator,
                                      batch_size=batch_size, class_labels=labels).cpu())
     return bounds
-
-
-def _timestep_variance(bound: VariationalBound) -> float:
-    """The part of ``bound.standard_error``² that comes from the drawn timesteps (not from the spread over images)."""
-    return max(bound.standard_error**2 - variance_of_mean(bound.total), 0.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,27 +65,43 @@ class MarginalBound:
                           labels: torch.Tensor | None = None) -> MarginalBound:
         """The marginal of per-class bounds (:func:`class_bounds`). ``anchor``: the conditional bound of the same
         images with their true ``labels``, evaluated more precisely (e.g. every timestep): each L̂_y is then
-        L̂_y − L̂_true + L_true (unbiased, and as precise as the differences)."""
+        L̂_y − L̂_true + L_true (unbiased, and as precise as the differences).
+
+        The timestep variance is the delta method's: the marginal of image x moves with L_y by the posterior weight
+        w_y(x) = π(y) 2^(−D·L_y) / Σ_y' π(y') 2^(−D·L_y'), so its drawn terms are Σ_y w_y(x) times the class's terms
+        (their differences from the true class's, when anchored), whose timestep variance is taken."""
         totals = torch.stack([bound.total.double() for bound in per_class], dim=1)
-        method = per_class[0].plan.describe()
-        variances = [_timestep_variance(bound) for bound in per_class]
+        terms = torch.stack([bound.terms.double() for bound in per_class])  # [K, N, timesteps]
+        plan = per_class[0].plan
+        method = plan.describe()
         if anchor is not None:
             column = {label: k for k, label in enumerate(class_ids.tolist())}
             true = torch.tensor([column[label] for label in labels.tolist()])
-            estimated_true = totals[torch.arange(len(true)), true]
-            totals = totals - estimated_true[:, None] + anchor.total.double()[:, None]
+            images = torch.arange(len(true))
+            totals = totals - totals[images, true][:, None] + anchor.total.double()[:, None]
+            terms = terms - terms[true, images]
             method += f", anchored on the true labels' bound ({anchor.plan.describe()})"
-            true_terms = torch.stack([bound.terms for bound in per_class])[true, torch.arange(len(true))]
-            variances = [_timestep_variance(VariationalBound(bound.plan, torch.zeros_like(bound.prior),
-                                                             bound.terms - true_terms)) for bound in per_class]
-        return cls(totals, frequencies.double(), class_ids, num_dims, method, max(variances))
+        marginal = cls(totals, frequencies.double(), class_ids, num_dims, method)
+        moved = torch.einsum("nk,kns->ns", marginal.class_posterior, terms)  # the marginal's own drawn terms
+        moved_bound = VariationalBound(plan, torch.zeros(len(totals), dtype=torch.float64), moved)
+        variance = max(moved_bound.standard_error**2 - variance_of_mean(moved_bound.total), 0.0)
+        return replace(marginal, timestep_variance=variance)
+
+    def _log_joint(self) -> torch.Tensor:
+        """[N, K] nats: log π(y) − D·L_y(x)·ln 2, the log of each class's share of the bound on p(x)."""
+        nats = self.class_totals * (self.num_dims * math.log(2.0))
+        return self.frequencies.log().to(nats.device) - nats
 
     @property
     def total(self) -> torch.Tensor:
         """[N] float64: −log₂ Σ_y π(y) 2^(−D·L_y) / D per image, computed with log-sum-exp in nats."""
-        nats = self.class_totals * (self.num_dims * math.log(2.0))
-        log_pi = self.frequencies.log().to(nats.device)
-        return -torch.logsumexp(log_pi - nats, dim=1) / (self.num_dims * math.log(2.0))
+        return -torch.logsumexp(self._log_joint(), dim=1) / (self.num_dims * math.log(2.0))
+
+    @property
+    def class_posterior(self) -> torch.Tensor:
+        """[N, K]: w_y(x) = π(y) 2^(−D·L_y) / Σ_y' π(y') 2^(−D·L_y'), the posterior over the classes that the bounds
+        give (the weight of L_y in the marginal: ∂ total / ∂ L_y)."""
+        return torch.softmax(self._log_joint(), dim=1)
 
     def mean(self) -> float:
         return float(self.total.mean())
@@ -106,8 +117,8 @@ class MarginalBound:
 
     @property
     def standard_error(self) -> float:
-        """The spread of :attr:`total` over the images and, in quadrature, the error of the drawn timesteps: the
-        marginal is a smooth minimum of the class bounds, so the largest class's timestep error is taken."""
+        """The spread of :attr:`total` over the images and, in quadrature, the error of the drawn timesteps (the
+        delta method's, see :meth:`from_class_bounds`)."""
         return math.sqrt(variance_of_mean(self.total) + self.timestep_variance)
 
     @property

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .errors import ParameterError
 from .timestep_plan import TimestepPlan
 
 NORMAL_TWO_SIGMA = math.erf(math.sqrt(2.0))  # P(|Z| ≤ 2) = 0.9545 for a standard normal Z
@@ -65,12 +66,18 @@ class VariationalBound:
     terms: torch.Tensor
 
     def __post_init__(self):
+        if not isinstance(self.plan, TimestepPlan):
+            raise ParameterError("plan", f"must be a TimestepPlan, got {type(self.plan).__name__}")
+        for name in ("prior", "terms"):
+            if not isinstance(getattr(self, name), torch.Tensor):
+                raise ParameterError(name, f"must be a tensor, got {type(getattr(self, name)).__name__}")
         K = len(self.plan.timesteps)
-        if self.terms.ndim != 2 or self.terms.shape[1] != K or self.prior.shape != self.terms.shape[:1]:
-            raise ValueError(
-                f"terms must be [images, {K}] and prior [images], got {tuple(self.terms.shape)} and "
-                f"{tuple(self.prior.shape)}"
-            )
+        if self.terms.ndim != 2 or self.terms.shape[1] != K:
+            raise ParameterError("terms", f"must be [images, {K}] (one column per timestep of the plan), got "
+                                          f"{tuple(self.terms.shape)}")
+        if self.prior.shape != self.terms.shape[:1]:
+            raise ParameterError("prior", f"must be [images] = {tuple(self.terms.shape[:1])} like terms, got "
+                                          f"{tuple(self.prior.shape)}")
 
     @property
     def timesteps(self) -> torch.Tensor:

@@ -8,7 +8,8 @@ import PIL.Image
 import pytest
 import torch
 
-from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler, TimestepPlan, bits_per_dim, estimate_bound, training_loss
+from hf_ddpm import (DDPMDocPipeline, DDPMDocScheduler, TimestepPlan, VariationalBound, bits_per_dim, estimate_bound,
+                     training_loss)
 from hf_ddpm.data import uint8_to_model_range
 from hf_ddpm.errors import ParameterError
 from hf_ddpm.image_inputs import read_images
@@ -228,3 +229,15 @@ def test_a_timestep_plan_names_its_bad_fields():
     refused("timesteps", lambda: TimestepPlan.uniform(T, [3], chain=[0, 5, 9]), "not steps of the chain")
     refused("chain", lambda: TimestepPlan.full_chain(T, chain=[5, 2]), "ascending")
     refused("num_exact", lambda: TimestepPlan(T, torch.arange(T), torch.tensor([0, 5]), num_exact=2), "num_exact=2")
+
+
+def test_a_variational_bound_names_the_field_that_does_not_fit():
+    """VariationalBound(plan, prior, terms), the exported result type: a ParameterError naming the field."""
+    plan = TimestepPlan.uniform(10, [2, 7, 4])
+    cases = [((plan, torch.zeros(2), torch.zeros(2, 4)), r"terms must be \[images, 3\]"),
+             ((plan, torch.zeros(3), torch.zeros(2, 3)), r"prior must be \[images\] = \(2,\) like terms, got \(3,\)"),
+             ((plan, [0.0, 0.0], torch.zeros(2, 3)), r"prior must be a tensor, got list"),
+             (([2, 4, 7], torch.zeros(2), torch.zeros(2, 3)), r"plan must be a TimestepPlan, got list")]
+    for arguments, message in cases:
+        with pytest.raises(ParameterError, match=message):
+            VariationalBound(*arguments)

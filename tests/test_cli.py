@@ -134,7 +134,7 @@ def bad_folders(tmp_path_factory):
         (["--train-data-dir", "{bad}/plain", "--validation-fraction", "1.5"],
          r"--validation-fraction must be in \(0, 1\)"),
         (["--train-data-dir", "{bad}/nowhere"], r"--train-data-dir '.*nowhere': is not a directory"),
-        (["--num-samples", "-1"], r"--num-samples must be ≥ 0"),
+        (["--num-samples", "-1"], r"argument --num-samples: must be an integer ≥ 0, got -1"),
     ],
 )
 def test_evaluate_bad_input_is_one_error_line_naming_the_flag(model_dir, bad_folders, argv, message, capsys,
@@ -197,3 +197,51 @@ def test_evaluate_defaults_to_the_held_out_images_of_the_training_run(tmp_path):
     bound = bits_per_dim(pipe.unet, pipe.scheduler, trained.eval.tensor(), generator=image_generators(4, range(4), BOUND))
     assert record["bound"]["num_images"] == 4
     assert record["bound"]["bits_per_dim"] == pytest.approx(bound.mean(), rel=1e-6)
+
+
+CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sample", "--out", "{tmp}/missing/grid.png"], r"argument --out: '.*grid\.png': the folder '.*missing' does "
+                                                         r"not exist"),
+        (["sample", "--out", "{tmp}/grid.xyz"], r"argument --out: '.*grid\.xyz': PIL writes no '\.xyz' image \(give "
+                                                r"one of .*\.png"),
+        (["sample", "--out", "{tmp}"], r"argument --out: '.*' is a folder: give a file name"),
+        (["sample", "--steps", "50"], r"--steps must be an integer in \[1, 20\] \(num_train_timesteps\), got 50"),
+        (["sample", "--eta", "0.5"], r"--eta is 0\.5, but DDPMDocScheduler\.step takes no eta"),
+        (["sample", "--device", "banana"], r"argument --device: 'banana' is not a torch device"),
+        pytest.param(["sample", "--device", "cuda"], r"argument --device: 'cuda': this machine has no CUDA device",
+                     marks=CUDA),
+        (["evaluate", "--json", "{tmp}/missing/out.json"], r"argument --json: '.*out\.json': the folder '.*missing' "
+                                                           r"does not exist"),
+        (["evaluate", "--plot", "{tmp}/terms.txt"], r"argument --plot: '.*terms\.txt': matplotlib writes no '\.txt' "
+                                                    r"plot \(give one of .*\.pdf.*\.png"),
+        (["figures", "--steps", "0,5"], r"--steps must be 'none' or comma-separated numbers of steps in \[1, 20\] "
+                                        r"\(the model's T\), got '0,5'"),
+        (["figures", "--steps", "5,50"], r"--steps must be 'none' or comma-separated numbers of steps in \[1, 20\]"),
+        (["figures", "--num-samples", "-1"], r"argument --num-samples: must be an integer ≥ 0, got -1"),
+        (["figures", "--guidance-samples", "-2"], r"argument --guidance-samples: must be an integer ≥ 0, got -2"),
+        (["figures", "--device", "cuda:x"], r"argument --device: 'cuda:x' is not a torch device"),
+        (["reference-stats", "--dataset", "digits", "--out", "{tmp}/missing/stats.npz"],
+         r"argument --out: '.*stats\.npz': the folder '.*missing' does not exist"),
+    ],
+)
+def test_every_subcommand_refuses_what_it_cannot_write_or_run_before_any_work(model_dir, tmp_path, argv, message,
+                                                                              capsys, monkeypatch):
+    """Outputs that could not be written at the end (a missing or unwritable folder, a folder, a suffix no writer
+    knows), devices this machine lacks, and settings the model cannot take are one `error:` line naming the
+    subcommand's own flag (sample's --steps, not the library's num_inference_steps), exit status 2, before any work:
+    nothing is written."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    command, *flags = [arg.format(tmp=tmp_path) for arg in argv]
+    model = [] if command == "reference-stats" else ["--model", model_dir]
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *model, *flags])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and re.match(f"hf-ddpm {command}: error: " + message, errors[0]), errors
+    assert sorted(tmp_path.rglob("*")) == before

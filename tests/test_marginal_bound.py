@@ -78,3 +78,35 @@ def test_anchoring_keeps_the_differences_and_puts_the_true_class_on_the_anchor(s
     torch.testing.assert_close(same.class_totals, MarginalBound.from_class_bounds(exact, pi, torch.arange(K),
                                                                                   64).class_totals)
     assert same.timestep_variance == 0.0
+
+
+def test_the_timestep_error_follows_each_class_by_its_posterior_weight(setting):
+    """The delta method: with one class the marginal's timestep error is that class's bound's own; with K classes it
+    is the error of the terms Σ_y w_y(x) L_y,t(x), the weights computed independently in float64 from L_y and π;
+    anchored where the posterior sits on the true class, the drawn timesteps cost nothing."""
+    unet, scheduler, x0 = setting
+    plan = TimestepPlan.importance(T, 6, torch.ones(T), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        per_class = class_bounds(unet, scheduler, x0, plan, torch.arange(K), seed=8)
+    alone = MarginalBound.from_class_bounds(per_class[1:2], torch.ones(1, dtype=torch.float64), torch.tensor([1]), 64)
+    own = per_class[1].standard_error ** 2 - float(per_class[1].total.double().var()) / N
+    assert alone.timestep_variance == pytest.approx(own, rel=1e-9) and own > 0
+    pi = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    marginal = MarginalBound.from_class_bounds(per_class, pi, torch.arange(K), 64)
+    L = torch.stack([b.total for b in per_class], dim=1).double()
+    joint = torch.log(pi) - 64 * math.log(2) * L
+    weights = torch.exp(joint - joint.max(dim=1, keepdim=True).values)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(marginal.class_posterior, weights, rtol=1e-12, atol=1e-12)
+    mixed = sum(weights[:, y, None] * per_class[y].terms.double() for y in range(K))
+    mixed_bound = type(per_class[0])(plan, torch.zeros(N, dtype=torch.float64), mixed)
+    expected = mixed_bound.standard_error ** 2 - float(mixed_bound.total.var()) / N
+    assert marginal.timestep_variance == pytest.approx(expected, rel=1e-9)
+    assert 0 < marginal.timestep_variance <= max(b.standard_error ** 2 for b in per_class)
+    # a posterior on the true class (π puts everything there): anchored, nothing is left to the drawn timesteps
+    certain = torch.tensor([1.0, 1e-300, 1e-300], dtype=torch.float64)
+    full = estimate_bound(unet, scheduler, x0, TimestepPlan.full_chain(T), generator=torch.Generator().manual_seed(5),
+                          class_labels=torch.zeros(N, dtype=torch.long))
+    anchored = MarginalBound.from_class_bounds(per_class, certain, torch.arange(K), 64, anchor=full,
+                                               labels=torch.zeros(N, dtype=torch.long))
+    assert anchored.timestep_variance == pytest.approx(0.0, abs=1e-20)

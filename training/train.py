@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
          help="decode the training images once and keep them if they fit in this many MiB (0: decode per item)")
 
     out = p.add_argument_group("outputs, checkpoints and evaluation")
-    flag(out, "output_dir")
+    out.add_argument("--output_dir", default=None,
+                     help="default: ddpm-digits, or ddpm-digits-cond with --class_conditional")
     flag(out, "checkpointing_steps", type=int, help="a checkpoint every N optimizer steps and at the end (0: none)")
     flag(out, "checkpoints_total_limit", type=int)
     flag(out, "resume_from_checkpoint", help="a checkpoint folder, or 'latest'")

@@ -45,9 +45,10 @@ FLAGS = {"dataset_name": "--dataset", "dataset_config_name": "--dataset-config",
          "num_timesteps": "--timesteps"}
 
 
-def flag_of(parameter: str) -> str:
-    """The ``hf-ddpm`` flag of a library parameter (``train_data_dir`` → ``--train-data-dir``)."""
-    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+def flag_of(parameter: str, flag_names: dict[str, str] | None = None) -> str:
+    """The ``hf-ddpm`` flag of a library parameter (``train_data_dir`` → ``--train-data-dir``); ``flag_names``: a
+    subcommand's own spellings (its parser's ``flag_names`` default, e.g. sample's ``--steps``)."""
+    return {**FLAGS, **(flag_names or {})}.get(parameter, "--" + parameter.replace("_", "-"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         end_process_group(meet=True)
     except ParameterError as error:
         end_process_group(meet=False)
-        parser.exit(2, f"hf-ddpm {args.command}: error: {error.with_name(flag_of(error.parameter))}\n")
+        flag = flag_of(error.parameter, getattr(args, "flag_names", None))
+        parser.exit(2, f"hf-ddpm {args.command}: error: {error.with_name(flag)}\n")
     except ValueError as error:
         end_process_group(meet=False)
         parser.exit(2, f"hf-ddpm {args.command}: error: {error}\n")

@@ -80,6 +80,65 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text}")
+    return value
+
+
+def torch_device(text: str) -> str:
+    """``--device``: a device torch knows and this machine has (a GPU that is not there is refused before any work,
+    not at the first tensor moved to it)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device (torch.cuda.is_available() is "
+                                         "False); leave --device out to use the CPU")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no MPS device")
+    return text
+
+
+def output_file(kind: str | None = None):
+    """An argparse type for a file written at the end of the work: its folder must exist and be writable and the
+    path must not be a folder, so a typo is refused before the work, not after it; ``kind`` ``"image"`` (a suffix
+    PIL writes) or ``"plot"`` (one matplotlib writes) checks the suffix too."""
+
+    def parse(text: str) -> str:
+        folder = os.path.dirname(os.path.abspath(text))
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder: give a file name")
+        if not os.path.isdir(folder):
+            raise argparse.ArgumentTypeError(f"{text!r}: the folder {folder!r} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise argparse.ArgumentTypeError(f"{text!r}: the folder {folder!r} is not writable")
+        if kind is None:
+            return text
+        writer, suffixes = {"image": ("PIL", _image_suffixes), "plot": ("matplotlib", _plot_suffixes)}[kind]
+        suffixes, suffix = suffixes(), os.path.splitext(text)[1].lower()
+        if suffix not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text!r}: {writer} writes no {suffix or 'suffix-less'!r} {kind} "
+                                             f"(give one of {', '.join(sorted(suffixes))})")
+        return text
+
+    return parse
+
+
+def _image_suffixes() -> set[str]:
+    from PIL import Image
+
+    return {suffix for suffix, name in Image.registered_extensions().items() if name in Image.SAVE}
+
+
+def _plot_suffixes() -> set[str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return {"." + suffix for suffix in FigureCanvasBase.get_supported_filetypes()}
+
+
 def add_held_out_arguments(parser) -> None:
     """The flags that choose the held-out images (``hf-ddpm evaluate`` and ``hf-ddpm figures``; see
     :func:`held_out_source` and :func:`load_held_out`)."""

@@ -7,7 +7,8 @@ import json
 
 from ..errors import ParameterError
 from ..timestep_plan import MIN_STRATIFIED_TIMESTEPS
-from .common import add_held_out_arguments, announce_cost, load_held_out, load_pipeline, positive_int, process_state
+from .common import (add_held_out_arguments, announce_cost, load_held_out, load_pipeline, non_negative_int, output_file,
+                     positive_int, process_state, torch_device)
 from .scaled_evaluation import add_scaled_arguments, check_scaled_arguments, scaled_bound, scaled_sample_quality
 
 
@@ -34,8 +35,8 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the timestep subset")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="images per UNet call")
     quality = parser.add_argument_group("sample quality (hf_ddpm.metrics), against the held-out images")
-    quality.add_argument("--num-samples", type=int, default=0, help="draw N samples (seeded by --seed) and report "
-                         "FD, score, class histogram, precision/recall (default 0: skip)")
+    quality.add_argument("--num-samples", type=non_negative_int, default=0, help="draw N samples (seeded by --seed) "
+                         "and report FD, score, class histogram, precision/recall (default 0: skip)")
     quality.add_argument("--feature-model", default=None, help="transformers image model (Hub id or folder) for FD "
                          "and precision/recall, e.g. facebook/dinov2-small; 'inception' (or the path of "
                          "inception-2015-12-05.pt): the FID and IS of papers (default: the built-in digits evaluator)")
@@ -45,9 +46,10 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--guidance-scale", type=float, default=1.0,
                         help="a class-conditional model: also the bound of the chain guided with this s (ε̃ in every "
                              "term), and the --num-samples samples drawn with it (default 1: the conditional model)")
-    parser.add_argument("--json", default=None, help="write the numbers and settings to this JSON file")
-    parser.add_argument("--plot", default=None, help="save a plot of L_t against t to this PNG")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--json", type=output_file(), default=None, help="write the numbers and settings to this JSON file")
+    parser.add_argument("--plot", type=output_file("plot"), default=None,
+                        help="save a plot of L_t against t to this image (PNG, PDF, SVG, …)")
+    parser.add_argument("--device", type=torch_device, default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run_evaluate)
 
 
@@ -106,8 +108,6 @@ def run_evaluate(args) -> None:
     steps = T if args.num_inference_steps is None else args.num_inference_steps
     if steps > T:
         raise ParameterError("num_inference_steps", f"must be at most the model's num_train_timesteps={T}, got {steps}")
-    if args.num_samples < 0:
-        raise ValueError(f"--num-samples must be ≥ 0 (0 skips sample quality), got {args.num_samples}")
     conditioning = pipeline.conditioning
     if conditioning is None and args.guidance_scale != 1.0:
         raise ParameterError("guidance_scale", f"is {args.guidance_scale}, but this model takes no labels to guide")

@@ -7,7 +7,8 @@ import os
 from ..errors import ParameterError
 from ..guidance_figures import GRID_SAMPLES, TRADEOFF_STEPS
 from ..steps_tradeoff import DEFAULT_STEPS
-from .common import add_held_out_arguments, announce_cost, load_held_out, load_pipeline, positive_int
+from .common import (add_held_out_arguments, announce_cost, load_held_out, load_pipeline, non_negative_int, positive_int,
+                     torch_device)
 
 
 def add_figures_parser(subparsers) -> None:
@@ -36,14 +37,14 @@ def add_figures_parser(subparsers) -> None:
     parser.add_argument("--steps", default=None,
                         help="comma-separated numbers of sampling steps K for steps_tradeoff.csv/.png ('none': skip it; "
                              f"default: those of {','.join(map(str, DEFAULT_STEPS))} the model's T allows)")
-    parser.add_argument("--num-samples", type=int, default=400, help="samples judged at each K (0: the bound only)")
+    parser.add_argument("--num-samples", type=non_negative_int, default=400, help="samples judged at each K (0: the bound only)")
     parser.add_argument("--samplers", default="ddpm",
                         help="comma-separated samplers of steps_tradeoff.csv/.png (hf_ddpm.samplers: ddpm, ddim, "
                              "ddim:1 for η = 1, dpmsolver++, unipc, euler, pndm; default: ddpm, the model's own chain)")
     parser.add_argument("--feature-model", default=None, help="as for evaluate (default: the digits evaluator)")
     parser.add_argument("--classifier", default=None, help="as for evaluate")
     guidance = parser.add_argument_group("a class-conditional model's guidance figures (hf_ddpm.guidance_figures)")
-    guidance.add_argument("--guidance-samples", type=int, default=400,
+    guidance.add_argument("--guidance-samples", type=non_negative_int, default=400,
                           help="samples judged at each guidance scale of guidance_tradeoff.csv (0: the bound only)")
     guidance.add_argument("--guidance-steps", type=positive_int, default=None,
                           help=f"sampling steps of the guidance figures, whose bound is that chain's (default: "
@@ -53,7 +54,7 @@ def add_figures_parser(subparsers) -> None:
                                "evaluate)")
     guidance.add_argument("--grid-samples", type=positive_int, default=GRID_SAMPLES,
                           help="samples per class and guidance scale in class_grid.png")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", type=torch_device, default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run_figures)
 
 
@@ -65,9 +66,13 @@ def steps_list(spec: str | None, num_train_timesteps: int) -> list[int] | None:
     if spec == "none":
         return None
     try:
-        return [int(k) for k in spec.split(",")]
+        steps = [int(k) for k in spec.split(",")]
     except ValueError:
-        raise ParameterError("steps", f"must be 'none' or comma-separated numbers of steps, got {spec!r}") from None
+        steps = []
+    if not steps or not all(1 <= k <= num_train_timesteps for k in steps):
+        raise ParameterError("steps", f"must be 'none' or comma-separated numbers of steps in [1, "
+                                      f"{num_train_timesteps}] (the model's T), got {spec!r}")
+    return steps
 
 
 def run_figures(args) -> None:

@@ -4,7 +4,7 @@ share of the images."""
 
 from __future__ import annotations
 
-from .common import device_name, positive_int, process_state
+from .common import device_name, output_file, positive_int, process_state, torch_device
 
 
 def add_reference_stats_parser(subparsers) -> None:
@@ -22,8 +22,8 @@ def add_reference_stats_parser(subparsers) -> None:
     parser.add_argument("--feature-model", default=None, help="as for hf-ddpm evaluate: 'inception' (FID), a "
                         "transformers model, or the digits evaluator (default)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per feature-network call")
-    parser.add_argument("--out", required=True, help="the .npz to write (mu, sigma, feature_model, source)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu; under "
+    parser.add_argument("--out", type=output_file(), required=True, help="the .npz to write (mu, sigma, feature_model, source)")
+    parser.add_argument("--device", type=torch_device, default=None, help="torch device (default: cuda if available, else cpu; under "
                                                        "accelerate launch each process's own device)")
     parser.set_defaults(func=run_reference_stats)
 

@@ -8,7 +8,7 @@ from ..errors import ParameterError
 from ..progress import bar_options
 from ..samplers import RECOMMENDED, SAMPLERS, make_scheduler
 from ..sample_files import DEFAULT_SHARD_SIZE, FORMATS
-from .common import class_labels_of, load_pipeline, positive_int, process_state
+from .common import class_labels_of, load_pipeline, output_file, positive_int, process_state, torch_device
 
 
 def add_sample_parser(subparsers) -> None:
@@ -26,7 +26,8 @@ def add_sample_parser(subparsers) -> None:
     parser.add_argument("--eta", type=float, default=0.0,
                         help="DDIM's η (--scheduler ddim only): 0 deterministic, 1 the ancestral chain with β̃′")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="grid.png", help="the grid PNG to write")
+    parser.add_argument("--out", type=output_file("image"), default="grid.png",
+                        help="the grid image to write (PNG; any format PIL writes)")
     parser.add_argument("--nrow", type=positive_int, default=None, help="images per row (default: ⌈√N⌉)")
     parser.add_argument("--class-labels", default=None,
                         help="a class-conditional model's labels, one per image: comma-separated class names or ids "
@@ -34,7 +35,7 @@ def add_sample_parser(subparsers) -> None:
     parser.add_argument("--guidance-scale", type=float, default=1.0,
                         help="classifier-free guidance s ≥ 0: 1 the conditional model, 0 the null label, > 1 guided "
                              "(needs a model with a null label)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu; under "
+    parser.add_argument("--device", type=torch_device, default=None, help="torch device (default: cuda if available, else cpu; under "
                                                        "accelerate launch each process's own device)")
     files = parser.add_argument_group("samples as files (hf_ddpm.sample_files): with --out-dir, every image is saved, "
                                       "image i drawn from a generator seeded by (--seed, i); accelerate launch -m "
@@ -46,7 +47,7 @@ def add_sample_parser(subparsers) -> None:
     files.add_argument("--batch-size", type=positive_int, default=64, help="images per pipeline call")
     files.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE,
                        help="images per shard: the unit written at once, split over processes, and resumed")
-    parser.set_defaults(func=run_sample)
+    parser.set_defaults(func=run_sample, flag_names={"num_inference_steps": "--steps"})
 
 
 def run_sample(args) -> None:

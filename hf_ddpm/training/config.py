@@ -33,6 +33,7 @@ DEFAULT_TRAIN_STEPS = 3500  # the digits' default length: about 8 minutes with i
 # A class-conditional run's final evaluation (class bounds, guidance figures) costs about a minute more: it trains
 # less, so that both runs fit the same budget.
 CONDITIONAL_TRAIN_STEPS = 3000
+DEFAULT_OUTPUT_DIR, CONDITIONAL_OUTPUT_DIR = "ddpm-digits", "ddpm-digits-cond"
 MIN_JUDGED_IMAGES = 4  # FD and precision/recall (k = 3 neighbours) need more images than neighbours, on both sides
 
 
@@ -194,9 +195,11 @@ class OutputConfig:
     ``eval_timesteps`` timesteps and, with ``eval_samples`` > 0, judges that many samples drawn with a respaced
     ``eval_inference_steps``-step chain (``hf_ddpm.metrics``: the digits evaluator, or ``feature_model`` /
     ``classifier``). ``figures``: end with the paper's figures (``hf_ddpm.figures``, in ``output_dir/figures``);
-    None: only for the built-in digits (see :attr:`RunConfig.draws_figures`)."""
+    None: only for the built-in digits (see :attr:`RunConfig.draws_figures`). ``output_dir`` None:
+    :data:`DEFAULT_OUTPUT_DIR`, or :data:`CONDITIONAL_OUTPUT_DIR` for a class-conditional run (set by ``RunConfig``),
+    so that the two default runs do not overwrite each other."""
 
-    output_dir: str = "ddpm-digits"
+    output_dir: str | None = None
     logging_dir: str = "logs"  # relative to output_dir
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 2
@@ -277,7 +280,10 @@ class RunConfig:
     hub: HubConfig = field(default_factory=HubConfig)
 
     def __post_init__(self):
-        """Checks across sections."""
+        """Checks across sections; the default output folder of the run's kind."""
+        if self.output.output_dir is None:
+            folder = CONDITIONAL_OUTPUT_DIR if self.data.class_conditional else DEFAULT_OUTPUT_DIR
+            object.__setattr__(self, "output", dataclasses.replace(self.output, output_dir=folder))
         check_objective(self.process.variance_type, self.objective.loss_type)
         for name in ("num_inference_steps", "eval_inference_steps"):
             steps = getattr(self.output, name)

@@ -65,9 +65,10 @@ def class_bounds_phase(num_train_timesteps: int, num_images: int, num_classes: i
     each from :func:`~hf_ddpm.training.class_bounds.class_bound_timesteps`; no work without classes."""
     if num_classes is None:
         return Phase("class bounds", 0, 0, "")
-    terms = class_bound_timesteps(num_classes, num_train_timesteps, max_timesteps)
-    work = cost.bound("class bounds", (num_classes + 1) * num_images, terms)
-    return Phase(work.name, work.images, work.calls, f"{num_classes} classes and the null label × {work.detail}")
+    terms, null_terms = class_bound_timesteps(num_classes, num_train_timesteps, max_timesteps)
+    classes, null = cost.bound("", num_classes * num_images, terms), cost.bound("", num_images, null_terms)
+    return Phase("class bounds", classes.images + null.images, classes.calls + null.calls,
+                 f"{num_classes} classes × {num_images} images × {terms} timesteps, the null label × {null_terms}")
 
 
 def training_evaluations(config, num_eval_images: int, start_step: int, max_train_steps: int) -> tuple[Phase, ...]:
