@@ -96,6 +96,9 @@ def test_a_run_with_figures_records_them(trained):
     pipe.set_progress_bar_config(disable=True)
     rd = pipe.rate_distortion(held_out(), generator=seeded(3))  # tiny_settings' seed
     assert summary["rate_distortion"] == rd.summary() and summary["settings"]["num_images"] == 359
+    # the trainer draws the card's figure and the rate–distortion table; Figs. 7–8 are hf-ddpm figures'
+    assert sorted(os.listdir(out / "figures")) == ["figures.json", "progressive.png", "rate_distortion.csv",
+                                                   "rate_distortion.png"]
 
 
 def test_figures_default_to_the_digits_only():

@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag(out, "num_samples", type=int, help="images in each sample grid")
     flag(out, "num_inference_steps", type=int, help="ancestral steps per sample")
     flag(out, "figures", action=argparse.BooleanOptionalAction,
-         help="end with the paper's figures in output_dir/figures (hf_ddpm.figures: progressive generation, shared "
-              "latents, interpolation, rate–distortion); default (None): for the built-in digits only")
+         help="end with the paper's figures in output_dir/figures (hf_ddpm.figures: progressive generation and "
+              "rate–distortion, and a class-conditional model's class grid and guidance trade-off; hf-ddpm figures "
+              "adds the shared latents and the interpolation); default (None): for the built-in digits only")
     flag(out, "logger", choices=LOGGERS)
     flag(out, "logging_dir", help="relative to --output_dir")
 

@@ -53,8 +53,8 @@ def final_evaluation(config, num_eval_images: int, num_classes: int | None = Non
     guidance = None if num_classes is None else \
         {**GUIDANCE_FIGURES, **({} if config.judges_samples else {"num_samples": 0})}  # as outputs._figures asks
     figures = cost.figure_phases(config.process.scheduler(), num_eval_images, rate_distortion=K is not None,
-                                 guidance=guidance, num_classes=num_classes,
-                                 latent_figures=num_classes is None) if config.draws_figures else ()
+                                 guidance=guidance, num_classes=num_classes, latent_figures=False) \
+        if config.draws_figures else ()
     return FinalEvaluation(cost.sampling("final samples", output.num_samples, output.num_inference_steps), bound,
                            class_bounds_phase(T, num_eval_images, num_classes, K), figures)
 
