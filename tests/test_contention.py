@@ -28,11 +28,11 @@ def _spin_count_seen(env: dict, import_torch_first: bool = False) -> str:
     return result.stdout.strip()
 
 
-ON = {**BASE, "HF_DDPM_CONTENTION": "on"}  # opt-in until measured (hf_ddpm.contention.DEFAULT_MODE)
+ON = {**BASE, "HF_DDPM_CONTENTION": "on"}  # both measures (the default is the spin alone)
 
 
 def test_the_spin_count_is_bounded_before_torch_starts_unless_someone_chose():
-    assert _spin_count_seen(BASE) == "None"  # off by default
+    assert _spin_count_seen(BASE) == str(SPIN_COUNT)  # the spin measure is on by default
     assert _spin_count_seen(ON) == str(SPIN_COUNT)
     assert _spin_count_seen({**BASE, "HF_DDPM_CONTENTION": "threads"}) == "None"
     assert _spin_count_seen({**BASE, "HF_DDPM_CONTENTION": "off"}) == "None"
@@ -50,7 +50,7 @@ def test_importing_hf_ddpm_bounds_the_spin():
 def test_the_threads_leave_the_cores_the_load_shows_busy():
     cores = usable_cores()
     on = {"HF_DDPM_CONTENTION": "on"}
-    assert cpu_threads(environ={}, load=float(cores)).threads == cores  # off by default
+    assert cpu_threads(environ={}, load=float(cores)).threads == cores  # the threads measure is opt-in
     idle = cpu_threads(environ=on, load=0.3)
     assert idle.threads == cores and not chosen_for_busy_machine(idle)
     busy = cpu_threads(environ=on, load=float(cores))  # every core busy: one thread is kept
