@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 clock = time.monotonic  # read through the module, so that tests can replace it
+CURSOR_UP = "\x1b[A"  # tqdm's cursor move up, after drawing a bar below another
 LOG_SECONDS = 30.0  # off a terminal: at most one line per bar this often (and one at its start and end)
 SHARE_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"  # a bar whose counts mean nothing to people
 LOG_FORMATS = {True: "{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f}%) after {elapsed}, about {remaining} "
@@ -42,15 +43,19 @@ class LogLines:
 
     def __init__(self, stream):
         self.stream, self.pending, self.written, self.written_at = stream, None, None, None
+        self.after_status = False
 
     def write(self, text: str) -> None:
-        status = text.replace("\r", "").strip()
+        # tqdm draws a bar below others (another bar still open) by moving the cursor: "\n" down, the status,
+        # "\x1b[A" up. Only a "\n" right after a status is the bar's end; a cursor move is not written at all.
+        status = text.replace("\r", "").replace(CURSOR_UP, "").strip()
         if status:
             self.pending = status if status != self.written else None
             if self.written_at is None or clock() - self.written_at >= LOG_SECONDS:
                 self._write()
-        elif "\n" in text:
+        elif "\n" in text and self.after_status:
             self._write()
+        self.after_status = bool(status)
 
     def _write(self) -> None:
         if self.pending is not None:

@@ -42,7 +42,7 @@ def test_evaluate_reports_sample_quality_of_the_seeded_samples(folders, tmp_path
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--num-samples", "-1"], "--num-samples must be ≥ 0"),
+    (["--num-samples", "-1"], "argument --num-samples: must be an integer ≥ 0, got -1"),
     (["--num-samples", "4", "--num-inference-steps", "2", "--feature-model", "./no/such/folder"],
      "feature_model: './no/such/folder' is neither an existing folder"),
 ])

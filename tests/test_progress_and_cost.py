@@ -45,11 +45,14 @@ def count_images(network: torch.nn.Module, counts: list):
     return network.register_forward_pre_hook(lambda module, args: counts.append(args[0].shape[0]))
 
 
-def test_off_a_terminal_a_1000_step_bar_writes_a_bounded_number_of_lines(monkeypatch):
+@pytest.mark.parametrize("another_bar_open", [False, True])
+def test_off_a_terminal_a_1000_step_bar_writes_a_bounded_number_of_lines(monkeypatch, another_bar_open):
     """A bar refreshed at every one of 1000 steps (set_postfix forces it, as the trainer's does) over 1000 s writes
-    its first line, at most one per LOG_SECONDS, and its last, which holds the final count and postfix."""
+    its first line, at most one per LOG_SECONDS, and its last, which holds the final count and postfix — also when
+    another bar is open (tqdm then draws this one below it with cursor moves, which are not lines)."""
     clock = FakeClock()
     monkeypatch.setattr(progress, "clock", clock)
+    other = tqdm(total=5, file=io.StringIO()) if another_bar_open else None
     log = io.StringIO()
     bar = tqdm(total=1000, **bar_options("sampling", unit="step", stream=log))
     for step in range(1000):
@@ -57,8 +60,10 @@ def test_off_a_terminal_a_1000_step_bar_writes_a_bounded_number_of_lines(monkeyp
         bar.update(1)
         bar.set_postfix(loss=step)
     bar.close()
+    if other is not None:
+        other.close()
     lines = log.getvalue().splitlines()
-    assert "\r" not in log.getvalue()
+    assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
     assert lines[0].startswith("sampling: 0/1000 steps (0%)")
     assert lines[-1].startswith("sampling: 1000/1000 steps (100%)") and lines[-1].endswith("loss=999")
     assert 1000 / LOG_SECONDS - 1 <= len(lines) <= 1000 / LOG_SECONDS + 2
