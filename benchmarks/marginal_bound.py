@@ -17,15 +17,10 @@ import argparse
 import json
 import math
 
-import torch
-
 from hf_ddpm import DDPMDocPipeline
 from hf_ddpm.cli import build_parser
 from hf_ddpm.cli.common import load_held_out
-from hf_ddpm.guidance import GuidedModel
-from hf_ddpm.likelihood import bound_plan
-from hf_ddpm.marginal_bound import MarginalBound, class_bounds
-from hf_ddpm.training.class_bounds import class_bound_timesteps
+from hf_ddpm.training.class_bounds import anchored_marginal, class_bound_timesteps
 from hf_ddpm.training.held_out import held_out_bound
 
 
@@ -47,14 +42,8 @@ def main() -> None:
     unconditional = held_out_bound(plain.unet, plain.scheduler, x0, num_timesteps=None, seed=args.seed)
     conditional = held_out_bound(model.unet, model.scheduler, x0, num_timesteps=None, seed=args.seed,
                                  class_labels=labels)
-    conditioning = model.conditioning
-    count, _ = class_bound_timesteps(conditioning.num_classes, model.scheduler.config.num_train_timesteps)
-    plan = bound_plan(GuidedModel(model.unet, 1.0, conditioning.null_class_label), model.scheduler, x0,
-                      num_timesteps=count, bound_proposal=model.config.bound_proposal, class_labels=labels,
-                      generator=torch.Generator().manual_seed(args.seed))
-    per_class = class_bounds(model.unet, model.scheduler, x0, plan, conditioning.class_ids, seed=args.seed)
-    marginal = MarginalBound.from_class_bounds(per_class, conditioning.frequencies, conditioning.class_ids,
-                                               x0[0].numel(), anchor=conditional, labels=labels)
+    count, _ = class_bound_timesteps(model.conditioning.num_classes, model.scheduler.config.num_train_timesteps)
+    marginal = anchored_marginal(model, x0, labels, conditional, seed=args.seed, num_timesteps=count)
     difference = marginal.total - unconditional.total.double()
     error = math.sqrt(float(difference.var()) / len(difference) + marginal.timestep_variance)
     print(json.dumps({

@@ -29,25 +29,33 @@ def class_bound_timesteps(num_classes: int, num_train_timesteps: int,
     return capped(T // (4 * num_classes)), capped(T // (2 * num_classes))
 
 
-def final_class_bounds(pipeline, images: torch.Tensor, labels: torch.Tensor, conditional: VariationalBound, *,
-                       seed: int, max_timesteps: int | None = None, batch_size: int = 512) -> dict:
-    """``class_bounds`` of ``metrics.json``: the ``conditional`` bound (already evaluated, with the true ``labels``),
-    the ``marginal`` bound, the ``null_label`` bound and the ``classifier_accuracy`` of argmin_y L_y on ``images``.
-
-    Every class's L_y is estimated from T / (4K) timesteps (:func:`class_bound_timesteps`;
-    :func:`~hf_ddpm.likelihood.bound_plan` with the pipeline's ``bound_proposal``, the same timesteps and ε for every
-    class) and anchored on ``conditional`` (:meth:`MarginalBound.from_class_bounds`); the null-label bound from
-    T / (2K). ``max_timesteps`` (the run's ``final_eval_timesteps``): at most that many."""
+def anchored_marginal(pipeline, images: torch.Tensor, labels: torch.Tensor, conditional: VariationalBound, *,
+                      seed: int, num_timesteps: int, batch_size: int = 512) -> MarginalBound:
+    """The marginal bound of ``images`` (and the generative classifier) from every class's L_y estimated from
+    ``num_timesteps`` timesteps (:func:`~hf_ddpm.likelihood.bound_plan` with the pipeline's ``bound_proposal``, the
+    same timesteps and ε for every class), anchored on ``conditional``, their bound with the true ``labels``."""
     conditioning, scheduler = pipeline.conditioning, pipeline.scheduler
-    num_timesteps, null_timesteps = class_bound_timesteps(conditioning.num_classes,
-                                                          scheduler.config.num_train_timesteps, max_timesteps)
     plan = bound_plan(GuidedModel(pipeline.unet, 1.0, conditioning.null_class_label), scheduler, images,
                       num_timesteps=num_timesteps, bound_proposal=pipeline.config.bound_proposal, class_labels=labels,
                       generator=torch.Generator().manual_seed(seed), batch_size=batch_size)
     per_class = class_bounds(pipeline.unet, scheduler, images, plan, conditioning.class_ids, seed=seed,
                              batch_size=batch_size)
-    marginal = MarginalBound.from_class_bounds(per_class, conditioning.frequencies, conditioning.class_ids,
-                                               images[0].numel(), anchor=conditional, labels=labels)
+    return MarginalBound.from_class_bounds(per_class, conditioning.frequencies, conditioning.class_ids,
+                                           images[0].numel(), anchor=conditional, labels=labels)
+
+
+def final_class_bounds(pipeline, images: torch.Tensor, labels: torch.Tensor, conditional: VariationalBound, *,
+                       seed: int, max_timesteps: int | None = None, batch_size: int = 512) -> dict:
+    """``class_bounds`` of ``metrics.json``: the ``conditional`` bound (already evaluated, with the true ``labels``),
+    the ``marginal`` bound, the ``null_label`` bound and the ``classifier_accuracy`` of argmin_y L_y on ``images``.
+
+    Every class's L_y is estimated from T / (4K) timesteps (:func:`class_bound_timesteps`) and anchored on
+    ``conditional`` (:func:`anchored_marginal`); the null-label bound from T / (2K). ``max_timesteps`` (the run's ``final_eval_timesteps``): at most that many."""
+    conditioning, scheduler = pipeline.conditioning, pipeline.scheduler
+    num_timesteps, null_timesteps = class_bound_timesteps(conditioning.num_classes,
+                                                          scheduler.config.num_train_timesteps, max_timesteps)
+    marginal = anchored_marginal(pipeline, images, labels, conditional, seed=seed, num_timesteps=num_timesteps,
+                                 batch_size=batch_size)
     null = held_out_bound(GuidedModel(pipeline.unet, 0.0, conditioning.null_class_label), scheduler, images,
                           num_timesteps=null_timesteps, seed=seed, batch_size=batch_size,
                           class_labels=torch.zeros_like(labels), bound_proposal=pipeline.config.bound_proposal)
