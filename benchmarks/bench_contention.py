@@ -1,7 +1,7 @@
 """How much two hf-ddpm processes on one CPU machine slow each other down, without and with the measures of
 ``hf_ddpm.contention`` (issue 22 §3). Run it on an otherwise idle machine:
 
-    python benchmarks/bench_contention.py                         # 300 steps of the default run; modes off and on
+    python benchmarks/bench_contention.py                         # 300 steps of the default run; modes off and spin
     python benchmarks/bench_contention.py --modes off,spin,threads,on --spin-counts 300000,30000,10000,1000
     python benchmarks/bench_contention.py --dry-run               # print the commands, run nothing
 
@@ -14,13 +14,16 @@ each run in a fresh process with ``OMP_NUM_THREADS`` unset (so the threads are t
 3. **evaluate alone**: ``hf-ddpm evaluate`` of the model the first run saved (the held-out bound from
    ``--eval-timesteps``), wall seconds;
 4. **beside evaluate**: a training run and that evaluate started together: the run's step/s and the evaluate's
-   seconds.
+   seconds;
+5. **sample alone**: ``hf-ddpm sample`` of that model (``--sample-images`` images, ``--sample-steps`` steps into a
+   grid), wall seconds;
+6. **beside sample**: a training run and that sample started together: the run's step/s and the sample's seconds.
 
 It prints a table: for each mode and scenario the step/s (or seconds) and the slowdown against the same mode's
 alone run (time ratio: 2.0 is a fair share of two processes), with the CPU model, the usable cores and the load
 average before each scenario; and it warns when the machine was not idle (load > 0.5) before a scenario. The
-issue's targets: every slowdown ≤ 2.5 when two share the machine, and "alone" in mode ``on`` ≥ 0.95 × mode
-``off``'s step/s.
+issue's targets: every slowdown ≤ 2.5 when two share the machine, and "alone" in the default mode (``spin``) ≥ 0.95 ×
+mode ``off``'s step/s (compare lone runs interleaved, several of each: identical runs vary by ± 8 % here).
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ def train_command(output_dir: str, steps: int) -> list[str]:
 
 def evaluate_command(model: str, timesteps: str) -> list[str]:
     return [sys.executable, "-m", "hf_ddpm", "evaluate", "--model", model, "--timesteps", timesteps]
+
+
+def sample_command(model: str, images: int, steps: int, out: str) -> list[str]:
+    return [sys.executable, "-m", "hf_ddpm", "sample", "--model", model, "--num-images", str(images),
+            "--steps", str(steps), "--seed", "0", "--out", out]
 
 
 def step_rate(output_dir: str, steps: int) -> float:
@@ -94,18 +102,23 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def measure(mode: str, spin_count: int | None, steps: int, timesteps: str, workdir: str, dry_run: bool) -> list[dict]:
-    """The four scenarios of one mode; rows {mode, scenario, load, value, unit, slowdown}."""
+def measure(mode: str, spin_count: int | None, steps: int, timesteps: str, sampling: tuple[int, int], workdir: str,
+            dry_run: bool) -> list[dict]:
+    """The six scenarios of one mode; rows {mode, scenario, load, value, unit, slowdown}. ``sampling``: the sample
+    scenarios' (images, steps)."""
     env = run_env(mode, spin_count)
     label = mode if spin_count is None else f"{mode} (GOMP_SPINCOUNT={spin_count})"
     folder = os.path.join(workdir, label.replace(" ", "_").replace("(", "").replace(")", "").replace("=", "-"))
-    runs = {name: os.path.join(folder, name) for name in ("alone", "pair_a", "pair_b", "beside")}
+    runs = {name: os.path.join(folder, name) for name in ("alone", "pair_a", "pair_b", "beside", "beside_sample")}
+    sample = sample_command(runs["alone"], *sampling, os.path.join(folder, "samples.png"))
     scenarios = {
         "alone": [(train_command(runs["alone"], steps), env)],
         "pair": [(train_command(runs["pair_a"], steps), env), (train_command(runs["pair_b"], steps), env)],
         "evaluate alone": [(evaluate_command(runs["alone"], timesteps), env)],
         "beside evaluate": [(train_command(runs["beside"], steps), env),
                             (evaluate_command(runs["alone"], timesteps), env)],
+        "sample alone": [(sample, env)],
+        "beside sample": [(train_command(runs["beside_sample"], steps), env), (sample, env)],
     }
     if dry_run:
         for name, commands in scenarios.items():
@@ -113,7 +126,7 @@ def measure(mode: str, spin_count: int | None, steps: int, timesteps: str, workd
                 print(f"[{label}] {name}: HF_DDPM_CONTENTION={mode}"
                       f"{'' if spin_count is None else f' GOMP_SPINCOUNT={spin_count}'} {' '.join(command)}")
         return []
-    rows, alone, evaluate_alone = [], None, None
+    rows, alone, alone_seconds = [], None, {}
     for name, commands in scenarios.items():
         load = load_average()
         if load > 0.5:
@@ -128,15 +141,16 @@ def measure(mode: str, spin_count: int | None, steps: int, timesteps: str, workd
                 rate = step_rate(runs[run], steps)
                 rows.append(dict(mode=label, scenario=f"pair ({run[-1]})", load=load, value=rate, unit="step/s",
                                  slowdown=slowdown(alone, rate)))
-        elif name == "evaluate alone":
-            evaluate_alone = seconds[0]
-            rows.append(dict(mode=label, scenario=name, load=load, value=evaluate_alone, unit="s", slowdown=1.0))
-        else:
-            rate = step_rate(runs["beside"], steps)
-            rows.append(dict(mode=label, scenario="training beside evaluate", load=load, value=rate, unit="step/s",
+        elif name.endswith(" alone"):  # evaluate or sample
+            alone_seconds[name.split()[0]] = seconds[0]
+            rows.append(dict(mode=label, scenario=name, load=load, value=seconds[0], unit="s", slowdown=1.0))
+        else:  # a training run beside evaluate or sample
+            other = name.split()[-1]
+            rate = step_rate(runs["beside" if other == "evaluate" else "beside_sample"], steps)
+            rows.append(dict(mode=label, scenario=f"training beside {other}", load=load, value=rate, unit="step/s",
                              slowdown=slowdown(alone, rate)))
-            rows.append(dict(mode=label, scenario="evaluate beside training", load=load, value=seconds[1], unit="s",
-                             slowdown=slowdown(seconds[1], evaluate_alone)))
+            rows.append(dict(mode=label, scenario=f"{other} beside training", load=load, value=seconds[1], unit="s",
+                             slowdown=slowdown(seconds[1], alone_seconds[other])))
     return rows
 
 
@@ -154,9 +168,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (the issue measured 300)")
-    parser.add_argument("--modes", default="off,on", help=f"comma-separated, of {MODES}")
+    parser.add_argument("--modes", default="off,spin", help=f"comma-separated, of {MODES}")
     parser.add_argument("--eval-timesteps", default="200", help="hf-ddpm evaluate's --timesteps: 'all' (the full "
                         "bound, about 2 minutes alone on 2 cores) or K")
+    parser.add_argument("--sample-images", type=int, default=256, help="hf-ddpm sample's --num-images")
+    parser.add_argument("--sample-steps", type=int, default=200, help="hf-ddpm sample's --steps")
     parser.add_argument("--spin-counts", default="", help="comma-separated GOMP_SPINCOUNT values, each in mode spin")
     parser.add_argument("--workdir", default=None, help="where the runs write (default: a temporary folder)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -172,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         workdir = opts.workdir or scratch
         rows = [row for mode, spin in variants
-                for row in measure(mode, spin, opts.steps, opts.eval_timesteps, workdir, opts.dry_run)]
+                for row in measure(mode, spin, opts.steps, opts.eval_timesteps, (opts.sample_images, opts.sample_steps),
+                                   workdir, opts.dry_run)]
     if rows:
         print(table(rows))
 

@@ -394,8 +394,7 @@ def test_the_thread_count_is_the_cores_unless_someone_chose(tmp_path):
     cores = len(os.sched_getaffinity(0))
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no"]
-    unset = {**{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"},
-             "HF_DDPM_CONTENTION": "off"}  # the cores whatever the load (tests/test_contention.py: with the load)
+    unset = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     cases = {
         "accelerate launch, nothing chosen": (launcher + [str(script)], unset, cores),
         "accelerate launch --num_cpu_threads_per_process 1": (

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..contention import follow_the_machine
 from ..errors import ParameterError
 from .common import set_cpu_threads
 from .convert import add_convert_parser
@@ -57,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     line with exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if argv is None:  # the command line: its process's CPU threads; a call from Python keeps the caller's
-        set_cpu_threads()
+    # the command line: its process's CPU threads, following the machine; a call from Python keeps the caller's
+    threads = set_cpu_threads() if argv is None else None
     try:
-        args.func(args)
+        with follow_the_machine(threads):
+            args.func(args)
         end_process_group(meet=True)
     except ParameterError as error:
         end_process_group(meet=False)

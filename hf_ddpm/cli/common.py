@@ -26,18 +26,14 @@ def process_state():
     return state
 
 
-def set_cpu_threads() -> None:
+def set_cpu_threads():
     """torch's CPU threads for a command-line process, chosen as the trainer chooses them
-    (:func:`hf_ddpm.training.machine.cpu_threads`: OMP_NUM_THREADS if set, else the cores less those the load shows
-    busy); a busy machine is said on stderr."""
-    import sys
-
-    from ..training.machine import chosen_for_busy_machine, cpu_threads
+    (:func:`hf_ddpm.training.machine.cpu_threads`: OMP_NUM_THREADS if set, else the cores); the choice."""
+    from ..training.machine import cpu_threads
 
     choice = cpu_threads()
     torch.set_num_threads(choice.threads)
-    if chosen_for_busy_machine(choice):
-        print(f"hf-ddpm: {choice.threads} CPU thread(s): {choice.reason}", file=sys.stderr)
+    return choice
 
 
 def device_name(name: str | None) -> str:

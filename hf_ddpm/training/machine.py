@@ -10,10 +10,10 @@ choice, in order:
 
 1. ``num_threads`` (the trainer's ``--num_threads``);
 2. ``OMP_NUM_THREADS`` as the user set it (in the shell, or through ``--num_cpu_threads_per_process``);
-3. otherwise the cores in this process's CPU affinity, less those the load at start shows busy
-   (:func:`hf_ddpm.contention.busy_cores`; ``HF_DDPM_CONTENTION=off`` counts none), divided among the processes of
-   this machine (``LOCAL_WORLD_SIZE``), at least 1 — also when ``OMP_NUM_THREADS=1`` is only ``accelerate launch``'s
-   default. A busy machine is said in the reason, with the flag that chooses instead.
+3. otherwise the cores in this process's CPU affinity divided among the processes of this machine
+   (``LOCAL_WORLD_SIZE``), at least 1 — also when ``OMP_NUM_THREADS=1`` is only ``accelerate launch``'s default. Such
+   a count then follows the machine during the run (:func:`hf_ddpm.contention.follow_the_machine`): fewer threads
+   while other processes keep cores busy.
 """
 
 from __future__ import annotations
@@ -21,23 +21,25 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from ..contention import busy_cores
+from ..contention import usable_core_ids
 
 LAUNCHER_THREADS_FLAG = "--num_cpu_threads_per_process"
-BUSY_ADVICE = "; the machine is busy: --num_threads N (or OMP_NUM_THREADS=N) chooses instead"
+CHOSEN = ("num_threads", "OMP_NUM_THREADS")  # the reasons of a count somebody chose
 
 
 class ThreadChoice(NamedTuple):
     threads: int
     reason: str
 
+    @property
+    def chosen(self) -> bool:
+        """Whether somebody chose the count (``--num_threads``, ``OMP_NUM_THREADS``): it never changes then."""
+        return self.reason in CHOSEN
+
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity; ``os.cpu_count()`` where affinity is unknown)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """How many cores this process may run on (its CPU affinity; every core where affinity is unknown)."""
+    return len(usable_core_ids())
 
 
 def accelerate_launcher() -> "psutil.Process | None":  # noqa: F821
@@ -69,28 +71,16 @@ def omp_set_by_user(environ=os.environ) -> bool:
         return True
 
 
-def cpu_threads(num_threads: int | None = None, environ=os.environ, load: float | None = None) -> ThreadChoice:
-    """The intra-op thread count for this process and why (see the module docstring); ``load``: the machine's load
-    instead of its 1-minute load average."""
+def cpu_threads(num_threads: int | None = None, environ=os.environ) -> ThreadChoice:
+    """The intra-op thread count for this process and why (see the module docstring)."""
     if num_threads is not None:
-        return ThreadChoice(num_threads, "num_threads")
+        return ThreadChoice(num_threads, CHOSEN[0])
     if omp_set_by_user(environ):
-        return ThreadChoice(max(1, int(environ["OMP_NUM_THREADS"])), "OMP_NUM_THREADS")
+        return ThreadChoice(max(1, int(environ["OMP_NUM_THREADS"])), CHOSEN[1])
     local_processes = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
     cores = usable_cores()
-    busy, load = busy_cores(cores, environ, load)
-    share = max(1, (cores - busy) // local_processes)
-    reason = f"the {cores} usable core(s) / {local_processes} local process(es)"
-    if busy:
-        reason = (f"the {cores} usable core(s) less {busy} busy (load {load:.1f} at start) / {local_processes} local "
-                  f"process(es){BUSY_ADVICE}")
-    return ThreadChoice(share, reason)
-
-
-def chosen_for_busy_machine(choice: ThreadChoice) -> bool:
-    """Whether :func:`cpu_threads` took fewer threads because the machine was busy (its reason then says how to
-    choose)."""
-    return choice.reason.endswith(BUSY_ADVICE)
+    return ThreadChoice(max(1, cores // local_processes), f"the {cores} usable core(s) / {local_processes} local "
+                        "process(es)")
 
 
 def cpu_model() -> str:

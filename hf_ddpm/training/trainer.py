@@ -20,6 +20,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from ..contention import follow_the_machine
 from ..cost import network_cost, synchronize, timed
 from ..data import load_image_data
 from ..errors import ParameterError
@@ -251,14 +252,15 @@ class Trainer:
         if self.accelerator.is_main_process:
             self.start_trackers()
         self.accelerator.print(self.describe())
-        for line in self.estimate():
-            self.accelerator.print(line)
-        train_started = time.time()
-        step = self.train()
-        if self.config.output.checkpointing_steps:
-            self.checkpoint(step)
-        with NetworkProgress(self.evaluation.unet, enabled=self.accelerator.is_main_process) as progress:
-            record = finish(self, step, train_seconds=time.time() - train_started, progress=progress)
+        with follow_the_machine(self.threads):  # fewer threads while other processes keep the cores busy
+            for line in self.estimate():
+                self.accelerator.print(line)
+            train_started = time.time()
+            step = self.train()
+            if self.config.output.checkpointing_steps:
+                self.checkpoint(step)
+            with NetworkProgress(self.evaluation.unet, enabled=self.accelerator.is_main_process) as progress:
+                record = finish(self, step, train_seconds=time.time() - train_started, progress=progress)
         url = push(self)
         if url is not None:
             print(f"pushed to {url}")
