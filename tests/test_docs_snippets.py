@@ -348,3 +348,14 @@ def test_the_readme_links_lead_to_pages_and_headings():
         if anchor and target.suffix == ".md":
             assert anchor in heading_anchors(target), f"README.md links to {link}: no such heading"
     assert len(text.split("\n")) <= 250
+
+
+@pytest.mark.parametrize("page", [*PAGES, REPO / "model_card.md"], ids=page_id)
+def test_no_page_holds_control_characters(page):
+    """A TeX command written through a Python string ("\\tilde", "\\beta") becomes a tab or a backspace, which the
+    site shows as raw text: no page may hold a control character other than the newline."""
+    text = page.read_text(encoding="utf-8")
+    found = [(number, line) for number, line in enumerate(text.split("\n"), 1)
+             if re.search(r"[\x00-\x09\x0b-\x1f\x7f]", line)]
+    assert not found, f"{page.name}: control characters on lines {[number for number, _ in found]}"
+
