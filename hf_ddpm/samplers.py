@@ -129,6 +129,12 @@ def check_can_sample(scheduler, num_inference_steps: int | None = None) -> None:
         raise ParameterError("num_inference_steps", f"is {num_inference_steps}, but {name} with timestep_spacing="
                                                     f"{spacing!r} takes at most T − 1 = {T - 1} steps: it steps on "
                                                     "past timestep 0 to σ = 0, K + 1 points of the T timesteps")
+    warm_up = getattr(scheduler, "pndm_order", None)  # PNDM's Runge–Kutta start takes that many steps
+    if warm_up and not scheduler.config.skip_prk_steps and num_inference_steps is not None \
+            and num_inference_steps < warm_up:
+        raise ParameterError("num_inference_steps", f"is {num_inference_steps}, but {name}'s Runge–Kutta start "
+                                                    f"(skip_prk_steps=False) takes at least {warm_up} steps; give "
+                                                    f"≥ {warm_up}, or build it with skip_prk_steps=True")
     if name in NOT_DDPM_SAMPLERS:
         raise ParameterError("scheduler", f"is {name}, which cannot sample a DDPM: {NOT_DDPM_SAMPLERS[name]}")
     prediction_type = getattr(scheduler.config, "prediction_type", None)

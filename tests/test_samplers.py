@@ -472,3 +472,21 @@ def test_every_step_of_the_chain_samples_or_is_refused_by_name(scheduler_class, 
         return
     images = pipe(batch_size=1, num_inference_steps=20, output_type="pt").images
     assert torch.isfinite(images).all()
+
+
+@pytest.mark.parametrize("steps", (1, 2, 3))
+def test_pndm_with_fewer_steps_than_its_runge_kutta_start_is_refused_by_name(steps):
+    """PNDM's default start takes 4 Runge–Kutta steps: with fewer, diffusers fails inside ``set_timesteps`` (a numpy
+    broadcast error); refused by name before any work, and ``skip_prk_steps=True`` samples them."""
+    config = DDPMDocScheduler(num_train_timesteps=20).config
+    unet = Probe(unet_for(1, False))
+    pipe = quiet(DDPMDocPipeline(unet=unet, scheduler=make_scheduler("pndm", config)))
+    with pytest.raises(ParameterError, match=f"is {steps}, but PNDMScheduler's Runge–Kutta start .* at least 4"):
+        pipe(batch_size=1, num_inference_steps=steps, output_type="pt")
+    assert unet.calls == 0
+    with pytest.raises(ValueError, match="broadcast"):  # why: diffusers' own scheduler fails
+        make_scheduler("pndm", config).set_timesteps(steps)
+    pipe.scheduler = make_scheduler("pndm", config, skip_prk_steps=True)
+    assert torch.isfinite(pipe(batch_size=1, num_inference_steps=steps, output_type="pt").images).all()
+    assert unet.calls > 0
+
