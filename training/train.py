@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     compute = p.add_argument_group("computation")
     flag(compute, "mixed_precision", choices=MIXED_PRECISIONS)
     flag(compute, "gradient_checkpointing", action="store_true")
-    flag(compute, "num_threads", type=int, help="CPU threads per process (default: OMP_NUM_THREADS if you set it, "
-                                                "else this machine's usable cores / local processes)")
+    flag(compute, "num_threads", type=int, help="CPU threads per process, fixed (default: OMP_NUM_THREADS if you set "
+                                                "it, else this machine's usable cores / local processes, fewer while "
+                                                "other processes keep cores busy)")
     flag(compute, "dataloader_num_workers", type=int)
     flag(compute, "keep_decoded_mib", type=int,
          help="decode the training images once and keep them if they fit in this many MiB (0: decode per item)")
