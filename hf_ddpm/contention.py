@@ -87,8 +87,10 @@ class ThreadGovernor:
     docstring). Called with any arguments (it serves as a forward pre-hook), it looks at most once per ``interval``
     seconds: the cores other processes kept busy since its last look, ``others`` = (the cores' work − this process's
     own CPU time) / wall time, and the threads become ``cores − round(others)``, at least 1 and at most ``threads``,
-    the count the process started with. A count that other code set meanwhile (e.g. a metric network that runs on one
-    thread) is left alone. ``busy``, ``own`` and ``clock`` are the readings (:func:`busy_seconds`,
+    the count the process started with — fewer only while the process itself got less than its threads less half a
+    core (``own``), so that processes that fit beside it (the other processes of its own launch, each on its share)
+    do not take threads away. A count that other code set meanwhile (e.g. a metric network that runs on one thread)
+    is left alone. ``busy``, ``own`` and ``clock`` are the readings (:func:`busy_seconds`,
     ``time.process_time``, ``time.monotonic``)."""
 
     def __init__(self, threads: int, cores: set[int] | None = None, interval: float = INTERVAL, busy=busy_seconds,
@@ -110,8 +112,12 @@ class ThreadGovernor:
 
         then, now = self.last, self.reading()
         self.last = now
-        others = max(0.0, (now[1] - then[1]) - (now[2] - then[2])) / (now[0] - then[0])
+        wall = now[0] - then[0]
+        own = (now[2] - then[2]) / wall
+        others = max(0.0, (now[1] - then[1]) / wall - own)
         threads = max(1, min(self.most, len(self.cores) - int(others + 0.5)))
+        if threads < self.threads and own >= self.threads - 0.5:
+            return  # it got its cores: the others fit beside it (e.g. the other processes of its own launch)
         if threads == self.threads or torch.get_num_threads() != self.threads:
             return
         torch.set_num_threads(threads)

@@ -126,6 +126,21 @@ def test_the_governor_keeps_between_one_thread_and_the_count_it_started_with(tor
     assert torch.get_num_threads() == 2  # never more than it started with
 
 
+def test_the_governor_keeps_its_threads_while_it_gets_its_cores(torch_threads):
+    """One of two processes of a launch on 4 cores, each on its 2: the other process and a little outside work keep
+    2.6 cores busy, but this one still gets its 2 — nothing to give back (giving back would make every process of the
+    launch swing between 1 and 2 threads)."""
+    machine, lines = Machine(), []
+    torch.set_num_threads(2)
+    governor = governor_on(machine, threads=2, cores=4, lines=lines)
+    machine.run(1.0, others=2.6, own=1.9)
+    governor()
+    assert torch.get_num_threads() == 2 and not lines
+    machine.run(1.0, others=2.6, own=1.2)  # now it is starved: it gives a thread back
+    governor()
+    assert torch.get_num_threads() == 1 and len(lines) == 1
+
+
 def test_the_governor_leaves_a_count_other_code_set(torch_threads):
     machine, lines = Machine(), []
     torch.set_num_threads(2)
