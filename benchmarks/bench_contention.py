@@ -19,10 +19,11 @@ each run in a fresh process with ``OMP_NUM_THREADS`` unset (so the threads are t
    grid), wall seconds;
 6. **beside sample**: a training run and that sample started together: the run's step/s and the sample's seconds.
 
-It prints a table: for each mode and scenario the step/s (or seconds) and the slowdown against the same mode's
-alone run (time ratio: 2.0 is a fair share of two processes), with the CPU model, the usable cores and the load
-average before each scenario; and it warns when the machine was not idle (load > 0.5) before a scenario. The
-issue's targets: every slowdown ≤ 2.5 when two share the machine, and "alone" in the default mode (``spin``) ≥ 0.95 ×
+It prints a table: for each mode and scenario the step/s (or seconds), the slowdown against the same mode's alone
+run (time ratio: 2.0 is a fair share of two processes) and whether the process gave threads back (the
+``ThreadGovernor``'s line in its output), with the CPU model, the usable cores and the load average before each
+scenario; and it warns when the machine was not idle (load > 0.5) before a scenario. The
+issue's targets: every slowdown ≤ 2.5 when two share the machine, and "alone" in the default mode (``threads``) ≥ 0.95 ×
 mode ``off``'s step/s (compare lone runs interleaved, several of each: identical runs vary by ± 8 % here).
 """
 
@@ -72,9 +73,11 @@ def step_rate(output_dir: str, steps: int) -> float:
         return steps / json.load(handle)["train_seconds"]
 
 
-def run_together(commands: list[tuple[list[str], dict]]) -> list[float]:
-    """Start the commands at once; each one's wall seconds until it ended (a failure stops the benchmark with its
-    output)."""
+def run_together(commands: list[tuple[list[str], dict]]) -> list[tuple[float, bool]]:
+    """Start the commands at once; each one's wall seconds until it ended, and whether it gave threads back (its
+    output holds the ThreadGovernor's line). A failure stops the benchmark with its output."""
+    from hf_ddpm.contention import REPORT
+
     from concurrent.futures import ThreadPoolExecutor
 
     started = time.monotonic()
@@ -90,7 +93,7 @@ def run_together(commands: list[tuple[list[str], dict]]) -> list[float]:
     for process, (command, _), (_, output) in zip(processes, commands, results):
         if process.returncode:
             sys.exit(f"failed ({process.returncode}): {' '.join(command)}\n{output[-3000:]}")
-    return [seconds for seconds, _ in results]
+    return [(seconds, REPORT in output) for seconds, output in results]
 
 
 def slowdown(rate_alone: float, rate: float) -> float:
@@ -132,33 +135,37 @@ def measure(mode: str, spin_count: int | None, steps: int, timesteps: str, sampl
         if load > 0.5:
             print(f"warning: load average {load:.2f} before '{name}' ({label}): the machine is not idle",
                   file=sys.stderr)
-        seconds = run_together(commands)
+        results = run_together(commands)
+        seconds, fewer = [s for s, _ in results], [f for _, f in results]
         if name == "alone":
             alone = step_rate(runs["alone"], steps)
-            rows.append(dict(mode=label, scenario=name, load=load, value=alone, unit="step/s", slowdown=1.0))
+            rows.append(dict(mode=label, scenario=name, load=load, value=alone, unit="step/s", slowdown=1.0,
+                             fewer=fewer[0]))
         elif name == "pair":
-            for run in ("pair_a", "pair_b"):
+            for index, run in enumerate(("pair_a", "pair_b")):
                 rate = step_rate(runs[run], steps)
                 rows.append(dict(mode=label, scenario=f"pair ({run[-1]})", load=load, value=rate, unit="step/s",
-                                 slowdown=slowdown(alone, rate)))
+                                 slowdown=slowdown(alone, rate), fewer=fewer[index]))
         elif name.endswith(" alone"):  # evaluate or sample
             alone_seconds[name.split()[0]] = seconds[0]
-            rows.append(dict(mode=label, scenario=name, load=load, value=seconds[0], unit="s", slowdown=1.0))
+            rows.append(dict(mode=label, scenario=name, load=load, value=seconds[0], unit="s", slowdown=1.0,
+                             fewer=fewer[0]))
         else:  # a training run beside evaluate or sample
             other = name.split()[-1]
             rate = step_rate(runs["beside" if other == "evaluate" else "beside_sample"], steps)
             rows.append(dict(mode=label, scenario=f"training beside {other}", load=load, value=rate, unit="step/s",
-                             slowdown=slowdown(alone, rate)))
+                             slowdown=slowdown(alone, rate), fewer=fewer[0]))
             rows.append(dict(mode=label, scenario=f"{other} beside training", load=load, value=seconds[1], unit="s",
-                             slowdown=slowdown(seconds[1], alone_seconds[other])))
+                             slowdown=slowdown(seconds[1], alone_seconds[other]), fewer=fewer[1]))
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| mode | scenario | load before | speed | slowdown (× alone) |", "|---|---|--:|--:|--:|"]
+    lines = ["| mode | scenario | load before | speed | slowdown (× alone) | gave threads back |",
+             "|---|---|--:|--:|--:|---|"]
     for row in rows:
         lines.append(f"| {row['mode']} | {row['scenario']} | {row['load']:.2f} | {row['value']:.2f} {row['unit']} | "
-                     f"{row['slowdown']:.2f} |")
+                     f"{row['slowdown']:.2f} | {'yes' if row['fewer'] else 'no'} |")
     return "\n".join(lines)
 
 

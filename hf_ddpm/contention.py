@@ -36,6 +36,7 @@ MODES = ("on", "spin", "threads", "off")
 DEFAULT_MODE = "threads"  # measured (module docstring)
 SPIN_COUNT = 1_000  # GOMP_SPINCOUNT: libgomp's default is 300,000 (and 100 when a process has more threads than CPUs)
 INTERVAL = 1.0  # seconds between two looks of the ThreadGovernor at the machine
+REPORT = "hf-ddpm: other processes keep"  # how the ThreadGovernor's one line begins
 
 
 def mode(environ=os.environ) -> str:
@@ -124,7 +125,7 @@ class ThreadGovernor:
         self.threads = threads
         if threads < self.most and not self.reported:
             self.reported = True
-            self.report(f"hf-ddpm: other processes keep {others:.1f} of this process's {len(self.cores)} cores busy: "
+            self.report(f"{REPORT} {others:.1f} of this process's {len(self.cores)} cores busy: "
                         f"{threads} CPU thread(s) instead of {self.most} while they do ({SWITCH}=off keeps "
                         f"{self.most}; OMP_NUM_THREADS=N, or the trainer's --num_threads N, fixes the count)")
 

@@ -236,5 +236,8 @@ def test_the_contention_benchmark_runs_each_scenario_in_each_mode(capsys):
     assert sum("-m hf_ddpm evaluate" in line for line in lines) == 3 * 2
     assert sum("-m hf_ddpm sample" in line and "--num-images 256 --steps 200" in line for line in lines) == 3 * 2
     assert sum("GOMP_SPINCOUNT=1000" in line for line in lines) == 9
-    rows = [dict(mode="off", scenario="alone", load=0.1, value=19.7, unit="step/s", slowdown=1.0)]
-    assert "| off | alone | 0.10 | 19.70 step/s | 1.00 |" in bench_contention.table(rows)
+    rows = [dict(mode="off", scenario="alone", load=0.1, value=19.7, unit="step/s", slowdown=1.0, fewer=False),
+            dict(mode="threads", scenario="pair (a)", load=1.0, value=9.0, unit="step/s", slowdown=2.19, fewer=True)]
+    table = bench_contention.table(rows).splitlines()
+    assert table[2:] == ["| off | alone | 0.10 | 19.70 step/s | 1.00 | no |",
+                         "| threads | pair (a) | 1.00 | 9.00 step/s | 2.19 | yes |"]
