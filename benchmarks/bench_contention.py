@@ -1,7 +1,7 @@
 """How much two hf-ddpm processes on one CPU machine slow each other down, without and with the measures of
 ``hf_ddpm.contention`` (issue 22 §3). Run it on an otherwise idle machine:
 
-    python benchmarks/bench_contention.py                         # 300 steps of the default run; modes off and spin
+    python benchmarks/bench_contention.py                         # 300 steps of the default run; modes off and threads
     python benchmarks/bench_contention.py --modes off,spin,threads,on --spin-counts 300000,30000,10000,1000
     python benchmarks/bench_contention.py --dry-run               # print the commands, run nothing
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (the issue measured 300)")
-    parser.add_argument("--modes", default="off,spin", help=f"comma-separated, of {MODES}")
+    parser.add_argument("--modes", default="off,threads", help=f"comma-separated, of {MODES}")
     parser.add_argument("--eval-timesteps", default="200", help="hf-ddpm evaluate's --timesteps: 'all' (the full "
                         "bound, about 2 minutes alone on 2 cores) or K")
     parser.add_argument("--sample-images", type=int, default=256, help="hf-ddpm sample's --num-images")
