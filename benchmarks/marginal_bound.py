@@ -22,6 +22,7 @@ from hf_ddpm.cli import build_parser
 from hf_ddpm.cli.common import load_held_out
 from hf_ddpm.training.class_bounds import anchored_marginal, class_bound_timesteps
 from hf_ddpm.training.held_out import held_out_bound
+from hf_ddpm.variational_bound import variance_of_mean
 
 
 def load(folder: str) -> DDPMDocPipeline:
@@ -45,7 +46,7 @@ def main() -> None:
     count, _ = class_bound_timesteps(model.conditioning.num_classes, model.scheduler.config.num_train_timesteps)
     marginal = anchored_marginal(model, x0, labels, conditional, seed=args.seed, num_timesteps=count)
     difference = marginal.total - unconditional.total.double()
-    error = math.sqrt(float(difference.var()) / len(difference) + marginal.timestep_variance)
+    error = math.sqrt(variance_of_mean(difference) + marginal.timestep_variance)
     print(json.dumps({
         "images": f"{held_out.name}, split {held_out.split!r}, {len(x0)} images",
         "unconditional": [unconditional.bits_per_dim, unconditional.standard_error],
