@@ -143,13 +143,12 @@ def follow_the_machine(choice, environ=os.environ):
         return
     import torch
 
-    threads = choice.threads
-    governor = ThreadGovernor(threads)
+    governor = ThreadGovernor(choice.threads)
     handle = torch.nn.modules.module.register_module_forward_pre_hook(governor)
     try:
         yield governor
     finally:
         handle.remove()
         if torch.get_num_threads() == governor.threads:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(governor.most)
 

@@ -13,6 +13,7 @@ import torch
 
 from hf_ddpm.contention import DEFAULT_MODE, SPIN_COUNT, ThreadGovernor, follow_the_machine, mode
 from hf_ddpm.training.machine import ThreadChoice, cpu_threads, usable_cores
+from helpers import tiny_unet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTENTION_PY = os.path.join(REPO, "hf_ddpm", "contention.py")
@@ -198,18 +199,13 @@ def test_follow_the_machine_hooks_every_network_call_only_for_a_count_nobody_cho
 @pytest.mark.skipif(usable_cores() < 2, reason="one core: no thread to give back")
 def test_the_command_gives_a_thread_to_another_process(tmp_path):
     """``hf-ddpm sample`` beside a busy loop: the command's own threads follow the machine and say so once."""
-    from diffusers import UNet2DModel
-
     from hf_ddpm import DDPMDocPipeline, DDPMDocScheduler
 
-    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 32),
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8)
-    DDPMDocPipeline(unet=unet, scheduler=DDPMDocScheduler(num_train_timesteps=1000)).save_pretrained(tmp_path / "m")
+    DDPMDocPipeline(unet=tiny_unet(), scheduler=DDPMDocScheduler(num_train_timesteps=1000)).save_pretrained(tmp_path / "m")
     loop = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     try:
         result = subprocess.run([sys.executable, "-m", "hf_ddpm", "sample", "--model", str(tmp_path / "m"),
-                                 "--num-images", "16", "--steps", "300", "--out", str(tmp_path / "grid.png")],
+                                 "--num-images", "16", "--steps", "1000", "--out", str(tmp_path / "grid.png")],
                                 env={**BASE, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
     finally:
         loop.kill()
