@@ -108,6 +108,21 @@ def test_the_run_length_is_the_steps_else_the_epochs_else_the_budgets_default(tm
         RunConfig.from_settings(dict(num_epochs=0))
 
 
+def test_the_final_samples_take_the_full_chain_of_any_length_unless_told():
+    """--num_inference_steps defaults to num_train_timesteps, so a run with few timesteps needs no second flag."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN_PY)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    parsed = vars(script.build_parser().parse_args(["--num_train_timesteps", "20"]))
+    assert RunConfig.from_settings(parsed).output.num_inference_steps == 20
+    assert RunConfig().output.num_inference_steps == 1000
+    assert RunConfig.from_settings(dict(num_train_timesteps=20, num_inference_steps=7)).output.num_inference_steps == 7
+    with pytest.raises(ParameterError, match="num_inference_steps must not exceed num_train_timesteps"):
+        RunConfig.from_settings(dict(num_train_timesteps=20, num_inference_steps=21))
+
+
 def test_gradient_checkpointing_recomputes_and_gives_the_same_weights(tmp_path, tiny_config):
     """With the flag, each ResNet block runs twice per training step (forward, then recomputed in backward) — the
     flag is really on — and the final raw and EMA weights are bit-identical to a run without it: recomputation runs

@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(default: the digits evaluator when --feature_model is not given)")
     flag(out, "final_eval_timesteps", type=int, help="timesteps of the final bound (default: all T)")
     flag(out, "num_samples", type=int, help="images in each sample grid")
-    flag(out, "num_inference_steps", type=int, help="ancestral steps per sample")
+    out.add_argument("--num_inference_steps", type=int, default=None,
+                     help="ancestral steps per sample (default: num_train_timesteps, the full chain)")
     flag(out, "figures", action=argparse.BooleanOptionalAction,
          help="end with the paper's figures in output_dir/figures (hf_ddpm.figures: progressive generation and "
               "rate–distortion, and a class-conditional model's class grid and guidance trade-off; hf-ddpm figures "

@@ -213,7 +213,7 @@ class OutputConfig:
     classifier: str | None = None
     final_eval_timesteps: int | None = None
     num_samples: int = 64
-    num_inference_steps: int = 1000
+    num_inference_steps: int | None = None  # None: num_train_timesteps, the full chain (RunConfig)
     figures: bool | None = None
     logger: str = "none"
 
@@ -224,7 +224,7 @@ class OutputConfig:
         for name in ("eval_timesteps", "final_eval_timesteps"):  # stratified estimates (hf_ddpm.timestep_plan)
             check_at_least(name, getattr(self, name), MIN_STRATIFIED_TIMESTEPS, optional=name == "final_eval_timesteps")
         check_at_least("num_samples", self.num_samples, 1)
-        check_at_least("num_inference_steps", self.num_inference_steps, 1)
+        check_at_least("num_inference_steps", self.num_inference_steps, 1, optional=True)
         if self.eval_samples != 0:
             check_at_least("eval_samples", self.eval_samples, MIN_JUDGED_IMAGES)
         check_at_least("eval_inference_steps", self.eval_inference_steps, 1, optional=True)
@@ -280,10 +280,13 @@ class RunConfig:
     hub: HubConfig = field(default_factory=HubConfig)
 
     def __post_init__(self):
-        """Checks across sections; the default output folder of the run's kind."""
+        """Checks across sections; the default output folder of the run's kind, and the final samples' full chain."""
         if self.output.output_dir is None:
             folder = CONDITIONAL_OUTPUT_DIR if self.data.class_conditional else DEFAULT_OUTPUT_DIR
             object.__setattr__(self, "output", dataclasses.replace(self.output, output_dir=folder))
+        if self.output.num_inference_steps is None:
+            object.__setattr__(self, "output", dataclasses.replace(
+                self.output, num_inference_steps=self.process.num_train_timesteps))
         check_objective(self.process.variance_type, self.objective.loss_type)
         for name in ("num_inference_steps", "eval_inference_steps"):
             steps = getattr(self.output, name)
